@@ -1,0 +1,20 @@
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DJANGO_SETTINGS_MODULE=exchange.settings.production
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY exchange exchange
+COPY orders orders
+COPY matching matching
+COPY risk risk
+COPY wallet wallet
+COPY templates templates
+COPY manage.py ./
+RUN pip install . && useradd --system --home /app exchange \
+    && SECRET_KEY=build-only-collectstatic-key-not-used-at-runtime-0123456789abcdef \
+       DATABASE_URL=postgresql://unused@localhost/unused REDIS_URL=redis://localhost:6379/0 \
+       ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput \
+    && chown -R exchange /app
+USER exchange
+EXPOSE 8000
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "exchange.asgi:application"]

@@ -1,0 +1,39 @@
+from django.contrib import admin
+
+from exchange.models import Asset, Market
+
+admin.site.site_header = "Exchange back office"
+admin.site.site_title = "Exchange back office"
+admin.site.index_title = "Operations"
+
+
+@admin.register(Asset)
+class AssetAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "precision", "created_at")
+    search_fields = ("code", "name")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Changing an asset's precision under existing balances would
+        # reinterpret every amount already in the ledger.
+        return ("code", "precision") if obj else ()
+
+
+@admin.register(Market)
+class MarketAdmin(admin.ModelAdmin):
+    list_display = (
+        "symbol",
+        "status",
+        "tick_size",
+        "step_size",
+        "min_quantity",
+        "max_quantity",
+        "min_notional",
+        "maker_fee_rate",
+        "taker_fee_rate",
+    )
+    list_filter = ("status", "quote")
+    search_fields = ("symbol",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Resting orders are stored in ticks and lots of these sizes.
+        return ("symbol", "base", "quote", "tick_size", "step_size") if obj else ()

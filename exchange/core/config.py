@@ -1,0 +1,84 @@
+"""Reading configuration from the environment (12-factor) and deriving URLs."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, unquote, urlencode, urlparse, urlunparse
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (use one of {sorted(TRUE_WORDS | FALSE_WORDS)})")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def database_settings(url: str) -> dict:
+    """Django DATABASES entry for a ``postgres://`` / ``postgresql://`` URL.
+
+    The host may be a unix socket folder, either as ``?host=/path`` (libpq
+    style, what pgserver prints) or percent-encoded in the netloc.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {parsed.scheme!r}")
+    query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    host = query.pop("host", None) or unquote(parsed.hostname or "")
+    options = {key: value for key, value in query.items() if key in ("sslmode", "sslrootcert", "application_name")}
+    return {
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": host,
+        "PORT": str(parsed.port or query.get("port") or 5432),
+        "OPTIONS": options,
+    }
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """The same Redis server as ``url`` but logical database ``db``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        query = parse_qs(parsed.query)
+        query["db"] = [str(db)]
+        # urlunparse would drop the empty authority and print "unix:/path".
+        return f"unix://{parsed.path}?{urlencode(query, doseq=True)}"
+    if parsed.scheme in ("redis", "rediss"):
+        return urlunparse(parsed._replace(path=f"/{db}"))
+    raise ValueError(f"REDIS_URL must be redis://, rediss:// or unix://, got {url!r}")
+
+
+def redis_db_of(url: str) -> int:
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        return int(parse_qs(parsed.query).get("db", ["0"])[-1])
+    return int(parsed.path.lstrip("/") or 0)
+
+
+def celery_redis_url(url: str, db: int) -> str:
+    """Kombu spells a unix-socket Redis ``redis+socket://path?virtual_host=N``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        return f"redis+socket://{parsed.path}?virtual_host={db}"
+    return redis_url_with_db(url, db)

@@ -1,0 +1,89 @@
+"""An idempotent demo: assets, markets and users for a first run.
+
+Running it again changes nothing that exists; it only adds what is missing.
+Passwords are set when a demo user is created (from EXCHANGE_DEMO_PASSWORD)
+and never reset afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from exchange.models import Asset, Market
+from exchange.roles import COMPLIANCE, roles_sync
+
+DEMO_ASSETS = [
+    ("BTC", "Bitcoin", 8),
+    ("ETH", "Ether", 8),
+    ("USDT", "Tether USD", 8),
+]
+
+DEMO_MARKETS = [
+    dict(
+        symbol="BTC-USDT",
+        base="BTC",
+        quote="USDT",
+        tick_size=Decimal("0.01"),
+        step_size=Decimal("0.00001"),
+        min_quantity=Decimal("0.00001"),
+        max_quantity=Decimal("1000"),
+        min_notional=Decimal("5"),
+    ),
+    dict(
+        symbol="ETH-USDT",
+        base="ETH",
+        quote="USDT",
+        tick_size=Decimal("0.01"),
+        step_size=Decimal("0.0001"),
+        min_quantity=Decimal("0.0001"),
+        max_quantity=Decimal("10000"),
+        min_notional=Decimal("5"),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    role: str
+    superuser: bool = False
+    staff: bool = False
+    group: str | None = None
+
+
+DEMO_USERS = [
+    DemoUser("operator", "operator (superuser)", superuser=True, staff=True),
+    DemoUser("compliance", "compliance (read-only back office)", staff=True, group=COMPLIANCE),
+    DemoUser("alice", "trader"),
+    DemoUser("bob", "trader"),
+]
+
+
+@transaction.atomic
+def demo_load(*, password: str) -> None:
+    roles = roles_sync()
+    assets = {}
+    for code, name, precision in DEMO_ASSETS:
+        assets[code], _ = Asset.objects.get_or_create(code=code, defaults={"name": name, "precision": precision})
+    for spec in DEMO_MARKETS:
+        fields = dict(spec, base=assets[spec["base"]], quote=assets[spec["quote"]])
+        symbol = fields.pop("symbol")
+        if not Market.objects.filter(symbol=symbol).exists():
+            market = Market(symbol=symbol, **fields)
+            market.full_clean()
+            market.save()
+    User = get_user_model()
+    for spec in DEMO_USERS:
+        user = User.objects.filter(username=spec.username).first()
+        if user is None:
+            user = User(username=spec.username, email=f"{spec.username}@demo.exchange.local")
+            user.is_superuser = spec.superuser
+            user.is_staff = spec.staff
+            user.set_password(password)
+            user.save()
+        if spec.group:
+            user.groups.add(roles[spec.group])

@@ -1,0 +1,13 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from exchange.demo import DEMO_USERS, demo_load
+
+
+class Command(BaseCommand):
+    help = "Load the demo assets, markets and users (idempotent)."
+
+    def handle(self, *args, **options):
+        demo_load(password=settings.EXCHANGE_DEMO_PASSWORD)
+        users = ", ".join(user.username for user in DEMO_USERS)
+        self.stdout.write(f"demo loaded: users {users}")

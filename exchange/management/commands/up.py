@@ -1,0 +1,122 @@
+"""``manage.py up`` (what ``make run`` runs): the whole exchange on one machine.
+
+Embedded PostgreSQL and Redis start when this command's settings load (unless
+DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
+daphne (HTTP, admin, WebSocket), a Celery worker and Celery beat, waits until
+/health/ready answers, prints the URLs and logins, and runs until Ctrl-C or
+SIGTERM. It then stops every process it started, and the embedded servers
+stop as this process exits. If a child dies on its own, everything stops and
+the exit status is 1: a half-running exchange is worse than a stopped one.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from exchange import processes
+from exchange.demo import DEMO_USERS, demo_load
+
+READY_TIMEOUT_S = 90.0
+
+
+class Command(BaseCommand):
+    help = "Run the exchange: services, migrations, demo data, web server, Celery worker and beat."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=settings.EXCHANGE_HOST)
+        parser.add_argument("--port", type=int, default=settings.EXCHANGE_PORT)
+        parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data.")
+
+    def handle(self, *args, host: str, port: int, no_demo: bool, **options):
+        self._stop_requested = False
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
+
+        self.stdout.write("migrating the database...")
+        call_command("migrate", interactive=False, verbosity=0)
+        demo = settings.EXCHANGE_DEMO and not no_demo
+        if demo:
+            demo_load(password=settings.EXCHANGE_DEMO_PASSWORD)
+
+        children = [processes.spawn(name, argv) for name, argv in self._commands(host, port)]
+        try:
+            base_url = f"http://{host}:{port}"
+            self._wait_ready(base_url, children)
+            if self._stop_requested:
+                return
+            self._print_banner(base_url, demo)
+            failed = self._supervise(children)
+        finally:
+            self.stdout.write("stopping...")
+            processes.stop(children)
+        if failed:
+            raise CommandError(f"{failed.name} exited with status {failed.popen.returncode}; stopped everything")
+        self.stdout.write("stopped; data kept in %s" % settings.DATA_DIR)
+
+    def _request_stop(self, signum, frame):
+        self._stop_requested = True
+
+    def _commands(self, host: str, port: int) -> list[tuple[str, list[str]]]:
+        python = sys.executable
+        return [
+            ("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "exchange.asgi:application"]),
+            (
+                "celery-worker",
+                [python, "-m", "celery", "-A", "exchange", "worker", "-Q", "default,risk,outbox",
+                 "--concurrency", "2", "--loglevel", "INFO", "--hostname", "worker@%h"],
+            ),
+            (
+                "celery-beat",
+                [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "INFO",
+                 "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
+            ),
+        ]
+
+    def _wait_ready(self, base_url: str, children: list[processes.Child]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._stop_requested:
+            dead = next((child for child in children if not child.alive()), None)
+            if dead:
+                raise CommandError(f"{dead.name} exited with status {dead.popen.returncode} while starting")
+            try:
+                with urllib.request.urlopen(f"{base_url}/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise CommandError(f"the exchange did not become ready within {READY_TIMEOUT_S:.0f}s")
+            time.sleep(0.2)
+
+    def _supervise(self, children: list[processes.Child]) -> processes.Child | None:
+        while not self._stop_requested:
+            for child in children:
+                if not child.alive():
+                    return child
+            time.sleep(0.5)
+        return None
+
+    def _print_banner(self, base_url: str, demo: bool) -> None:
+        lines = [
+            "",
+            "Exchange is up",
+            f"  Markets API  {base_url}/api/v1/markets",
+            f"  API docs     {base_url}/api/docs/",
+            f"  Admin        {base_url}/admin/",
+            f"  Health       {base_url}/health",
+            f"  Metrics      {base_url}/metrics",
+        ]
+        if demo:
+            lines.append(f"  Demo logins (password {settings.EXCHANGE_DEMO_PASSWORD!r}, set when first created):")
+            lines.extend(f"    {user.username:<11} {user.role}" for user in DEMO_USERS)
+        lines.extend([f"  Data         {settings.DATA_DIR}", "  Stop with Ctrl-C", ""])
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()

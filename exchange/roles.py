@@ -1,0 +1,49 @@
+"""Back-office roles as Django groups, least privilege.
+
+- Operators: run the venue (assets, markets, users' money through the
+  wallet's admin actions); no permission to alter the audit trail.
+- Support: read users, orders and balances to answer tickets.
+- Compliance: read-only on everything, for investigations and exports.
+
+``roles_sync()`` (re)creates the groups with exactly these permissions; it
+runs on ``migrate`` of the demo and with ``manage.py sync_roles``.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+
+OPERATORS = "Operators"
+SUPPORT = "Support"
+COMPLIANCE = "Compliance"
+
+# app label -> permission verbs (add, change, delete, view) per role.
+_APPS = ("exchange", "orders", "matching", "risk", "wallet", "auth")
+ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    OPERATORS: {
+        "exchange": ("add", "change", "view"),
+        "orders": ("view",),
+        "matching": ("view",),
+        "risk": ("add", "change", "view"),
+        "wallet": ("view",),
+        "auth": ("view",),
+    },
+    SUPPORT: {"orders": ("view",), "wallet": ("view",), "auth": ("view",), "exchange": ("view",)},
+    COMPLIANCE: {app: ("view",) for app in _APPS},
+}
+
+
+@transaction.atomic
+def roles_sync() -> dict[str, Group]:
+    groups = {}
+    for role, grants in ROLE_GRANTS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        permissions = []
+        for app_label, verbs in grants.items():
+            for permission in Permission.objects.filter(content_type__app_label=app_label):
+                if permission.codename.split("_", 1)[0] in verbs:
+                    permissions.append(permission)
+        group.permissions.set(permissions)
+        groups[role] = group
+    return groups

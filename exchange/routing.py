@@ -1,0 +1,3 @@
+"""WebSocket URL routes (the live-updates consumer is added by its own module)."""
+
+websocket_urlpatterns: list = []

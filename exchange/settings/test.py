@@ -1,0 +1,25 @@
+"""Settings for the test suite.
+
+Embedded servers for tests live in their own folder so that a running
+``make run`` and ``make test`` never share data (tests flush Redis).
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault(
+    "EXCHANGE_DATA_DIR", str(Path(__file__).resolve().parent.parent.parent / "var" / "test")
+)
+
+from .base import *  # noqa: E402,F403
+from .base import DATABASES  # noqa: E402
+
+# Tests commit thousands of tiny transactions; durability of test data does
+# not matter, and waiting for WAL flushes would dominate the run time.
+DATABASES["default"]["OPTIONS"]["options"] = "-c synchronous_commit=off"
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("EXCHANGE_TEST_DATABASE", "test_exchange")}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EXCHANGE_DEMO_PASSWORD = "demo-exchange-2026"
+LOG_LEVEL = "WARNING"
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from exchange import health
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include("exchange.api.urls")),
+    path("health", health.health, name="health"),
+    path("health/live", health.health_live, name="health-live"),
+    path("health/ready", health.health_ready, name="health-ready"),
+    path("", include("django_prometheus.urls")),
+]
+
+handler404 = "exchange.core.errors.json_not_found"
+handler500 = "exchange.core.errors.json_server_error"

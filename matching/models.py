@@ -1,0 +1,1 @@
+"""The matching engine (engine/, pure) and the per-market matcher process (worker)."""

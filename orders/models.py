@@ -1,0 +1,1 @@
+"""Orders and trades: placement, cancel and amend services, and the trading API."""

@@ -1,0 +1,1 @@
+"""Pre-trade limits, kill switches and post-trade analysis."""

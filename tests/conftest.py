@@ -1,0 +1,26 @@
+"""Shared fixtures.
+
+The embedded PostgreSQL and Redis for the test run start once, when pytest
+loads the test settings (see exchange.settings.test and exchange.runtime);
+pytest-django creates the test database on that server. Set DATABASE_URL /
+REDIS_URL to run the suite against other servers.
+"""
+
+import pytest
+from rest_framework.test import APIClient
+
+from exchange.core.redis import get_redis
+
+
+@pytest.fixture
+def redis_app():
+    """The application Redis database, empty at the start and end of the test."""
+    client = get_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()

@@ -1,0 +1,98 @@
+"""`make run` (manage.py up): the stack comes up, serves, stops cleanly, and keeps its data."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import psutil
+import pytest
+
+from tests.e2e.harness import ROOT, admin_login, env_without_service_urls, free_port, get_json, url_ok, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def data_dir():
+    path = tempfile.mkdtemp(prefix="exu-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _start(data_dir: str, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env_without_service_urls(EXCHANGE_DATA_DIR=data_dir, EXCHANGE_DEMO_PASSWORD="launcher-test-pw"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _processes_of_run(launcher: subprocess.Popen, data_dir: str) -> set[int]:
+    """The launcher's descendants and any server process using the data folder."""
+    pids = {child.pid for child in psutil.Process(launcher.pid).children(recursive=True)}
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if any(data_dir in part for part in process.info["cmdline"] or []):
+            pids.add(process.info["pid"])
+    pids.discard(launcher.pid)
+    return pids
+
+
+def _stop_with_ctrl_c(launcher: subprocess.Popen) -> str:
+    launcher.send_signal(signal.SIGINT)
+    output, _ = launcher.communicate(timeout=60)
+    return output
+
+
+def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    launcher = _start(data_dir, port)
+    try:
+        wait_for(lambda: url_ok(f"{base}/health/ready"), timeout_s=120, what="the exchange to be ready")
+
+        status, report = get_json(f"{base}/health")
+        assert status == 200
+        assert report["checks"]["database"]["status"] == report["checks"]["redis"]["status"] == "healthy"
+        _, markets = get_json(f"{base}/api/v1/markets")
+        assert {"BTC-USDT", "ETH-USDT"} <= {market["symbol"] for market in markets}
+        index = admin_login(base, "operator", "launcher-test-pw")
+        assert "Log out" in index and "Markets" in index
+
+        # A separate process attaches to the running servers and writes data.
+        write = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from exchange.models import Asset; Asset.objects.create(code='MARK', name='Marker', precision=2);"
+             "from exchange.core.redis import get_redis; get_redis().set('marker', 'kept')"],
+            cwd=ROOT, env=env_without_service_urls(EXCHANGE_DATA_DIR=data_dir), capture_output=True, text=True, timeout=60,
+        )
+        assert write.returncode == 0, write.stderr
+        assert url_ok(f"{base}/health/ready"), "the attached process must not stop the run's servers"
+        run_processes = _processes_of_run(launcher, data_dir)
+        assert len(run_processes) >= 5  # daphne, celery worker (+pool), beat, postgres, redis
+    finally:
+        output = _stop_with_ctrl_c(launcher)
+
+    assert launcher.returncode == 0, output[-3000:]
+    assert "Exchange is up" in output and "launcher-test-pw" in output
+    leftovers = [pid for pid in run_processes if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert leftovers == [], f"processes left behind: {leftovers}"
+
+    launcher = _start(data_dir, port)
+    try:
+        wait_for(lambda: url_ok(f"{base}/health/ready"), timeout_s=120, what="the second run to be ready")
+        _, assets = get_json(f"{base}/api/v1/assets")
+        assert "MARK" in {asset["code"] for asset in assets}
+        check = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from exchange.core.redis import get_redis; print(get_redis().get('marker'))"],
+            cwd=ROOT, env=env_without_service_urls(EXCHANGE_DATA_DIR=data_dir), capture_output=True, text=True, timeout=60,
+        )
+        assert "b'kept'" in check.stdout, check.stderr
+    finally:
+        output = _stop_with_ctrl_c(launcher)
+    assert launcher.returncode == 0, output[-3000:]

@@ -1,0 +1,43 @@
+"""The demo is idempotent and the back-office roles are least-privilege."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from exchange.demo import demo_load
+from exchange.models import Asset, Market
+from exchange.roles import COMPLIANCE, SUPPORT
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_load_twice_changes_nothing():
+    demo_load(password="first-password-1")
+    User = get_user_model()
+    before = (Asset.objects.count(), Market.objects.count(), User.objects.count())
+    hashes = dict(User.objects.values_list("username", "password"))
+
+    demo_load(password="second-password-2")
+
+    assert (Asset.objects.count(), Market.objects.count(), User.objects.count()) == before == (3, 2, 4)
+    assert dict(User.objects.values_list("username", "password")) == hashes
+    assert set(Market.objects.values_list("symbol", flat=True)) == {"BTC-USDT", "ETH-USDT"}
+    operator = User.objects.get(username="operator")
+    assert operator.is_superuser and operator.check_password("first-password-1")
+
+
+def test_compliance_can_only_view():
+    demo_load(password="first-password-1")
+    compliance = get_user_model().objects.get(username="compliance")
+
+    assert compliance.is_staff and not compliance.is_superuser
+    assert compliance.has_perm("exchange.view_market")
+    assert not compliance.has_perm("exchange.change_market")
+    codenames = Group.objects.get(name=COMPLIANCE).permissions.values_list("codename", flat=True)
+    assert codenames and all(code.startswith("view_") for code in codenames)
+
+
+def test_support_cannot_change_markets():
+    demo_load(password="first-password-1")
+    perms = set(Group.objects.get(name=SUPPORT).permissions.values_list("codename", flat=True))
+    assert "view_market" in perms and "change_market" not in perms

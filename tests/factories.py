@@ -1,0 +1,45 @@
+"""Factories for test data. Money and orders are set up through services, as users would."""
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+
+from exchange.models import Asset, Market
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"trader{n}")
+    email = factory.LazyAttribute(lambda user: f"{user.username}@example.test")
+    password = factory.django.Password("correct-horse-battery")
+
+
+class AssetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Asset
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"AS{n}")
+    name = factory.LazyAttribute(lambda asset: f"Asset {asset.code}")
+    precision = 8
+
+
+class MarketFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Market
+        django_get_or_create = ("symbol",)
+
+    base = factory.SubFactory(AssetFactory, code="BTC", name="Bitcoin")
+    quote = factory.SubFactory(AssetFactory, code="USDT", name="Tether USD")
+    symbol = factory.LazyAttribute(lambda market: f"{market.base.code}-{market.quote.code}")
+    tick_size = Decimal("0.01")
+    step_size = Decimal("0.00001")
+    min_quantity = Decimal("0.00001")
+    max_quantity = Decimal("1000")
+    min_notional = Decimal("5")
+    maker_fee_rate = Decimal("0.001")
+    taker_fee_rate = Decimal("0.002")
