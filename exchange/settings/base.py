@@ -167,7 +167,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "exchange.core.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
@@ -190,6 +190,12 @@ SPECTACULAR_SETTINGS = {
 # --- Operations --------------------------------------------------------------
 
 EXCHANGE_VERSION = "0.1.0"
+# A matcher whose heartbeat is older than this is considered down: order
+# placement for its market answers 503 MATCHER_UNAVAILABLE instead of
+# accepting orders nobody would sequence.
+MATCHER_STALE_AFTER_S = float(os.environ.get("MATCHER_STALE_AFTER_S", "5"))
+MATCHER_MAX_CONSECUTIVE_FAILURES = 5
+ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
