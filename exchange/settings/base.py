@@ -173,6 +173,15 @@ REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
 }
 
+# --- API keys ----------------------------------------------------------------
+
+# Fernet keys (comma-separated, first one encrypts) for API key secrets at
+# rest; unset: derived from SECRET_KEY. See exchange/apikeys/encryption.py.
+API_KEY_ENCRYPTION_KEYS = env_list("API_KEY_ENCRYPTION_KEY", [])
+# How far in the future a signed request's timestamp may be (client clocks run fast).
+API_KEY_CLOCK_SKEW_MS = env_int("API_KEY_CLOCK_SKEW_MS", 1000)
+API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 20)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Exchange API",
     "DESCRIPTION": (
