@@ -162,16 +162,29 @@ LOGIN_URL = "/admin/login/"
 # --- API ---------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # A request signed with an API key (X-API-KEY...) is authenticated by the
+    # key and needs no CSRF token; anything else falls to the session, whose
+    # unsafe requests need one.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "exchange.apikeys.authentication.ApiKeyAuthentication",
+        "exchange.accounts.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # ApiKeyPermission: a key needs the view's `api_key_permission`.
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "exchange.apikeys.permissions.ApiKeyPermission",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "exchange.core.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
 }
+
+# Clients reach the web process through this many reverse proxies, each of
+# which appends to X-Forwarded-For; 0 means REMOTE_ADDR is the client.
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 
 # --- API keys ----------------------------------------------------------------
 
@@ -194,6 +207,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"ApiKeyStatusEnum": "exchange.apikeys.models.ApiKey.Status"},
 }
 
 # --- Operations --------------------------------------------------------------
