@@ -174,6 +174,19 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "exchange.apikeys.permissions.ApiKeyPermission",
     ],
+    # Redis sliding windows per API key, user or IP (exchange/core/throttling.py);
+    # a view adds a scope of its own with `throttle_scope = "orders"`.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "exchange.core.throttling.AnonRateThrottle",
+        "exchange.core.throttling.UserRateThrottle",
+        "exchange.core.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("THROTTLE_RATE_ANON", "100/s"),
+        "user": os.environ.get("THROTTLE_RATE_USER", "300/s"),
+        "orders": os.environ.get("THROTTLE_RATE_ORDERS", "100/s"),
+        "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
