@@ -37,6 +37,7 @@ def key_and_server(live_server, redis_app):
 
 
 def test_python_example(key_and_server):
+    """The Python example, with a real key filled in, authenticates against a live server."""
     api_key, secret, base_url = key_and_server
     code = fill_in(documented_example("python"), base_url, api_key.key_id, secret)
 
@@ -49,6 +50,7 @@ def test_python_example(key_and_server):
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl")
 def test_curl_example(key_and_server):
+    """The shell example (printf, openssl, curl), with a real key filled in, authenticates against a live server."""
     api_key, secret, base_url = key_and_server
     script = fill_in(documented_example("curl"), base_url, api_key.key_id, secret)
 

@@ -14,6 +14,7 @@ from exchange.apikeys.authentication import REPLAY_KEY_PREFIX
 from exchange.apikeys.encryption import secret_decrypt
 from exchange.apikeys.models import ApiKey
 from exchange.apikeys.services import api_key_create, api_key_revoke
+from exchange.apikeys.signing import signed_headers
 from tests.factories import UserFactory, api_key_for
 from tests.signed_client import SignedClient
 
@@ -59,8 +60,6 @@ def test_signed_post_hashes_the_body_and_a_changed_body_is_refused():
     assert ok.json()["data"] == {"price": "65000.10", "side": "BUY"}
 
     signed_body = b'{"price": "1"}'
-    from exchange.apikeys.signing import signed_headers
-
     headers = signed_headers(client.key_id, client.secret, "POST", "/test/echo", None, signed_body)
     tampered = client.client.post("/test/echo", b'{"price": "2"}', content_type="application/json", headers=headers)
     body = assert_error(tampered, 401, "INVALID_SIGNATURE")
@@ -78,9 +77,8 @@ def test_signed_post_hashes_the_body_and_a_changed_body_is_refused():
     ],
 )
 def test_anything_not_as_signed_is_an_invalid_signature(change):
+    """Signing one query, path, method or with one secret and sending another fails the HMAC check."""
     client, api_key = signed_client()
-    from exchange.apikeys.signing import signed_headers
-
     headers = signed_headers(api_key.key_id, change.get("secret", client.secret), change.get("method", "GET"),
                              change.get("path", "/test/echo"), change.get("query", {"symbol": "BTC-USDT"}))
 
@@ -98,6 +96,7 @@ def test_api_key_requests_need_no_csrf_token():
 
 
 def test_session_requests_without_csrf_token_are_refused_for_unsafe_methods():
+    """A logged-in session may GET freely, but POST needs the token from /auth/csrf (403 CSRF_FAILED without)."""
     session = APIClient(enforce_csrf_checks=True)
     session.force_login(UserFactory())
 
@@ -111,6 +110,7 @@ def test_session_requests_without_csrf_token_are_refused_for_unsafe_methods():
 
 
 def test_unauthenticated_requests_are_401_not_authenticated():
+    """No credentials at all: 401 (not 403) with the API key challenge, because the key scheme comes first."""
     response = APIClient().get("/api/v1/auth/me")
     assert_error(response, 401, "NOT_AUTHENTICATED")
     assert response["WWW-Authenticate"] == 'ApiKey realm="api"'
@@ -120,6 +120,7 @@ def test_unauthenticated_requests_are_401_not_authenticated():
 
 
 def test_unknown_key_is_invalid_api_key():
+    """A key id the exchange never issued is refused before any signature work, naming X-API-KEY."""
     client = SignedClient("no-such-key", "whatever")
     body = assert_error(client.get("/test/echo"), 401, "INVALID_API_KEY")
     assert body["field"] == "X-API-KEY"
@@ -138,6 +139,7 @@ def test_unknown_key_is_invalid_api_key():
     ],
 )
 def test_malformed_signature_headers_are_refused_with_the_header_named(headers, code, field):
+    """Each malformed or missing header gets its own code and names itself in `field`."""
     client, _ = signed_client()
     body = assert_error(client.get("/test/echo", headers=headers), 401, code)
     assert body["field"] == field
@@ -158,6 +160,7 @@ def test_recv_window_bounds():
 
 
 def test_timestamps_in_the_future_are_refused_beyond_the_clock_skew(settings):
+    """Up to API_KEY_CLOCK_SKEW_MS ahead is tolerated (1 s by default, configurable); further is refused."""
     client, _ = signed_client()
 
     assert client.get("/test/echo", sign={"timestamp_ms": now_ms() + 500}).status_code == 200
@@ -171,8 +174,6 @@ def test_timestamps_in_the_future_are_refused_beyond_the_clock_skew(settings):
 def test_a_replayed_request_is_refused(redis_app):
     """The exact same signed request sent twice: the second is a replay, remembered for window + skew."""
     client, api_key = signed_client()
-    from exchange.apikeys.signing import signed_headers
-
     headers = signed_headers(api_key.key_id, client.secret, "GET", "/test/echo", recv_window_ms=7000)
 
     assert client.client.get("/test/echo", headers=headers).status_code == 200
@@ -183,6 +184,7 @@ def test_a_replayed_request_is_refused(redis_app):
 
 
 def test_revoked_and_expired_keys_are_refused():
+    """Revocation takes effect on the next request; a key past expires_at stops working."""
     revoked, api_key = signed_client()
     api_key_revoke(user=api_key.user, key_id=api_key.key_id)
     assert_error(revoked.get("/test/echo"), 401, "API_KEY_REVOKED")
@@ -194,6 +196,7 @@ def test_revoked_and_expired_keys_are_refused():
 
 
 def test_key_of_a_disabled_account_is_refused():
+    """Deactivating a user disables their keys too, with a code of its own."""
     client, api_key = signed_client()
     type(api_key.user).objects.filter(pk=api_key.user.pk).update(is_active=False)
     assert_error(client.get("/test/echo"), 401, "ACCOUNT_DISABLED")
@@ -210,6 +213,7 @@ def test_key_state_is_only_revealed_to_holders_of_the_secret():
 
 
 def test_a_read_only_key_cannot_trade_or_withdraw():
+    """A read key reaches read endpoints only: views declaring trade or withdraw answer 403 naming the permission."""
     client, _ = signed_client(permissions=("read",))
 
     body = assert_error(client.post("/test/trade", json={}), 403, "API_KEY_PERMISSION_DENIED")
@@ -219,6 +223,7 @@ def test_a_read_only_key_cannot_trade_or_withdraw():
 
 
 def test_a_trade_key_trades_but_cannot_withdraw():
+    """trade does not imply withdraw."""
     client, _ = signed_client(permissions=("trade",))
 
     assert client.post("/test/trade", json={}).status_code == 201
@@ -226,6 +231,7 @@ def test_a_trade_key_trades_but_cannot_withdraw():
 
 
 def test_a_withdraw_key_withdraws():
+    """A withdraw key (which must have an IP allowlist) reaches a withdraw view from an allowed address."""
     client, _ = signed_client(permissions=("withdraw",), ip_allowlist=["127.0.0.1"])
     assert client.post("/test/withdraw", json={}).status_code == 201
 
@@ -239,6 +245,7 @@ def test_views_that_declare_nothing_accept_keys_for_reading_only():
 
 
 def test_session_users_have_every_permission():
+    """Key permissions never restrict a session: its user may trade, withdraw and write undeclared views."""
     session = APIClient()
     session.force_login(UserFactory())
 
@@ -263,6 +270,9 @@ def test_key_management_refuses_api_keys_entirely():
 
 
 def test_ip_allowlist_allows_listed_addresses_and_networks_only():
+    """REMOTE_ADDR inside a listed network or equal to a listed address passes (IPv4-mapped IPv6 as IPv4); others get
+    IP_NOT_ALLOWED.
+    """
     api_key, secret = api_key_for(ip_allowlist=["203.0.113.0/24", "2001:db8::1"])
 
     for address in ("203.0.113.7", "2001:db8::1", "::ffff:203.0.113.9"):
@@ -325,6 +335,9 @@ def test_encryption_key_rotation_keeps_old_keys_working(settings):
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(django_assert_num_queries):
+    """The first use is recorded; a second use within the minute costs no UPDATE; after a minute it is recorded again.
+
+    """
     client, api_key = signed_client()
 
     assert client.get("/test/echo").status_code == 200
@@ -352,6 +365,7 @@ def test_redis_down_makes_signed_requests_503(redis_down):
 
 
 def test_system_check_flags_views_that_accept_keys_without_checking_their_permissions():
+    """exchange.E001 finds views that accept keys but dropped ApiKeyPermission (public AllowAny views excepted)."""
     from django.urls import path
     from rest_framework.permissions import AllowAny, IsAuthenticated
     from rest_framework.views import APIView
@@ -374,6 +388,9 @@ def test_system_check_flags_views_that_accept_keys_without_checking_their_permis
 
 
 def test_admin_lists_keys_without_secrets_and_revokes(admin_client):
+    """Operators see keys read-only, never the secret or its ciphertext, cannot add keys, and the revoke action
+    revokes.
+    """
     api_key, secret = api_key_for()
 
     listing = admin_client.get("/admin/exchange/apikey/")
@@ -389,6 +406,7 @@ def test_admin_lists_keys_without_secrets_and_revokes(admin_client):
 
 
 def test_openapi_documents_the_signature_headers_and_the_new_endpoints():
+    """The schema has the four headers as one security requirement and every new endpoint."""
     schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
 
     schemes = schema["components"]["securitySchemes"]
@@ -403,6 +421,7 @@ def test_openapi_documents_the_signature_headers_and_the_new_endpoints():
 
 
 def test_service_rejects_unknown_permissions():
+    """The service validates permissions itself, whatever the caller (not only the API serializer)."""
     from exchange.core.errors import ApplicationError
 
     with pytest.raises(ApplicationError) as error:

@@ -35,6 +35,7 @@ def session_for(user) -> APIClient:
 
 
 def test_register_creates_the_user_and_signs_in():
+    """201 with the user (no password), the password is hashed, and the same client is now signed in."""
     client = APIClient()
 
     response = client.post(
@@ -58,6 +59,7 @@ def test_register_creates_the_user_and_signs_in():
     ],
 )
 def test_weak_passwords_are_refused_with_stable_codes_and_no_user_is_created(password, code):
+    """Each of Django's password validators maps to a PASSWORD_* code on field password; nothing is written."""
     response = APIClient().post(
         "/api/v1/auth/register",
         {"username": "alice-wonderland", "email": "alice@example.com", "password": password},
@@ -70,6 +72,7 @@ def test_weak_passwords_are_refused_with_stable_codes_and_no_user_is_created(pas
 
 
 def test_duplicate_username_or_email_is_refused_regardless_of_case():
+    """'ALICE' cannot register next to 'alice', nor a differently cased e-mail address."""
     UserFactory(username="alice", email="alice@example.com")
     client = APIClient()
 
@@ -85,6 +88,7 @@ def test_duplicate_username_or_email_is_refused_regardless_of_case():
 
 
 def test_register_input_is_validated_field_by_field():
+    """Every invalid field is listed under `errors` with its own code."""
     response = APIClient().post("/api/v1/auth/register", {"username": "no spaces", "email": "nope"}, format="json")
 
     body = response.json()
@@ -98,6 +102,7 @@ def test_register_input_is_validated_field_by_field():
 
 
 def test_login_me_logout():
+    """The session lifecycle: anonymous 401, login, /me reports the session, logout, 401 again."""
     UserFactory(username="bob", password=PASSWORD)
     client = APIClient()
 
@@ -112,6 +117,7 @@ def test_login_me_logout():
 
 
 def test_wrong_credentials_do_not_say_which_part_was_wrong():
+    """Wrong password, unknown user and disabled user all get the same INVALID_CREDENTIALS."""
     UserFactory(username="bob", password=PASSWORD)
     inactive = UserFactory(username="carol", password=PASSWORD)
     User.objects.filter(pk=inactive.pk).update(is_active=False)
@@ -149,6 +155,7 @@ def test_browser_flow_with_csrf_tokens():
 
 
 def test_create_shows_the_secret_once_and_the_key_signs_requests():
+    """Creation returns the secret and normalized settings; listing never shows it; the new key signs requests."""
     user = UserFactory()
     client = session_for(user)
 
@@ -172,6 +179,7 @@ def test_create_shows_the_secret_once_and_the_key_signs_requests():
 
 
 def test_users_only_see_and_revoke_their_own_keys():
+    """Another user's key is invisible: not listed, and revoking it is a 404 that changes nothing."""
     alice, bob = UserFactory(), UserFactory()
     alices_key, _ = api_key_for(alice)
     bobs_key, bobs_secret = api_key_for(bob)
@@ -185,6 +193,7 @@ def test_users_only_see_and_revoke_their_own_keys():
 
 
 def test_revoke_takes_effect_at_once_and_is_idempotent():
+    """After DELETE the key is refused; a second DELETE is 204 and keeps the first revocation time."""
     user = UserFactory()
     api_key, secret = api_key_for(user)
     client = session_for(user)
@@ -209,12 +218,16 @@ def test_revoke_takes_effect_at_once_and_is_idempotent():
     ],
 )
 def test_invalid_key_requests_are_400_naming_the_field(payload, code, field):
+    """Bad allowlists, withdraw without allowlist, unknown permissions, past expiry, empty label: 400 naming the field,
+    nothing created.
+    """
     client = session_for(UserFactory())
     assert_error(client.post("/api/v1/api-keys", {"label": "bot", **payload}, format="json"), 400, code, field)
     assert not ApiKey.objects.exists()
 
 
 def test_a_user_holds_a_limited_number_of_active_keys(settings):
+    """API_KEYS_MAX_PER_USER counts active keys only: revoking one makes room."""
     settings.API_KEYS_MAX_PER_USER = 2
     user = UserFactory()
     client = session_for(user)
@@ -228,5 +241,6 @@ def test_a_user_holds_a_limited_number_of_active_keys(settings):
 
 
 def test_key_management_needs_a_signed_in_user():
+    """Anonymous requests to key management are 401."""
     assert_error(APIClient().get("/api/v1/api-keys"), 401, "NOT_AUTHENTICATED")
     assert_error(APIClient().post("/api/v1/api-keys", {"label": "x"}, format="json"), 401, "NOT_AUTHENTICATED")

@@ -21,12 +21,14 @@ def _manage(*args, **env_overrides) -> subprocess.CompletedProcess:
 
 
 def test_production_refuses_to_start_without_a_secret_key():
+    """No SECRET_KEY in the environment: production settings refuse to load."""
     result = _manage("check", ALLOWED_HOSTS="exchange.example.com")
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
 
 
 def test_production_refuses_a_weak_secret_key():
+    """A short SECRET_KEY is refused."""
     result = _manage("check", SECRET_KEY="short", ALLOWED_HOSTS="exchange.example.com")
     assert result.returncode != 0
     assert "at least 50 characters" in result.stderr
@@ -43,12 +45,14 @@ def test_production_check_deploy_is_clean():
 
 
 def test_production_refuses_to_start_without_an_api_key_encryption_key():
+    """API key secrets must not fall back to a SECRET_KEY-derived key in production."""
     result = _manage("check", SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com")
     assert result.returncode != 0
     assert "API_KEY_ENCRYPTION_KEY must be set" in result.stderr
 
 
 def test_production_check_refuses_a_malformed_api_key_encryption_key():
+    """A value that is not a Fernet key fails manage.py check (exchange.E002) instead of the first request."""
     result = _manage(
         "check", SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
         API_KEY_ENCRYPTION_KEY="not-a-fernet-key",

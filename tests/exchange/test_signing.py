@@ -49,6 +49,7 @@ def test_canonical_query_is_the_same_from_a_raw_query_string_or_a_mapping():
 
 
 def test_empty_body_hashes_the_empty_string():
+    """A request without body signs the SHA-256 of b'' (the documented constant)."""
     assert body_sha256(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -78,6 +79,7 @@ def test_openssl_recipe_of_the_documentation_computes_the_same_signature():
 
 
 def test_signed_headers_carry_key_timestamp_window_and_signature():
+    """signed_headers gives exactly the four headers, upper-cases the method and refuses a query inside the path."""
     headers = signed_headers("key-1", "test-secret", "post", "/api/v1/orders", VECTOR["query"], '{"side":"BUY"}',
                              timestamp_ms=1700000000000)
     assert headers == {
@@ -91,5 +93,6 @@ def test_signed_headers_carry_key_timestamp_window_and_signature():
 
 
 def test_signature_comparison_ignores_hex_case_only():
+    """Upper-case hex is the same signature; any other difference is not."""
     assert signatures_equal(VECTOR_SIGNATURE, VECTOR_SIGNATURE.upper())
     assert not signatures_equal(VECTOR_SIGNATURE, VECTOR_SIGNATURE[:-1] + "0")

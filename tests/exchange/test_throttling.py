@@ -43,6 +43,7 @@ def assert_rate_limited(response, period_s: int):
 
 
 def test_user_rate_applies_per_user_and_another_user_is_not_affected(rates):
+    """After N requests a session user gets 429 with Retry-After; another user still gets through."""
     rates(user="3/m")
     alice, bob = session_for(UserFactory()), session_for(UserFactory())
 
@@ -52,6 +53,7 @@ def test_user_rate_applies_per_user_and_another_user_is_not_affected(rates):
 
 
 def test_each_api_key_has_its_own_allowance(rates):
+    """Exhausting one key's allowance leaves another key of the same user untouched."""
     rates(user="2/m")
     user = UserFactory()
     first, first_secret = api_key_for(user)
@@ -64,6 +66,7 @@ def test_each_api_key_has_its_own_allowance(rates):
 
 
 def test_anonymous_requests_are_limited_per_ip(rates):
+    """Anonymous requests are counted per REMOTE_ADDR."""
     rates(anon="2/m")
     here, elsewhere = APIClient(REMOTE_ADDR="203.0.113.1"), APIClient(REMOTE_ADDR="203.0.113.2")
 
@@ -110,6 +113,7 @@ def test_the_window_slides(redis_app):
 
 
 def test_rates_are_validated():
+    """DRF's rate syntax is accepted; zero, non-numbers and unknown periods are configuration errors."""
     assert parse_rate("100/s") == (100, 1000)
     assert parse_rate("10/min") == (10, 60_000)
     assert parse_rate("") is None and parse_rate(None) is None
@@ -119,6 +123,7 @@ def test_rates_are_validated():
 
 
 def test_an_empty_rate_disables_that_throttle(rates):
+    """THROTTLE_RATE_ANON='' means no anonymous limit."""
     rates(anon="")
     client = APIClient()
     assert all(client.get("/api/v1/markets").status_code == 200 for _ in range(5))
