@@ -62,6 +62,9 @@ def api_key_create(
     ``read`` is always granted. ``withdraw`` requires an IP allowlist, as on
     every exchange that lets keys move money out.
     """
+    label = label.strip()
+    if not 0 < len(label) <= ApiKey._meta.get_field("label").max_length:
+        raise ApplicationError("INVALID_LABEL", "The label must be 1 to 64 characters.", field="label")
     permissions = set(permissions)
     unknown = permissions - set(PERMISSIONS)
     if unknown:

@@ -420,10 +420,14 @@ def test_openapi_documents_the_signature_headers_and_the_new_endpoints():
         assert path in schema["paths"], path
 
 
-def test_service_rejects_unknown_permissions():
-    """The service validates permissions itself, whatever the caller (not only the API serializer)."""
+@pytest.mark.parametrize(
+    "fields, code",
+    [({"permissions": ["admin"]}, "INVALID_PERMISSION"), ({"label": "  "}, "INVALID_LABEL"), ({"label": "x" * 65}, "INVALID_LABEL")],
+)
+def test_service_validates_its_input_whoever_calls_it(fields, code):
+    """The service checks permissions and label itself, not only the API serializer does."""
     from exchange.core.errors import ApplicationError
 
     with pytest.raises(ApplicationError) as error:
-        api_key_create(user=UserFactory(), label="x", permissions=["admin"], ip_allowlist=[])
-    assert error.value.code == "INVALID_PERMISSION"
+        api_key_create(user=UserFactory(), **{"label": "x", "permissions": ["read"], "ip_allowlist": [], **fields})
+    assert error.value.code == code
