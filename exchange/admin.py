@@ -37,3 +37,6 @@ class MarketAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Resting orders are stored in ticks and lots of these sizes.
         return ("symbol", "base", "quote", "tick_size", "step_size") if obj else ()
+
+
+import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)
