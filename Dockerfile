@@ -12,6 +12,7 @@ COPY templates templates
 COPY manage.py ./
 RUN pip install . && useradd --system --home /app exchange \
     && SECRET_KEY=build-only-collectstatic-key-not-used-at-runtime-0123456789abcdef \
+       API_KEY_ENCRYPTION_KEY=YnVpbGQtb25seS1wbGFjZWhvbGRlci1ub3QtdXNlZCE= \
        DATABASE_URL=postgresql://unused@localhost/unused REDIS_URL=redis://localhost:6379/0 \
        ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput \
     && chown -R exchange /app

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class ExchangeConfig(AppConfig):
     name = "exchange"
     verbose_name = "Exchange"
+
+    def ready(self):
+        # Registered by import: the OpenAPI description of API key
+        # authentication and the system checks of API keys.
+        from exchange.apikeys import checks, schema  # noqa: F401

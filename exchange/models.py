@@ -150,3 +150,7 @@ class Market(models.Model):
                 errors[name] = "Must be a multiple of step_size."
         if errors:
             raise ValidationError(errors)
+
+
+# Models kept in packages of this app register through this module.
+from exchange.apikeys.models import ApiKey  # noqa: E402,F401

@@ -22,5 +22,14 @@ def redis_app():
 
 
 @pytest.fixture
+def redis_down(settings, tmp_path):
+    """Point the application's Redis client at a socket where no server listens."""
+    settings.REDIS_APP_URL = f"unix://{tmp_path}/no-redis.sock"
+    get_redis.cache_clear()
+    yield
+    get_redis.cache_clear()
+
+
+@pytest.fixture
 def api_client():
     return APIClient()

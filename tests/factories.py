@@ -43,3 +43,13 @@ class MarketFactory(factory.django.DjangoModelFactory):
     min_notional = Decimal("5")
     maker_fee_rate = Decimal("0.001")
     taker_fee_rate = Decimal("0.002")
+
+
+def api_key_for(user=None, *, permissions=("read",), ip_allowlist=(), label="bot", expires_at=None):
+    """(api_key, secret) created through the service, for ``user`` or a new trader."""
+    from exchange.apikeys.services import api_key_create
+
+    return api_key_create(
+        user=user or UserFactory(), label=label, permissions=permissions, ip_allowlist=ip_allowlist,
+        expires_at=expires_at,
+    )

@@ -12,6 +12,7 @@ produce a 500.
 from __future__ import annotations
 
 import logging
+import math
 
 import redis
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -91,7 +92,11 @@ def _flatten_validation(detail, path: str = "") -> list[dict]:
 
 
 def api_exception_handler(exc, context):
-    """DRF EXCEPTION_HANDLER: every error as ``{"code", "message", "field"}``."""
+    """DRF EXCEPTION_HANDLER: every error as ``{"code", "message", "field"}``.
+
+    A DRF exception may carry ``field`` and an ``extra`` dict as attributes;
+    both end up in the body. Every 503 says ``Retry-After``.
+    """
     if isinstance(exc, ApplicationError):
         response = Response(exc.as_dict(), status=exc.status_code)
         if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
@@ -108,11 +113,17 @@ def api_exception_handler(exc, context):
         errors = _flatten_validation(exc.detail) or [error_body("INVALID", "Invalid input.")]
         return Response({**errors[0], "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, drf_exceptions.APIException):
-        code = _DRF_CODES.get(exc.default_code, str(exc.default_code).upper())
+        # A code given when raising (``AuthenticationFailed(msg, code="X")``,
+        # or a permission class's ``code``) wins over the class default.
+        raw_code = str(getattr(exc.detail, "code", None) or exc.default_code)
+        code = _DRF_CODES.get(raw_code, raw_code.upper())
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        response = Response(error_body(code, str(detail)), status=exc.status_code)
+        body = error_body(code, str(detail), getattr(exc, "field", None), **getattr(exc, "extra", {}))
+        response = Response(body, status=exc.status_code)
+        if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+            response["Retry-After"] = "1"
         if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            response["Retry-After"] = str(int(exc.wait) + 1)
+            response["Retry-After"] = str(max(1, math.ceil(exc.wait)))
         if getattr(exc, "auth_header", None):
             response["WWW-Authenticate"] = exc.auth_header
         return response

@@ -162,16 +162,51 @@ LOGIN_URL = "/admin/login/"
 # --- API ---------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # A request signed with an API key (X-API-KEY...) is authenticated by the
+    # key and needs no CSRF token; anything else falls to the session, whose
+    # unsafe requests need one.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        "exchange.apikeys.authentication.ApiKeyAuthentication",
+        "exchange.accounts.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # ApiKeyPermission: a key needs the view's `api_key_permission`.
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "exchange.apikeys.permissions.ApiKeyPermission",
+    ],
+    # Redis sliding windows per API key, user or IP (exchange/core/throttling.py);
+    # a view adds a scope of its own with `throttle_scope = "orders"`.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "exchange.core.throttling.AnonRateThrottle",
+        "exchange.core.throttling.UserRateThrottle",
+        "exchange.core.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("THROTTLE_RATE_ANON", "100/s"),
+        "user": os.environ.get("THROTTLE_RATE_USER", "300/s"),
+        "orders": os.environ.get("THROTTLE_RATE_ORDERS", "100/s"),
+        "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "exchange.core.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
 }
+
+# Clients reach the web process through this many reverse proxies, each of
+# which appends to X-Forwarded-For; 0 means REMOTE_ADDR is the client.
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
+
+# --- API keys ----------------------------------------------------------------
+
+# Fernet keys (comma-separated, first one encrypts) for API key secrets at
+# rest; unset: derived from SECRET_KEY. See exchange/apikeys/encryption.py.
+API_KEY_ENCRYPTION_KEYS = env_list("API_KEY_ENCRYPTION_KEY", [])
+# How far in the future a signed request's timestamp may be (client clocks run fast).
+API_KEY_CLOCK_SKEW_MS = env_int("API_KEY_CLOCK_SKEW_MS", 1000)
+API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 20)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Exchange API",
@@ -185,6 +220,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"ApiKeyStatusEnum": "exchange.apikeys.models.ApiKey.Status"},
 }
 
 # --- Operations --------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Production settings: real servers and a real secret are required.
 
 Run with DJANGO_SETTINGS_MODULE=exchange.settings.production. This module
-refuses to load without SECRET_KEY, DATABASE_URL, REDIS_URL and ALLOWED_HOSTS
-from the environment (the embedded servers are a development convenience),
-and ``manage.py check --deploy`` is clean with it.
+refuses to load without SECRET_KEY, API_KEY_ENCRYPTION_KEY, DATABASE_URL,
+REDIS_URL and ALLOWED_HOSTS from the environment (the embedded servers are a
+development convenience), and ``manage.py check --deploy`` is clean with it.
 """
 
 import os
@@ -21,6 +21,8 @@ def _required(name: str) -> str:
 _secret_key = _required("SECRET_KEY")
 if len(_secret_key) < 50 or len(set(_secret_key)) < 5 or _secret_key.startswith("django-insecure"):
     raise ImproperlyConfigured("SECRET_KEY must be a random value of at least 50 characters")
+# API key secrets must not depend on SECRET_KEY (see exchange/apikeys/encryption.py).
+_required("API_KEY_ENCRYPTION_KEY")
 _required("DATABASE_URL")
 _required("REDIS_URL")
 _required("ALLOWED_HOSTS")

@@ -23,3 +23,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EXCHANGE_DEMO_PASSWORD = "demo-exchange-2026"
 LOG_LEVEL = "WARNING"
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+
+# Rate limits high enough that no test trips over another's requests; the
+# throttling tests set their own low rates.
+REST_FRAMEWORK = {  # noqa: F405
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {"anon": "100000/s", "user": "100000/s", "orders": "100000/s", "auth": "100000/s"},
+}

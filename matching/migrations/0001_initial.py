@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('exchange', '0002_market_price_band_market_stp_default_and_more'),
+        ('exchange', '0003_market_price_band_stp_default'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -5,7 +5,6 @@ import functools
 import pytest
 
 from exchange import health
-from exchange.core import redis as redis_module
 
 pytestmark = pytest.mark.django_db
 
@@ -27,15 +26,6 @@ def test_live_and_ready(client, redis_app):
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-
-
-@pytest.fixture
-def redis_down(settings, tmp_path):
-    """Point the application's Redis client at a socket where no server listens."""
-    settings.REDIS_APP_URL = f"unix://{tmp_path}/no-redis.sock"
-    redis_module.get_redis.cache_clear()
-    yield
-    redis_module.get_redis.cache_clear()
 
 
 def test_ready_is_503_when_redis_is_down(client, redis_down):

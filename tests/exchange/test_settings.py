@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _manage(*args, **env_overrides) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "API_KEY_ENCRYPTION_KEY")}
     env["DJANGO_SETTINGS_MODULE"] = "exchange.settings.production"
     env.update(env_overrides)
     return subprocess.run(
@@ -19,12 +21,14 @@ def _manage(*args, **env_overrides) -> subprocess.CompletedProcess:
 
 
 def test_production_refuses_to_start_without_a_secret_key():
+    """No SECRET_KEY in the environment: production settings refuse to load."""
     result = _manage("check", ALLOWED_HOSTS="exchange.example.com")
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
 
 
 def test_production_refuses_a_weak_secret_key():
+    """A short SECRET_KEY is refused."""
     result = _manage("check", SECRET_KEY="short", ALLOWED_HOSTS="exchange.example.com")
     assert result.returncode != 0
     assert "at least 50 characters" in result.stderr
@@ -35,5 +39,23 @@ def test_production_check_deploy_is_clean():
     result = _manage(
         "check", "--deploy", "--fail-level", "WARNING",
         SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
+        API_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode(),
     )
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_production_refuses_to_start_without_an_api_key_encryption_key():
+    """API key secrets must not fall back to a SECRET_KEY-derived key in production."""
+    result = _manage("check", SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com")
+    assert result.returncode != 0
+    assert "API_KEY_ENCRYPTION_KEY must be set" in result.stderr
+
+
+def test_production_check_refuses_a_malformed_api_key_encryption_key():
+    """A value that is not a Fernet key fails manage.py check (exchange.E002) instead of the first request."""
+    result = _manage(
+        "check", SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
+        API_KEY_ENCRYPTION_KEY="not-a-fernet-key",
+    )
+    assert result.returncode != 0
+    assert "exchange.E002" in result.stderr + result.stdout

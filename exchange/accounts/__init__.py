@@ -1,0 +1,1 @@
+"""End users: registration, session login/logout, the current user."""

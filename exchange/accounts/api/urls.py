@@ -1,0 +1,11 @@
+from django.urls import path
+
+from exchange.accounts.api import views
+
+urlpatterns = [
+    path("register", views.RegisterApi.as_view(), name="auth-register"),
+    path("login", views.LoginApi.as_view(), name="auth-login"),
+    path("logout", views.LogoutApi.as_view(), name="auth-logout"),
+    path("me", views.MeApi.as_view(), name="auth-me"),
+    path("csrf", views.CsrfApi.as_view(), name="auth-csrf"),
+]

@@ -1,0 +1,149 @@
+"""Writes of API keys: create (the secret is returned once), revoke, mark used, re-encrypt."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from exchange.apikeys.encryption import secret_encrypt, secret_reencrypt
+from exchange.apikeys.models import PERMISSIONS, READ, TRADE, WITHDRAW, ApiKey
+from exchange.apikeys.selectors import api_key_get_for_user
+from exchange.core.errors import ApplicationError
+
+IP_ALLOWLIST_ENTRIES_MAX = 30
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def ip_allowlist_normalize(entries: Iterable[str]) -> list[str]:
+    """Each entry as a network in CIDR notation (a lone address gets /32 or /128), duplicates dropped.
+
+    Raises INVALID_IP_ALLOWLIST naming the entry (``ip_allowlist.<index>``).
+    Host bits set under the mask (``10.0.0.1/8``) are refused rather than
+    silently widened.
+    """
+    networks: list[str] = []
+    for index, entry in enumerate(entries):
+        try:
+            network = str(ipaddress.ip_network(str(entry).strip(), strict=True))
+        except ValueError:
+            raise ApplicationError(
+                "INVALID_IP_ALLOWLIST",
+                f"{entry!r} is not an IP address or a network in CIDR notation (e.g. 203.0.113.0/24).",
+                field=f"ip_allowlist.{index}",
+            ) from None
+        if network not in networks:
+            networks.append(network)
+    if len(networks) > IP_ALLOWLIST_ENTRIES_MAX:
+        raise ApplicationError(
+            "INVALID_IP_ALLOWLIST", f"At most {IP_ALLOWLIST_ENTRIES_MAX} entries are allowed.", field="ip_allowlist"
+        )
+    return networks
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    user,
+    label: str,
+    permissions: Iterable[str],
+    ip_allowlist: Iterable[str],
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key for ``user`` and its plain secret, which is not kept anywhere in clear.
+
+    ``read`` is always granted. ``withdraw`` requires an IP allowlist, as on
+    every exchange that lets keys move money out.
+    """
+    label = label.strip()
+    if not 0 < len(label) <= ApiKey._meta.get_field("label").max_length:
+        raise ApplicationError("INVALID_LABEL", "The label must be 1 to 64 characters.", field="label")
+    permissions = set(permissions)
+    unknown = permissions - set(PERMISSIONS)
+    if unknown:
+        raise ApplicationError(
+            "INVALID_PERMISSION", f"Unknown permission(s): {', '.join(sorted(unknown))}.", field="permissions"
+        )
+    networks = ip_allowlist_normalize(ip_allowlist)
+    if WITHDRAW in permissions and not networks:
+        raise ApplicationError(
+            "WITHDRAW_REQUIRES_IP_ALLOWLIST",
+            "A key with the withdraw permission must be limited to an IP allowlist.",
+            field="ip_allowlist",
+        )
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise ApplicationError("EXPIRES_AT_IN_PAST", "expires_at must be in the future.", field="expires_at")
+
+    # Lock the user's row so that concurrent creations count each other.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    if active.count() >= settings.API_KEYS_MAX_PER_USER:
+        raise ApplicationError(
+            "API_KEY_LIMIT_REACHED",
+            f"A user may hold at most {settings.API_KEYS_MAX_PER_USER} active API keys; revoke one first.",
+        )
+
+    secret = secrets.token_urlsafe(48)
+    api_key = ApiKey.objects.create(
+        user=user,
+        label=label,
+        key_id=secrets.token_urlsafe(32),
+        secret_encrypted=secret_encrypt(secret),
+        can_trade=TRADE in permissions,
+        can_withdraw=WITHDRAW in permissions,
+        ip_allowlist=networks,
+        expires_at=expires_at,
+    )
+    assert api_key.has_permission(READ)
+    return api_key, secret
+
+
+@transaction.atomic
+def api_key_revoke(*, user, key_id: str) -> ApiKey:
+    """Revoke the user's key (idempotent: revoking twice keeps the first time)."""
+    api_key = api_key_get_for_user(user=user, key_id=key_id)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+@transaction.atomic
+def api_key_revoke_many(*, api_keys: QuerySet[ApiKey]) -> int:
+    """Back office: revoke every key of ``api_keys`` not yet revoked; returns how many."""
+    return api_keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_key_mark_used(*, api_key: ApiKey, now: datetime) -> None:
+    """Record use, writing at most once a minute per key rather than once per request.
+
+    The conditional UPDATE keeps concurrent requests from all writing when
+    the minute has passed.
+    """
+    if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_RESOLUTION:
+        return
+    ApiKey.objects.filter(pk=api_key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
+    api_key.last_used_at = now
+
+
+@transaction.atomic
+def api_key_secrets_reencrypt() -> int:
+    """Re-encrypt every stored secret with the current (first) encryption key; returns the count."""
+    count = 0
+    for api_key in ApiKey.objects.select_for_update().order_by("id"):
+        api_key.secret_encrypted = secret_reencrypt(api_key.secret_encrypted)
+        api_key.save(update_fields=["secret_encrypted"])
+        count += 1
+    return count
