@@ -9,6 +9,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.apikeys.permissions import TRADE
 from exchange.core.fields import AmountField, DecimalString, StrictInputSerializer
 from exchange.selectors import market_get
 from orders import selectors, services
@@ -100,8 +101,12 @@ class OrderListFilter(StrictInputSerializer):
 class OrderCollectionApi(APIView):
     """POST places, GET lists, DELETE ?market= cancels all."""
 
-    api_key_permission = "trade"
-    throttle_scope = "orders"
+    api_key_permission = {"POST": TRADE, "DELETE": TRADE}  # GET needs read
+
+    def initial(self, request, *args, **kwargs):
+        # The "orders" rate limits placing and cancelling, not reading one's orders.
+        self.throttle_scope = "orders" if request.method in ("POST", "DELETE") else None
+        super().initial(request, *args, **kwargs)
 
     @extend_schema(
         tags=["Orders"],
@@ -189,7 +194,11 @@ class AmendmentOutput(serializers.Serializer):
 
 
 class OrderDetailApi(APIView):
-    api_key_permission = "trade"
+    api_key_permission = {"DELETE": TRADE, "PATCH": TRADE}  # GET needs read
+
+    def initial(self, request, *args, **kwargs):
+        self.throttle_scope = "orders" if request.method in ("DELETE", "PATCH") else None
+        super().initial(request, *args, **kwargs)
 
     @extend_schema(tags=["Orders"], operation_id="orders_retrieve", responses={200: OrderOutput, 404: ERROR_RESPONSE},
                    examples=[ORDER_EXAMPLE])
