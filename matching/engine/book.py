@@ -909,15 +909,17 @@ class OrderBook:
                 price < limit_price_ticks if opposite_is_bid else price > limit_price_ticks
             ):
                 break
-            if quote_left_tl is not None and quote_left_tl < price:
-                reason = QUOTE_LIMIT_REACHED
-                break
             level = levels[price]
             key = -price if opposite_is_bid else price
             if key not in touched:
                 touched[key] = level.quantity_lots
             maker = level.head
             while maker is not None:
+                # The quote limit is checked before self-trade prevention: an
+                # order that cannot pay one more lot is done and expires no one.
+                if quote_left_tl is not None and quote_left_tl < price:
+                    reason = QUOTE_LIMIT_REACHED
+                    break
                 if check_self and maker.user_id == user_id:
                     if stp_mode == STP_EXPIRE_TAKER:
                         reason = SELF_TRADE_PREVENTION
@@ -957,9 +959,6 @@ class OrderBook:
                 if quote_left_tl is not None:
                     affordable = quote_left_tl // price
                     if affordable < lots:
-                        if not affordable:
-                            reason = QUOTE_LIMIT_REACHED
-                            break
                         lots = affordable
                     quote_left_tl -= lots * price
                 trade_notional = lots * price
