@@ -94,9 +94,10 @@ def test_stop_chain_trigger_trades_trigger_the_next_stop():
 
 
 def test_stops_triggered_together_run_in_accepted_order_not_stop_price_order():
-    """One trade at 95 triggers two sell stops, at 96 (accepted first) and
-    at 98 (accepted second): the first accepted runs first, although the
-    other's stop is nearer; both report 95, the price that triggered them."""
+    """One trade at 95 triggers three sell stops accepted in the order 96,
+    98, 97 (neither ascending nor descending stop price): they run in
+    accepted order, each to completion, and all report 95, the price that
+    triggered them, although later ones trade at 94."""
     book = book_with_last_price_100()
     given(
         book,
@@ -104,22 +105,27 @@ def test_stops_triggered_together_run_in_accepted_order_not_stop_price_order():
         limit(4, 21, BUY, 94, 10),
         stop(5, 30, SELL, STOP_LOSS, 96, 1),
         stop(6, 31, SELL, STOP_LOSS, 98, 1),
+        stop(7, 32, SELL, STOP_LOSS, 97, 1),
     )
-    assert play(book, market(7, 40, SELL, quantity_lots=1)) == [
-        "#14 ACCEPTED order_id=7 user_id=40 side=SELL order_type=MARKET quantity_lots=1 stp_mode=EXPIRE_TAKER status=NEW",
-        "#15 TRADE price_ticks=95 quantity_lots=1 maker_order_id=3 maker_user_id=20 taker_order_id=7 taker_user_id=40 taker_side=SELL",
-        "#16 FILLED order_id=3 user_id=20 quantity_lots_filled=1 notional_tl_filled=95",
-        "#17 FILLED order_id=7 user_id=40 quantity_lots_filled=1 notional_tl_filled=95",
-        "#18 TRIGGERED order_id=5 user_id=30 trigger_price_ticks=95",
-        "#19 TRADE price_ticks=94 quantity_lots=1 maker_order_id=4 maker_user_id=21 taker_order_id=5 taker_user_id=30 taker_side=SELL",
-        "#20 PARTIALLY_FILLED order_id=4 user_id=21 quantity_lots_filled=1 notional_tl_filled=94 quantity_lots_remaining=9",
-        "#21 FILLED order_id=5 user_id=30 quantity_lots_filled=1 notional_tl_filled=94",
-        "#22 TRIGGERED order_id=6 user_id=31 trigger_price_ticks=95",
-        "#23 TRADE price_ticks=94 quantity_lots=1 maker_order_id=4 maker_user_id=21 taker_order_id=6 taker_user_id=31 taker_side=SELL",
-        "#24 PARTIALLY_FILLED order_id=4 user_id=21 quantity_lots_filled=2 notional_tl_filled=188 quantity_lots_remaining=8",
-        "#25 FILLED order_id=6 user_id=31 quantity_lots_filled=1 notional_tl_filled=94",
-        "#26 BOOK_DELTA side=BUY price_ticks=95 quantity_lots=0",
-        "#27 BOOK_DELTA side=BUY price_ticks=94 quantity_lots=8",
+    assert play(book, market(8, 40, SELL, quantity_lots=1)) == [
+        "#15 ACCEPTED order_id=8 user_id=40 side=SELL order_type=MARKET quantity_lots=1 stp_mode=EXPIRE_TAKER status=NEW",
+        "#16 TRADE price_ticks=95 quantity_lots=1 maker_order_id=3 maker_user_id=20 taker_order_id=8 taker_user_id=40 taker_side=SELL",
+        "#17 FILLED order_id=3 user_id=20 quantity_lots_filled=1 notional_tl_filled=95",
+        "#18 FILLED order_id=8 user_id=40 quantity_lots_filled=1 notional_tl_filled=95",
+        "#19 TRIGGERED order_id=5 user_id=30 trigger_price_ticks=95",
+        "#20 TRADE price_ticks=94 quantity_lots=1 maker_order_id=4 maker_user_id=21 taker_order_id=5 taker_user_id=30 taker_side=SELL",
+        "#21 PARTIALLY_FILLED order_id=4 user_id=21 quantity_lots_filled=1 notional_tl_filled=94 quantity_lots_remaining=9",
+        "#22 FILLED order_id=5 user_id=30 quantity_lots_filled=1 notional_tl_filled=94",
+        "#23 TRIGGERED order_id=6 user_id=31 trigger_price_ticks=95",
+        "#24 TRADE price_ticks=94 quantity_lots=1 maker_order_id=4 maker_user_id=21 taker_order_id=6 taker_user_id=31 taker_side=SELL",
+        "#25 PARTIALLY_FILLED order_id=4 user_id=21 quantity_lots_filled=2 notional_tl_filled=188 quantity_lots_remaining=8",
+        "#26 FILLED order_id=6 user_id=31 quantity_lots_filled=1 notional_tl_filled=94",
+        "#27 TRIGGERED order_id=7 user_id=32 trigger_price_ticks=95",
+        "#28 TRADE price_ticks=94 quantity_lots=1 maker_order_id=4 maker_user_id=21 taker_order_id=7 taker_user_id=32 taker_side=SELL",
+        "#29 PARTIALLY_FILLED order_id=4 user_id=21 quantity_lots_filled=3 notional_tl_filled=282 quantity_lots_remaining=7",
+        "#30 FILLED order_id=7 user_id=32 quantity_lots_filled=1 notional_tl_filled=94",
+        "#31 BOOK_DELTA side=BUY price_ticks=95 quantity_lots=0",
+        "#32 BOOK_DELTA side=BUY price_ticks=94 quantity_lots=7",
     ]
 
 
