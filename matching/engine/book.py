@@ -59,6 +59,7 @@ from .enums import (
     STP_EXPIRE_TAKER,
     STP_MODES,
     STP_NONE,
+    TAKE_PROFIT,
     TIMES_IN_FORCE,
     TRADING,
     UNTRIGGERED,
@@ -438,68 +439,27 @@ class OrderBook:
             stp_mode,
             timestamp,
         ) = command
-        reason = _check_new_order(
-            order_id,
-            user_id,
-            side,
-            order_type,
-            time_in_force,
-            price_ticks,
-            stop_price_ticks,
-            quantity_lots,
-            quote_limit_tl,
-            stp_mode,
-        )
-        if reason is None and order_id in self._orders:
-            reason = Reason.DUPLICATE_ORDER_ID
-        status = self._status
-        crosses = False
-        if reason is None and status != TRADING:
-            if status == HALTED:
-                reason = Reason.MARKET_HALTED
-            elif status == CANCEL_ONLY:
-                reason = Reason.MARKET_CANCEL_ONLY
-            elif order_type != LIMIT and order_type != LIMIT_MAKER:
-                reason = Reason.MARKET_POST_ONLY
-        if reason is None and (order_type == LIMIT or order_type == LIMIT_MAKER):
-            if side == BUY:
-                best = self._asks.best_price_ticks
-                crosses = best is not None and best <= price_ticks
-            else:
-                best = self._bids.best_price_ticks
-                crosses = best is not None and best >= price_ticks
-            if crosses and (order_type == LIMIT_MAKER or status == POST_ONLY):
-                reason = Reason.POST_ONLY_WOULD_TAKE
-        elif reason is None and order_type in STOP_ORDER_TYPES:
-            last = self._last_price
-            if last is not None:
-                is_stop_loss = order_type == STOP_LOSS or order_type == STOP_LOSS_LIMIT
-                if (side == BUY) == is_stop_loss:
-                    holds = last >= stop_price_ticks
-                else:
-                    holds = last <= stop_price_ticks
-                if holds:
-                    reason = Reason.WOULD_TRIGGER_IMMEDIATELY
-        seq = self._sequence + 1
-        if reason is not None:
-            self._sequence = seq
-            return [_new(OrderRejected, (seq, timestamp, order_id, user_id, reason, 0, 0))]
-
-        if stp_mode is None:
-            stp_mode = self.stp_default
-        if not quantity_lots:
-            quantity_lots = None
-        if not quote_limit_tl:
-            quote_limit_tl = None
-        if not stop_price_ticks:
-            stop_price_ticks = None
-        if order_type in MARKET_ORDER_TYPES:
-            time_in_force = None
-            price_ticks = None
-
-        if order_type in STOP_ORDER_TYPES:
-            self._sequence = seq
-            stop = _Stop(
+        if (
+            # Most commands are well-formed limit orders: one expression
+            # proves it without the full checker's call and set lookups.
+            order_type == LIMIT
+            and type(order_id) is int
+            and order_id > 0
+            and type(user_id) is int
+            and user_id > 0
+            and (side == BUY or side == SELL)
+            and (time_in_force == GTC or time_in_force == IOC or time_in_force == FOK)
+            and type(price_ticks) is int
+            and price_ticks > 0
+            and type(quantity_lots) is int
+            and quantity_lots > 0
+            and stop_price_ticks is None
+            and quote_limit_tl is None
+            and stp_mode is None
+        ):
+            reason = None
+        else:
+            reason = _check_new_order(
                 order_id,
                 user_id,
                 side,
@@ -510,30 +470,54 @@ class OrderBook:
                 quantity_lots,
                 quote_limit_tl,
                 stp_mode,
-                seq,
             )
-            self._add_stop(stop)
-            return [
-                _new(
-                    OrderAccepted,
-                    (
-                        seq,
-                        timestamp,
-                        order_id,
-                        user_id,
-                        side,
-                        order_type,
-                        time_in_force,
-                        price_ticks,
-                        stop_price_ticks,
-                        quantity_lots,
-                        quote_limit_tl,
-                        stp_mode,
-                        UNTRIGGERED,
-                    ),
-                )
-            ]
+        if reason is None and order_id in self._orders:
+            reason = Reason.DUPLICATE_ORDER_ID
+        status = self._status
+        if reason is None and status != TRADING:
+            if status == HALTED:
+                reason = Reason.MARKET_HALTED
+            elif status == CANCEL_ONLY:
+                reason = Reason.MARKET_CANCEL_ONLY
+            elif order_type != LIMIT and order_type != LIMIT_MAKER:
+                reason = Reason.MARKET_POST_ONLY
+        if reason is not None:
+            seq = self._sequence + 1
+            self._sequence = seq
+            return [_new(OrderRejected, (seq, timestamp, order_id, user_id, reason, 0, 0))]
+        if stp_mode is None:
+            stp_mode = self.stp_default
 
+        if order_type == LIMIT or order_type == LIMIT_MAKER:
+            return self._new_limit(
+                order_id, user_id, side, order_type, time_in_force, price_ticks, quantity_lots, stp_mode,
+                timestamp, status,
+            )
+        # 0 means absent, as None does; events say None.
+        quantity_lots = quantity_lots or None
+        quote_limit_tl = quote_limit_tl or None
+        if order_type == MARKET:
+            return self._new_market(order_id, user_id, side, quantity_lots, quote_limit_tl, stp_mode, timestamp)
+        return self._new_stop(
+            order_id, user_id, side, order_type, time_in_force, price_ticks, stop_price_ticks, quantity_lots,
+            quote_limit_tl, stp_mode, timestamp,
+        )
+
+    def _new_limit(
+        self, order_id, user_id, side, order_type, time_in_force, price_ticks, quantity_lots, stp_mode,
+        timestamp, status,
+    ):
+        """LIMIT (GTC, IOC, FOK) and LIMIT_MAKER, already validated."""
+        if side == BUY:
+            best = self._asks.best_price_ticks
+            crosses = best is not None and best <= price_ticks
+        else:
+            best = self._bids.best_price_ticks
+            crosses = best is not None and best >= price_ticks
+        seq = self._sequence + 1
+        if crosses and (order_type == LIMIT_MAKER or status == POST_ONLY):
+            self._sequence = seq
+            return [_new(OrderRejected, (seq, timestamp, order_id, user_id, Reason.POST_ONLY_WOULD_TAKE, 0, 0))]
         events = [
             _new(
                 OrderAccepted,
@@ -548,43 +532,107 @@ class OrderBook:
                     price_ticks,
                     None,
                     quantity_lots,
+                    None,
+                    stp_mode,
+                    NEW,
+                ),
+            )
+        ]
+        if not crosses and time_in_force == GTC:
+            # The most frequent case: a limit order that rests untouched.
+            level = self._rest(
+                _Order(order_id, user_id, side, price_ticks, quantity_lots, 0, 0, order_type, stp_mode), None
+            )
+            seq += 1
+            events.append(_new(BookDelta, (seq, timestamp, side, price_ticks, level.quantity_lots)))
+            self._sequence = seq
+            return events
+        self._sequence = seq
+        touched = {}
+        self._execute(
+            events, touched, order_id, user_id, side, order_type, time_in_force, price_ticks, quantity_lots,
+            None, stp_mode, timestamp, 0, 0,
+        )
+        self._after_matching(events, touched, timestamp)
+        return events
+
+    def _new_market(self, order_id, user_id, side, quantity_lots, quote_limit_tl, stp_mode, timestamp):
+        """MARKET, already validated: never rests."""
+        seq = self._sequence + 1
+        self._sequence = seq
+        events = [
+            _new(
+                OrderAccepted,
+                (
+                    seq,
+                    timestamp,
+                    order_id,
+                    user_id,
+                    side,
+                    MARKET,
+                    None,
+                    None,
+                    None,
+                    quantity_lots,
                     quote_limit_tl,
                     stp_mode,
                     NEW,
                 ),
             )
         ]
-        if order_type != MARKET and not crosses and time_in_force == GTC:
-            # The most frequent case: a limit order that rests untouched.
-            level = self._rest(
-                _Order(order_id, user_id, side, price_ticks, quantity_lots, 0, 0, order_type, stp_mode),
-                None,
-            )
-            seq += 1
-            events.append(_new(BookDelta, (seq, timestamp, side, price_ticks, level.quantity_lots)))
-            self._sequence = seq
-            return events
-
-        self._sequence = seq
         touched = {}
         self._execute(
-            events,
-            touched,
-            order_id,
-            user_id,
-            side,
-            order_type,
-            time_in_force,
-            price_ticks,
-            quantity_lots,
-            quote_limit_tl,
-            stp_mode,
-            timestamp,
-            0,
-            0,
+            events, touched, order_id, user_id, side, MARKET, None, None, quantity_lots, quote_limit_tl,
+            stp_mode, timestamp, 0, 0,
         )
         self._after_matching(events, touched, timestamp)
         return events
+
+    def _new_stop(
+        self, order_id, user_id, side, order_type, time_in_force, price_ticks, stop_price_ticks, quantity_lots,
+        quote_limit_tl, stp_mode, timestamp,
+    ):
+        """The four stop types, already validated: rejected if the last trade
+        price already meets the trigger condition, else kept untriggered."""
+        seq = self._sequence + 1
+        self._sequence = seq
+        is_stop_loss = order_type == STOP_LOSS or order_type == STOP_LOSS_LIMIT
+        triggers_on_rise = (side == BUY) == is_stop_loss
+        last = self._last_price
+        if last is not None and (last >= stop_price_ticks if triggers_on_rise else last <= stop_price_ticks):
+            return [
+                _new(OrderRejected, (seq, timestamp, order_id, user_id, Reason.WOULD_TRIGGER_IMMEDIATELY, 0, 0))
+            ]
+        if order_type == STOP_LOSS or order_type == TAKE_PROFIT:
+            # They execute as MARKET orders: no price, no time in force.
+            time_in_force = None
+            price_ticks = None
+        self._add_stop(
+            _Stop(
+                order_id, user_id, side, order_type, time_in_force, price_ticks, stop_price_ticks, quantity_lots,
+                quote_limit_tl, stp_mode, seq,
+            )
+        )
+        return [
+            _new(
+                OrderAccepted,
+                (
+                    seq,
+                    timestamp,
+                    order_id,
+                    user_id,
+                    side,
+                    order_type,
+                    time_in_force,
+                    price_ticks,
+                    stop_price_ticks,
+                    quantity_lots,
+                    quote_limit_tl,
+                    stp_mode,
+                    UNTRIGGERED,
+                ),
+            )
+        ]
 
     def _on_cancel(self, command):
         order_id, user_id, timestamp = command
