@@ -46,6 +46,7 @@ from matching.engine import (
     OrderBook,
 )
 
+KIND_NAMES = ("limit resting", "limit crossing", "cancel", "market")
 MID_PRICE_TICKS = 100_000
 PRICE_SD_TICKS = 20
 PRICE_CLIP_TICKS = 50
@@ -72,6 +73,7 @@ def generate(seed, count, mix, bias_ticks, users, target_resting=1000, gain_tick
     next_order_id = 1
     limits = crossed_limits = trades = 0
     resting_samples = []
+    kinds = []  # per command, a key of KIND_NAMES
 
     def forget(order_id):
         index = position.pop(order_id, None)
@@ -124,8 +126,13 @@ def generate(seed, count, mix, bias_ticks, users, target_resting=1000, gain_tick
             elif kind == "TRADE":
                 trades += 1
                 traded = True
-        if traded and command.__class__ is NewOrder and command.order_type != MARKET:
-            crossed_limits += 1
+        if command.__class__ is CancelOrder:
+            kinds.append(2)
+        elif command.order_type == MARKET:
+            kinds.append(3)
+        else:
+            kinds.append(1 if traded else 0)
+            crossed_limits += traded
         if i % 1000 == 999:
             resting_samples.append(len(resting_ids))
     steady = resting_samples[len(resting_samples) // 2 :] or [len(resting_ids)]
@@ -134,6 +141,7 @@ def generate(seed, count, mix, bias_ticks, users, target_resting=1000, gain_tick
         "resting_orders_median": int(statistics.median(steady)),
         "trades": trades,
         "events": book.sequence,
+        "kinds": kinds,
     }
     return commands, stats, book.sequence
 
@@ -149,7 +157,8 @@ def throughput_pass(commands):
     return len(commands) / elapsed, book.sequence
 
 
-def latency_pass(commands):
+def latency_pass(commands, kinds):
+    """Per-call latencies: (p50_us, p99_us, final sequence, {kind: p50_us})."""
     book = OrderBook("BENCH")
     apply = book.apply
     clock = time.perf_counter_ns
@@ -160,9 +169,14 @@ def latency_pass(commands):
         apply(command)
         latencies[i] = clock() - started
         i += 1
+    by_kind = {}
+    for kind, name in enumerate(KIND_NAMES):
+        mine = sorted(latency for latency, k in zip(latencies, kinds) if k == kind)
+        if mine:
+            by_kind[name] = mine[len(mine) // 2] / 1000
     latencies.sort()
     n = len(latencies)
-    return latencies[n // 2] / 1000, latencies[min(n - 1, (n * 99) // 100)] / 1000, book.sequence
+    return latencies[n // 2] / 1000, latencies[min(n - 1, (n * 99) // 100)] / 1000, book.sequence, by_kind
 
 
 def timer_overhead_ns():
@@ -204,12 +218,13 @@ def main(argv=None):
     for run in range(1, args.runs + 1):
         rate, sequence = throughput_pass(commands)
         assert sequence == expected_sequence, "replay diverged from generation"
-        p50, p99, sequence = latency_pass(commands)
+        p50, p99, sequence, by_kind = latency_pass(commands, stats["kinds"])
         assert sequence == expected_sequence, "replay diverged from generation"
         rates.append(rate)
         p50s.append(p50)
         p99s.append(p99)
         print(f"run {run}: commands_per_s={rate:,.0f} p50_us={p50:.2f} p99_us={p99:.2f}")
+        print("       p50 by kind: " + ", ".join(f"{name} {value:.2f} us" for name, value in by_kind.items()))
     print(
         f"commands_per_s={int(statistics.median(rates))} "
         f"p50_us={statistics.median(p50s):.2f} p99_us={statistics.median(p99s):.2f}"
