@@ -21,10 +21,15 @@ STP_CHOICES = [None, None, "NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"
 
 class RandomCommands:
     """Commands on a narrow price range (95-105) with three users, so that
-    orders cross, self-trade, trigger stops and chain often."""
+    orders cross, self-trade, trigger stops and chain often. With ``deep``,
+    buy limits are mostly below sell limits and cancels and market orders
+    are rarer, so books grow to dozens of orders over many levels and takers
+    sweep several levels."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, deep=False):
         self.rng = random.Random(seed)
+        self.deep = deep
+        self.weights = [55, 4, 6, 10, 6, 0.3, 10, 1, 4] if deep else [40, 8, 6, 12, 14, 1, 12, 2, 5]
         self.next_order_id = 1
         self.timestamp = 0
         self.issued = []  # (order_id, user_id) of every NEW command
@@ -37,7 +42,7 @@ class RandomCommands:
         self.timestamp += rng.randint(0, 3)
         kind = rng.choices(
             ["limit", "market", "maker", "stop", "cancel", "cancel_all", "amend", "status", "invalid"],
-            [40, 8, 6, 12, 14, 1, 12, 2, 5],
+            self.weights,
         )[0]
         if kind == "status" or (self.status != "TRADING" and rng.random() < 0.2):
             if self.status != "TRADING" and rng.random() < 0.7:
@@ -76,10 +81,14 @@ class RandomCommands:
         side = rng.choice([BUY, SELL])
         fields = dict(stp_mode=rng.choice(STP_CHOICES), timestamp=self.timestamp)
         if kind == "limit":
+            if self.deep:
+                price_ticks = rng.randint(90, 103) if side == BUY else rng.randint(97, 110)
+            else:
+                price_ticks = rng.randint(95, 105)
             fields.update(
                 time_in_force=rng.choice(["GTC", "GTC", "GTC", "IOC", "FOK"]),
-                price_ticks=rng.randint(95, 105),
-                quantity_lots=rng.randint(1, 10),
+                price_ticks=price_ticks,
+                quantity_lots=rng.randint(1, 10) if rng.random() < 0.9 else rng.randint(20, 60),
             )
         elif kind == "maker":
             fields.update(order_type="LIMIT_MAKER", price_ticks=rng.randint(95, 105), quantity_lots=rng.randint(1, 10))
@@ -136,9 +145,9 @@ class RandomCommands:
         return rng.choice(options)
 
 
-def run_stream(seed, count, stp_default="EXPIRE_TAKER", replica_every=500):
+def run_stream(seed, count, stp_default="EXPIRE_TAKER", replica_every=500, deep=False):
     harness = Harness(stp_default)
-    commands = RandomCommands(seed)
+    commands = RandomCommands(seed, deep)
     for i in range(count):
         if i % replica_every == replica_every // 2:
             harness.restart_replica()
@@ -146,16 +155,16 @@ def run_stream(seed, count, stp_default="EXPIRE_TAKER", replica_every=500):
     return harness
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(12))
 def test_random_stream_agrees_with_reference_and_keeps_invariants(seed):
-    """2,000 random commands per seed (every command kind, invalid input,
+    """3,000 random commands per seed (every command kind, invalid input,
     foreign users, stale ids, status changes): after every command the book's
     invariants hold, its events equal the naive reference's, the event mirror
     finds no overfill, no trade off the maker's price or out of priority, no
     lost quantity, and a replica restored from a snapshot emits the same
-    events from then on."""
+    events from then on. Odd seeds grow deep books (see RandomCommands)."""
     stp_default = ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "NONE"][seed % 4]
-    harness = run_stream(seed, 2000, stp_default)
+    harness = run_stream(seed, 3000, stp_default, deep=seed % 2 == 1)
     states = {order["state"] for order in harness.mirror.orders.values()}
     assert {"FILLED", "CANCELED", "EXPIRED"} <= states
     assert harness.book.sequence == harness.mirror.sequence

@@ -19,10 +19,14 @@ from .test_random_runs import RandomCommands
 
 
 def busy_book(seed=7, count=600):
+    """A book with resting orders on both sides, partial fills and stops."""
     book = OrderBook("BTC-USDT", stp_default="EXPIRE_MAKER")
-    commands = RandomCommands(seed)
+    commands = RandomCommands(seed, deep=True)
     for _ in range(count):
         book.apply(commands(book))
+    snapshot = book.snapshot()
+    assert snapshot["bids"] and snapshot["asks"] and snapshot["stops"]
+    assert any(row[4] for row in snapshot["bids"] + snapshot["asks"]), "no partially filled order"
     return book, commands
 
 
