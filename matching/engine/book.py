@@ -742,7 +742,7 @@ class OrderBook:
             return [_new(AmendRejected, (seq, timestamp, order_id, user_id, Reason.NOTHING_TO_AMEND))]
 
         if price_ticks == old_price_ticks and total_lots < old_total_lots:
-            # Same price, quantity not up: the order keeps its place in the queue.
+            # Same price, quantity down: the order keeps its place in the queue.
             level = order.level
             level.quantity_lots -= order.quantity_lots_remaining - remaining_lots
             order.quantity_lots_remaining = remaining_lots

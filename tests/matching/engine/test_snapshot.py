@@ -15,7 +15,7 @@ from matching.engine import (
 
 from .golden import given, limit, market, play, stop
 from .harness import as_tuple
-from .test_random_runs import RandomCommands
+from .random_commands import RandomCommands
 
 
 def busy_book(seed=7, count=600):
