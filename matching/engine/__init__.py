@@ -4,7 +4,7 @@
 output. No Django, no Redis, no I/O, no clock. The contract is docs/ENGINE.md.
 """
 
-from .book import ORDER_COLUMNS, SNAPSHOT_FORMAT, STOP_COLUMNS, InvariantError, OrderBook
+from .book import ORDER_COLUMNS, SNAPSHOT_FORMAT, STOP_COLUMNS, InvariantError, OpenOrder, OrderBook
 from .commands import AmendOrder, CancelAll, CancelOrder, NewOrder, SetMarketStatus
 from .enums import (
     BUY,
@@ -53,7 +53,7 @@ from .events import (
 )
 
 __all__ = [
-    "OrderBook", "InvariantError", "SNAPSHOT_FORMAT", "ORDER_COLUMNS", "STOP_COLUMNS",
+    "OrderBook", "OpenOrder", "InvariantError", "SNAPSHOT_FORMAT", "ORDER_COLUMNS", "STOP_COLUMNS",
     "NewOrder", "CancelOrder", "CancelAll", "AmendOrder", "SetMarketStatus",
     "BUY", "SELL", "LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT",
     "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "GTC", "IOC", "FOK", "STP_NONE", "STP_EXPIRE_TAKER",

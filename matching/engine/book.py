@@ -29,6 +29,7 @@ Layout, chosen for speed in pure Python:
 """
 
 from collections import deque
+from typing import NamedTuple, Optional
 from itertools import islice
 
 from sortedcontainers import SortedList
@@ -82,7 +83,7 @@ from .events import (
     Trade,
 )
 
-__all__ = ["OrderBook", "InvariantError", "SNAPSHOT_FORMAT", "ORDER_COLUMNS", "STOP_COLUMNS"]
+__all__ = ["OrderBook", "OpenOrder", "InvariantError", "SNAPSHOT_FORMAT", "ORDER_COLUMNS", "STOP_COLUMNS"]
 
 _new = tuple.__new__
 
@@ -116,6 +117,24 @@ STOP_COLUMNS = (
     "stp_mode",
     "accepted_sequence",
 )
+
+
+class OpenOrder(NamedTuple):
+    """A read-only view of an order open in the book (``OrderBook.open_order``).
+
+    For a resting order ``price_ticks`` is its limit price and
+    ``quantity_lots_remaining`` what is still open. For an untriggered stop
+    (``untriggered`` True) they are the stop's limit price (None for a
+    STOP_LOSS / TAKE_PROFIT) and its whole quantity (None when it has only a
+    quote limit).
+    """
+
+    order_id: int
+    user_id: int
+    side: str
+    price_ticks: Optional[int]
+    quantity_lots_remaining: Optional[int]
+    untriggered: bool
 
 
 class InvariantError(AssertionError):
@@ -403,6 +422,16 @@ class OrderBook:
                 prices = islice(prices, n)
             result.append([(price, levels[price].quantity_lots) for price in prices])
         return result[0], result[1]
+
+    def open_order(self, order_id):
+        """The open order ``order_id`` as an ``OpenOrder``, or None. O(1)."""
+        order = self._orders.get(order_id)
+        if order is None:
+            return None
+        if type(order) is _Stop:
+            return OpenOrder(order.order_id, order.user_id, order.side, order.price_ticks, order.quantity_lots, True)
+        return OpenOrder(order.order_id, order.user_id, order.side, order.price_ticks, order.quantity_lots_remaining,
+                         False)
 
     def __contains__(self, order_id):
         """Whether ``order_id`` is open here (resting or an untriggered stop)."""

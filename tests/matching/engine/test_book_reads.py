@@ -45,3 +45,21 @@ def test_events_round_trip_through_json():
         assert data["kind"] == event.kind
         rebuilt = event_from_dict(data)
         assert type(rebuilt) is type(event) and rebuilt == event
+
+
+def test_open_order_views_resting_orders_and_untriggered_stops():
+    """open_order() reports what is open now: the remaining quantity of a
+    partially filled resting order, a stop's own terms, and None once closed."""
+    from matching.engine import STOP_LOSS_LIMIT, CancelOrder, NewOrder, OpenOrder, OrderBook
+
+    book = OrderBook("T")
+    book.apply(NewOrder(order_id=1, user_id=10, side="SELL", price_ticks=100, quantity_lots=5))
+    book.apply(NewOrder(order_id=2, user_id=20, side="BUY", price_ticks=100, quantity_lots=2))
+    book.apply(NewOrder(order_id=3, user_id=20, side="SELL", order_type=STOP_LOSS_LIMIT, price_ticks=89,
+                        stop_price_ticks=90, quantity_lots=4))
+
+    assert book.open_order(1) == OpenOrder(1, 10, "SELL", 100, 3, False)
+    assert book.open_order(2) is None  # filled
+    assert book.open_order(3) == OpenOrder(3, 20, "SELL", 89, 4, True)
+    book.apply(CancelOrder(order_id=1, user_id=10))
+    assert book.open_order(1) is None
