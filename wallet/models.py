@@ -192,7 +192,7 @@ class LedgerTransaction(models.Model):
         indexes = [models.Index(fields=["reference"], name="wallet_txn_reference")]
         constraints = [
             models.UniqueConstraint(
-                fields=["reference"],
+                fields=["kind", "reference"],
                 condition=Q(kind__in=UNIQUE_REFERENCE_KINDS),
                 name="wallet_txn_unique_event_reference",
             ),

@@ -185,7 +185,9 @@ def _posting_for(operations: Sequence[Operation]) -> Posting:
             references.update((op.buyer_hold_reference, op.seller_hold_reference))
             accounts.update(
                 {
+                    (op.buyer_id, op.quote_asset_id, HELD),
                     (op.seller_id, op.quote_asset_id, AVAILABLE),
+                    (op.seller_id, op.base_asset_id, HELD),
                     (op.buyer_id, op.base_asset_id, AVAILABLE),
                     (None, op.quote_asset_id, FEES),
                     (None, op.base_asset_id, FEES),
