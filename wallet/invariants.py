@@ -15,12 +15,14 @@ registered here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Callable, Iterable
 
 from django.db import connection
 from django.db.models import CharField, Exists, OuterRef, QuerySet, Value
 from django.db.models.functions import Cast, Concat
 
+from exchange.core.fields import decimal_to_str
 from wallet.models import Hold, Withdrawal
 
 ROW_LIMIT = 100
@@ -38,9 +40,13 @@ class Violation:
 
 
 def _rows(sql: str, params: Iterable = ()) -> list[tuple]:
+    """Rows of ``sql`` (its last parameter is the row limit), amounts as plain decimal strings."""
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, ROW_LIMIT])
-        return cursor.fetchall()
+        return [
+            tuple(decimal_to_str(value) if isinstance(value, Decimal) else value for value in row)
+            for row in cursor.fetchall()
+        ]
 
 
 def _transactions_balance() -> list[Violation]:
@@ -163,12 +169,14 @@ def _holds_match_entries() -> list[Violation]:
             """
             SELECT h.id, h.reference,
                 CASE
-                    WHEN h.amount_remaining < 0 THEN 'remaining is negative: ' || h.amount_remaining
+                    WHEN h.amount_remaining < 0 THEN 'remaining is negative: ' || trim_scale(h.amount_remaining)
                     WHEN h.amount_remaining <> coalesce(s.total, 0) THEN
-                        'remaining is ' || h.amount_remaining || ' but its entries sum to ' || coalesce(s.total, 0)
+                        'remaining is ' || trim_scale(h.amount_remaining)
+                        || ' but its entries sum to ' || trim_scale(coalesce(s.total, 0))
                     WHEN h.status = 'CLOSED' AND h.amount_remaining <> 0 THEN
-                        'closed with ' || h.amount_remaining || ' remaining'
-                    ELSE 'amount is ' || h.amount || ' but ' || coalesce(s.added, 0) || ' was put on it'
+                        'closed with ' || trim_scale(h.amount_remaining) || ' remaining'
+                    ELSE 'amount is ' || trim_scale(h.amount)
+                        || ' but ' || trim_scale(coalesce(s.added, 0)) || ' was put on it'
                 END
             FROM wallet_hold h
             LEFT JOIN (
@@ -189,12 +197,13 @@ def _held_balances_match_holds() -> list[Violation]:
     return [
         Violation(
             "held_balance_matches_holds",
-            f"user {user}'s HELD asset {asset} is {balance} but their holds have {total} remaining",
+            f"user {user}'s HELD {code} is {balance} but their holds have {total} remaining",
             {"wallet_account": [account] if account else [], "wallet_hold": holds or []},
         )
-        for account, user, asset, balance, total, holds in _rows(
+        for account, user, code, balance, total, holds in _rows(
             """
-            SELECT a.id, coalesce(a.user_id, h.user_id), coalesce(a.asset_id, h.asset_id),
+            SELECT a.id, coalesce(a.user_id, h.user_id),
+                   (SELECT code FROM exchange_asset WHERE id = coalesce(a.asset_id, h.asset_id)),
                    coalesce(a.balance, 0), coalesce(h.total, 0), h.ids
             FROM (SELECT id, user_id, asset_id, balance FROM wallet_account WHERE kind = 'HELD') a
             FULL JOIN (
@@ -239,13 +248,14 @@ def _external_matches_deposits_and_withdrawals() -> list[Violation]:
     return [
         Violation(
             "external_matches_deposits_and_withdrawals",
-            f"EXTERNAL {code} is {external} but deposits ({deposited}) less completed withdrawals ({sent}) "
-            f"make {sent - deposited}",
+            f"EXTERNAL {code} is {external} but completed withdrawals ({sent}) less deposits ({deposited}) "
+            f"make {expected}",
             {"exchange_asset": [asset]},
         )
-        for asset, code, external, deposited, sent in _rows(
+        for asset, code, external, sent, deposited, expected in _rows(
             """
-            SELECT s.id, s.code, coalesce(a.balance, 0), coalesce(d.total, 0), coalesce(w.total, 0)
+            SELECT s.id, s.code, coalesce(a.balance, 0), coalesce(w.total, 0), coalesce(d.total, 0),
+                   coalesce(w.total, 0) - coalesce(d.total, 0)
             FROM exchange_asset s
             LEFT JOIN wallet_account a ON a.asset_id = s.id AND a.user_id IS NULL AND a.kind = 'EXTERNAL'
             LEFT JOIN (SELECT asset_id, sum(amount) AS total FROM wallet_deposit GROUP BY asset_id) d
@@ -294,10 +304,11 @@ def withdrawal_hold_check(holds: QuerySet[Hold]) -> list[Violation]:
                 CASE
                     WHEN h.id IS NULL THEN 'it has no hold'
                     WHEN h.user_id <> w.user_id OR h.asset_id <> w.asset_id THEN 'its hold is of another user or asset'
-                    WHEN h.amount <> w.amount THEN 'its hold was for ' || h.amount || ', not ' || w.amount
+                    WHEN h.amount <> w.amount THEN
+                        'its hold was for ' || trim_scale(h.amount) || ', not ' || trim_scale(w.amount)
                     WHEN w.status = 'REQUESTED' THEN
-                        'its hold should be open with ' || w.amount || ' remaining, not '
-                        || h.status || ' with ' || h.amount_remaining
+                        'its hold should be open with ' || trim_scale(w.amount) || ' remaining, not '
+                        || h.status || ' with ' || trim_scale(h.amount_remaining)
                     ELSE 'its hold should be closed'
                 END
             FROM wallet_withdrawal w
