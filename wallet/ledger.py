@@ -170,21 +170,22 @@ _ENSURE_ACCOUNTS = """
     ON CONFLICT DO NOTHING
 """
 
-_LOCK_ACCOUNTS = """
-    SELECT a.id, a.user_id, a.asset_id, a.kind, a.balance, s.code, s.precision
-    FROM wallet_account a JOIN exchange_asset s ON s.id = a.asset_id
-    WHERE a.id IN (
-        SELECT x.id
-        FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS k(user_id, asset_id, kind)
-        JOIN wallet_account x ON x.user_id = k.user_id AND x.asset_id = k.asset_id AND x.kind = k.kind
-        UNION ALL
-        SELECT x.id
-        FROM unnest(%s::bigint[], %s::varchar[]) AS k(asset_id, kind)
-        JOIN wallet_account x ON x.user_id IS NULL AND x.asset_id = k.asset_id AND x.kind = k.kind
-    )
-    ORDER BY a.id
-    FOR UPDATE OF a
+# Resolving keys to ids and locking are two statements: a locking query that
+# joins other relations can miss rows updated concurrently (EvalPlanQual
+# rechecks only the locked table), a plain "id = ANY" lock cannot.
+_ACCOUNT_IDS = """
+    SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
+    FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS k(user_id, asset_id, kind)
+    JOIN wallet_account x ON x.user_id = k.user_id AND x.asset_id = k.asset_id AND x.kind = k.kind
+    JOIN exchange_asset s ON s.id = x.asset_id
+    UNION ALL
+    SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
+    FROM unnest(%s::bigint[], %s::varchar[]) AS k(asset_id, kind)
+    JOIN wallet_account x ON x.user_id IS NULL AND x.asset_id = k.asset_id AND x.kind = k.kind
+    JOIN exchange_asset s ON s.id = x.asset_id
 """
+
+_LOCK_ACCOUNTS = "SELECT id, balance FROM wallet_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
 
 _ALLOCATE_TRANSACTION_IDS = (
     "SELECT nextval(pg_get_serial_sequence('wallet_ledgertransaction', 'id')) FROM generate_series(1, %s)"
@@ -288,16 +289,22 @@ class Posting:
         users = [key for key in ordered if key[0] is not None]
         operator = [key for key in ordered if key[0] is None]
         cursor.execute(
-            _LOCK_ACCOUNTS,
+            _ACCOUNT_IDS,
             [
                 [key[0] for key in users], [key[1] for key in users], [key[2] for key in users],
                 [key[1] for key in operator], [key[2] for key in operator],
             ],
         )
-        for account_id, user_id, asset_id, kind, balance, code, precision in cursor.fetchall():
+        by_id = {}
+        for account_id, user_id, asset_id, kind, code, precision in cursor.fetchall():
             key = (user_id, asset_id, kind)
-            self.accounts[key] = _Account(account_id, key, balance, code, precision)
+            by_id[account_id] = self.accounts[key] = _Account(account_id, key, ZERO, code, precision)
         assert len(self.accounts) == len(keys), "every account exists after the ensure step"
+        cursor.execute(_LOCK_ACCOUNTS, [list(by_id)])
+        locked = cursor.fetchall()
+        assert len(locked) == len(by_id), "accounts are never deleted"
+        for account_id, balance in locked:
+            by_id[account_id].balance = balance
 
     # -- building ----------------------------------------------------------------
 
