@@ -138,24 +138,27 @@ def _entries_match_accounts() -> list[Violation]:
     return [
         Violation(
             "entry_matches_account",
-            f"entry {entry} on {kind} account {account}: {problem}",
+            f"entry {entry} on account {account}: {problem}",
             {"wallet_ledgerentry": [entry], "wallet_account": [account], "wallet_hold": [hold] if hold else []},
         )
-        for entry, account, kind, hold, problem in _rows(
+        for entry, account, hold, problem in _rows(
             """
-            SELECT e.id, a.id, a.kind, e.hold_id,
+            SELECT e.id, e.account_id, e.hold_id,
                 CASE
+                    WHEN t.id IS NULL THEN 'its transaction ' || e.transaction_id || ' does not exist'
+                    WHEN a.id IS NULL THEN 'the account does not exist'
                     WHEN e.asset_id <> a.asset_id THEN 'its asset differs from the account''s'
-                    WHEN a.kind = 'HELD' AND e.hold_id IS NULL THEN 'an entry on a HELD account names no hold'
-                    WHEN a.kind <> 'HELD' AND e.hold_id IS NOT NULL THEN 'only entries on HELD accounts name a hold'
+                    WHEN a.kind = 'HELD' AND h.id IS NULL THEN 'an entry on a HELD account names no hold'
+                    WHEN a.kind <> 'HELD' THEN 'only entries on HELD accounts name a hold'
                     ELSE 'its hold belongs to another user or asset'
                 END
             FROM wallet_ledgerentry e
-            JOIN wallet_account a ON a.id = e.account_id
+            LEFT JOIN wallet_ledgertransaction t ON t.id = e.transaction_id
+            LEFT JOIN wallet_account a ON a.id = e.account_id
             LEFT JOIN wallet_hold h ON h.id = e.hold_id
-            WHERE e.asset_id <> a.asset_id
+            WHERE t.id IS NULL OR a.id IS NULL OR e.asset_id <> a.asset_id
                OR (a.kind = 'HELD') <> (e.hold_id IS NOT NULL)
-               OR (h.id IS NOT NULL AND (h.user_id <> a.user_id OR h.asset_id <> a.asset_id))
+               OR (e.hold_id IS NOT NULL AND (h.id IS NULL OR h.user_id <> a.user_id OR h.asset_id <> a.asset_id))
             ORDER BY 1 LIMIT %s
             """
         )

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import decimal
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, NamedTuple
 
-from django.db import IntegrityError, connection
+import psycopg
+from django.db import connection
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import decimal_to_str
@@ -132,41 +133,29 @@ class _Hold:
     amount: Decimal
     remaining: Decimal
     status: str
-    created_at: datetime
-    updated_at: datetime
-    closed_at: datetime | None
     changed: bool = False
 
-    def as_model(self) -> Hold:
-        return Hold.from_db(
-            connection.alias,
-            ["id", "reference", "user_id", "asset_id", "amount", "amount_remaining", "status", "created_at",
-             "updated_at", "closed_at"],
-            [self.id, self.reference, self.user_id, self.asset_id, self.amount, self.remaining, self.status,
-             self.created_at, self.updated_at, self.closed_at],
-        )
 
-
-_HOLD_COLUMNS = "id, reference, user_id, asset_id, amount, amount_remaining, status, created_at, updated_at, closed_at"
+_HOLD_COLUMNS = "id, reference, user_id, asset_id, amount, amount_remaining, status"
 
 _INSERT_HOLDS = f"""
     INSERT INTO wallet_hold (reference, user_id, asset_id, amount, amount_remaining, status)
     SELECT n.reference, n.user_id, n.asset_id, 0, 0, 'OPEN'
-    FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[]) AS n(reference, user_id, asset_id)
+    FROM unnest(%b::varchar[], %b::bigint[], %b::bigint[]) AS n(reference, user_id, asset_id)
     ON CONFLICT (reference) DO NOTHING
     RETURNING {_HOLD_COLUMNS}
 """
 
 _LOCK_HOLDS = f"""
     SELECT {_HOLD_COLUMNS} FROM wallet_hold
-    WHERE reference = ANY(%s::varchar[])
+    WHERE reference = ANY(%b::varchar[])
     ORDER BY id FOR UPDATE
 """
 
 _ENSURE_ACCOUNTS = """
     INSERT INTO wallet_account (user_id, asset_id, kind, balance)
     SELECT k.user_id, k.asset_id, k.kind, 0
-    FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS k(user_id, asset_id, kind)
+    FROM unnest(%b::bigint[], %b::bigint[], %b::varchar[]) AS k(user_id, asset_id, kind)
     ON CONFLICT DO NOTHING
 """
 
@@ -175,26 +164,29 @@ _ENSURE_ACCOUNTS = """
 # rechecks only the locked table), a plain "id = ANY" lock cannot.
 _ACCOUNT_IDS = """
     SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
-    FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[]) AS k(user_id, asset_id, kind)
+    FROM unnest(%b::bigint[], %b::bigint[], %b::varchar[]) AS k(user_id, asset_id, kind)
     JOIN wallet_account x ON x.user_id = k.user_id AND x.asset_id = k.asset_id AND x.kind = k.kind
     JOIN exchange_asset s ON s.id = x.asset_id
     UNION ALL
     SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
-    FROM unnest(%s::bigint[], %s::varchar[]) AS k(asset_id, kind)
+    FROM unnest(%b::bigint[], %b::varchar[]) AS k(asset_id, kind)
     JOIN wallet_account x ON x.user_id IS NULL AND x.asset_id = k.asset_id AND x.kind = k.kind
     JOIN exchange_asset s ON s.id = x.asset_id
 """
 
-_LOCK_ACCOUNTS = "SELECT id, balance FROM wallet_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
+_LOCK_ACCOUNTS = "SELECT id, balance FROM wallet_account WHERE id = ANY(%b::bigint[]) ORDER BY id FOR UPDATE"
 
 _ALLOCATE_TRANSACTION_IDS = (
-    "SELECT nextval(pg_get_serial_sequence('wallet_ledgertransaction', 'id')) FROM generate_series(1, %s)"
+    "SELECT nextval(pg_get_serial_sequence('wallet_ledgertransaction', 'id')) FROM generate_series(1, %b)"
 )
 
+# The bulk statements take numbers as array literals ("{1,2,NULL}", see
+# _array): building one string is far cheaper than psycopg adapting
+# thousands of ints and Decimals one by one. Strings go as real arrays.
 _INSERT_JOURNAL = """
     WITH inserted_transactions AS (
         INSERT INTO wallet_ledgertransaction (id, kind, reference, memo, actor_id)
-        SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::text[], %s::bigint[])
+        SELECT * FROM unnest(%s::bigint[], %b::varchar[], %b::varchar[], %b::text[], %s::bigint[])
     )
     INSERT INTO wallet_ledgerentry (transaction_id, account_id, asset_id, amount, hold_id)
     SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[], %s::bigint[])
@@ -210,10 +202,28 @@ _UPDATE_HOLDS = """
     UPDATE wallet_hold h
     SET amount = d.amount, amount_remaining = d.remaining, status = d.status, updated_at = statement_timestamp(),
         closed_at = CASE WHEN d.status = 'CLOSED' THEN statement_timestamp() END
-    FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::varchar[]) AS d(id, amount, remaining, status)
+    FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %b::varchar[]) AS d(id, amount, remaining, status)
     WHERE h.id = d.id
-    RETURNING h.id, h.updated_at, h.closed_at
 """
+
+
+def _array(values: Iterable[int | Decimal | None]) -> str:
+    """A PostgreSQL array literal of numbers: "{1,2.5,NULL}"."""
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+@contextmanager
+def _cursor():
+    """A server-side-binding cursor on Django's connection (same session and transaction).
+
+    Django's default cursor binds parameters on the client, quoting every
+    element of the large arrays the bulk statements send; binding them on
+    the server is several times cheaper. Errors still surface as Django's
+    database exceptions.
+    """
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 class _Transaction(NamedTuple):
@@ -239,7 +249,7 @@ class Posting:
         self._transactions: list[_Transaction] = []
         self.holds: dict[str, _Hold] = {}
         self.accounts: dict[AccountKey, _Account] = {}
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             self._insert_holds(cursor, list(new_holds))
             self._lock_holds(cursor, set(holds) - set(self.holds))
             keys = set(accounts)
@@ -279,15 +289,29 @@ class Posting:
     def _lock_accounts(self, cursor, keys: set[AccountKey]) -> None:
         if not keys:
             return
-        # A fixed insertion order, so that two postings creating the same
-        # new accounts wait for each other instead of deadlocking.
-        ordered = sorted(keys, key=lambda key: (key[0] or 0, key[1], key[2]))
-        cursor.execute(
-            _ENSURE_ACCOUNTS,
-            [[key[0] for key in ordered], [key[1] for key in ordered], [key[2] for key in ordered]],
-        )
-        users = [key for key in ordered if key[0] is not None]
-        operator = [key for key in ordered if key[0] is None]
+        missing = self._resolve_accounts(cursor, keys)
+        if missing:
+            # A fixed insertion order, so that two postings creating the same
+            # new accounts wait for each other instead of deadlocking. This
+            # happens before any account is locked.
+            ordered = sorted(missing, key=lambda key: (key[0] or 0, key[1], key[2]))
+            cursor.execute(
+                _ENSURE_ACCOUNTS,
+                [[key[0] for key in ordered], [key[1] for key in ordered], [key[2] for key in ordered]],
+            )
+            missing = self._resolve_accounts(cursor, missing)
+            assert not missing, "every account exists after the ensure step"
+        by_id = {account.id: account for account in self.accounts.values()}
+        cursor.execute(_LOCK_ACCOUNTS, [list(by_id)])
+        locked = cursor.fetchall()
+        assert len(locked) == len(by_id), "accounts are never deleted"
+        for account_id, balance in locked:
+            by_id[account_id].balance = balance
+
+    def _resolve_accounts(self, cursor, keys: set[AccountKey]) -> set[AccountKey]:
+        """Look up the ids (and asset precision) of ``keys``; return the keys with no account yet."""
+        users = [key for key in keys if key[0] is not None]
+        operator = [key for key in keys if key[0] is None]
         cursor.execute(
             _ACCOUNT_IDS,
             [
@@ -295,16 +319,10 @@ class Posting:
                 [key[1] for key in operator], [key[2] for key in operator],
             ],
         )
-        by_id = {}
         for account_id, user_id, asset_id, kind, code, precision in cursor.fetchall():
             key = (user_id, asset_id, kind)
-            by_id[account_id] = self.accounts[key] = _Account(account_id, key, ZERO, code, precision)
-        assert len(self.accounts) == len(keys), "every account exists after the ensure step"
-        cursor.execute(_LOCK_ACCOUNTS, [list(by_id)])
-        locked = cursor.fetchall()
-        assert len(locked) == len(by_id), "accounts are never deleted"
-        for account_id, balance in locked:
-            by_id[account_id].balance = balance
+            self.accounts[key] = _Account(account_id, key, ZERO, code, precision)
+        return {key for key in keys if key not in self.accounts}
 
     # -- building ----------------------------------------------------------------
 
@@ -403,30 +421,26 @@ class Posting:
     def write(self) -> list[int]:
         """Write every transfer and the new balances; return the transaction ids in order."""
         transaction_ids: list[int] = []
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             if self._transactions:
                 cursor.execute(_ALLOCATE_TRANSACTION_IDS, [len(self._transactions)])
                 transaction_ids = [row[0] for row in cursor.fetchall()]
                 try:
                     cursor.execute(_INSERT_JOURNAL, self._journal_columns(transaction_ids))
-                except IntegrityError as error:
-                    constraint = getattr(getattr(error.__cause__, "diag", None), "constraint_name", None)
-                    if constraint == "wallet_txn_unique_event_reference":
-                        raise LedgerUsageError(f"already posted: {error.__cause__.diag.message_detail}") from error
+                except psycopg.errors.UniqueViolation as error:
+                    if error.diag.constraint_name == "wallet_txn_unique_event_reference":
+                        raise LedgerUsageError(f"already posted: {error.diag.message_detail}") from error
                     raise
             changed = [account for account in self.accounts.values() if account.delta]
             if changed:
-                cursor.execute(_UPDATE_ACCOUNTS, [[a.id for a in changed], [a.delta for a in changed]])
+                cursor.execute(_UPDATE_ACCOUNTS, [_array(a.id for a in changed), _array(a.delta for a in changed)])
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
                 cursor.execute(
                     _UPDATE_HOLDS,
-                    [[h.id for h in holds], [h.amount for h in holds], [h.remaining for h in holds],
-                     [h.status for h in holds]],
+                    [_array(h.id for h in holds), _array(h.amount for h in holds),
+                     _array(h.remaining for h in holds), [h.status for h in holds]],
                 )
-                by_id = {hold.id: hold for hold in holds}
-                for hold_id, updated_at, closed_at in cursor.fetchall():
-                    by_id[hold_id].updated_at, by_id[hold_id].closed_at = updated_at, closed_at
         for account in self.accounts.values():
             account.delta = ZERO
         for hold in self.holds.values():
@@ -444,14 +458,14 @@ class Posting:
                 entry_amounts.append(amount)
                 entry_holds.append(hold.id if hold else None)
         return [
-            transaction_ids,
+            _array(transaction_ids),
             [txn.kind for txn in self._transactions],
             [txn.reference for txn in self._transactions],
             [txn.memo for txn in self._transactions],
-            [txn.actor_id for txn in self._transactions],
-            entry_transactions,
-            entry_accounts,
-            entry_assets,
-            entry_amounts,
-            entry_holds,
+            _array(txn.actor_id for txn in self._transactions),
+            _array(entry_transactions),
+            _array(entry_accounts),
+            _array(entry_assets),
+            _array(entry_amounts),
+            _array(entry_holds),
         ]

@@ -58,7 +58,7 @@ def test_an_unbalanced_journal_entry_is_found(ledger, alice, btc, capsys):
     """With the balance trigger disabled in this test's transaction, check_ledger still finds the hole."""
     account = Account.objects.get(user=alice, asset=btc, kind=AccountKind.AVAILABLE)
     _sql("SET CONSTRAINTS ALL IMMEDIATE")  # flush deferred foreign key checks, so the table can be altered
-    _sql("ALTER TABLE wallet_ledgerentry DISABLE TRIGGER wallet_ledgerentry_balanced")
+    _sql("ALTER TABLE wallet_ledgerentry DISABLE TRIGGER wallet_ledgerentry_checked")
     txn = LedgerEntry.objects.filter(account=account).first().transaction_id
     _sql("INSERT INTO wallet_ledgerentry (transaction_id, account_id, asset_id, amount) VALUES (%s, %s, %s, 0.1)",
          [txn, account.pk, btc.pk])
@@ -109,3 +109,19 @@ def test_registered_hold_checks_receive_their_holds(ledger):
 
     assert seen == ["order:1"]
     assert [v.check for v in violations] == ["order_holds"]
+
+
+def test_entries_that_break_the_hold_rules_are_found(ledger, alice, btc, capsys):
+    """A balanced pair slipped past the insert check: a HELD entry without a hold is still named."""
+    held = Account.objects.get(user=alice, asset=btc, kind=AccountKind.HELD)
+    available = Account.objects.get(user=alice, asset=btc, kind=AccountKind.AVAILABLE)
+    txn = LedgerEntry.objects.filter(account=held).first().transaction_id
+    _sql("SET CONSTRAINTS ALL IMMEDIATE")
+    _sql("ALTER TABLE wallet_ledgerentry DISABLE TRIGGER wallet_ledgerentry_checked")
+    _sql("INSERT INTO wallet_ledgerentry (transaction_id, account_id, asset_id, amount) VALUES (%s, %s, %s, 0.1),"
+         " (%s, %s, %s, -0.1)", [txn, held.pk, btc.pk, txn, available.pk, btc.pk])
+
+    ok, out = _check(capsys)
+
+    assert not ok
+    assert f"on account {held.pk}: an entry on a HELD account names no hold" in out

@@ -52,19 +52,49 @@ def test_an_unbalanced_insert_is_refused(alice, btc, fund):
     _sql(insert + ", (%s, %s, %s, %s)", [txn.pk, available.pk, btc.pk, D("5"), txn.pk, external.pk, btc.pk, D("-5")])
 
 
-def test_an_entry_cannot_claim_another_asset_than_its_account(alice, btc, usdt, fund):
-    """The composite foreign key ties an entry's asset to its account's, so the balance check is per real asset."""
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        (dict(transaction=10**9), "its transaction 1000000000 does not exist"),
+        (dict(account=10**9), "account 1000000000 does not exist"),
+        (dict(asset="usdt"), "its asset differs from its account's"),
+        (dict(account="held", hold=None), "an entry on a HELD account must name an existing hold"),
+        (dict(account="held", hold=10**9), "an entry on a HELD account must name an existing hold"),
+        (dict(hold="alice"), "only entries on HELD accounts name a hold"),
+        (dict(account="held", hold="bob"), "belongs to another user or asset than its account"),
+    ],
+)
+def test_entries_must_reference_real_rows_consistently(alice, bob, btc, usdt, fund, entry, problem):
+    """The per-statement check stands in for foreign keys, and is stronger: the hold must be the account's."""
     fund(alice, btc, "1")
-    fund(alice, usdt, "1")
+    fund(bob, btc, "1")
+    rows = {
+        "alice": funds_hold(user=alice, asset=btc, amount=D("0.5"), reference="order:1").pk,
+        "bob": funds_hold(user=bob, asset=btc, amount=D("0.5"), reference="order:2").pk,
+        "held": Account.objects.get(user=alice, asset=btc, kind=AccountKind.HELD).pk,
+        "usdt": usdt.pk,
+    }
     available, external = _accounts(alice, btc)
     txn = LedgerTransaction.objects.create(kind="ADJUSTMENT", reference="test")
+    first = dict(transaction=txn.pk, account=available.pk, asset=btc.pk, amount=D("1"), hold=None)
+    first.update({key: rows.get(value, value) for key, value in entry.items()})
+    second = dict(transaction=txn.pk, account=external.pk, asset=btc.pk, amount=D("-1"), hold=None)
+    columns = ["transaction", "account", "asset", "amount", "hold"]
 
-    with pytest.raises(IntegrityError, match="wallet_entry_account_asset_fk"):
+    with pytest.raises(IntegrityError, match=problem):
         _sql(
-            "SET CONSTRAINTS ALL IMMEDIATE; INSERT INTO wallet_ledgerentry (transaction_id, account_id, asset_id, amount)"
-            " VALUES (%s, %s, %s, 5), (%s, %s, %s, -5)",
-            [txn.pk, available.pk, usdt.pk, txn.pk, external.pk, usdt.pk],
+            "INSERT INTO wallet_ledgerentry (transaction_id, account_id, asset_id, amount, hold_id)"
+            " VALUES (%s, %s, %s, %s, %s), (%s, %s, %s, %s, %s)",
+            [first[c] for c in columns] + [second[c] for c in columns],
         )
+
+
+def test_accounts_and_holds_are_never_deleted(alice, btc, fund):
+    fund(alice, btc, "1")
+    funds_hold(user=alice, asset=btc, amount=D("0.5"), reference="order:1")
+    for table in ("wallet_account", "wallet_hold"):
+        with pytest.raises(IntegrityError, match="never deleted"):
+            _sql(f"DELETE FROM {table}")
 
 
 def test_user_balances_and_holds_cannot_go_negative_even_by_raw_sql(alice, btc, fund):

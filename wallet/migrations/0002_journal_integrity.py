@@ -1,38 +1,73 @@
 """What the database itself guarantees about the journal, whatever writes to it.
 
-- Transactions and entries are append-only: UPDATE and DELETE are refused
-  (TRUNCATE, a maintenance operation that needs the table owner, is not).
-- Every INSERT into the entries is checked, once per statement, for the
-  transactions it touches: their entries must sum to zero per asset. A
-  statement-level trigger with a transition table costs one aggregate per
-  INSERT, so bulk posting stays cheap.
-- An entry's denormalised asset is its account's asset (a composite
-  foreign key), so the per-asset check above cannot be fooled.
+- Transactions and entries are append-only: UPDATE and DELETE are refused.
+  Accounts and holds are never deleted either (their cached balances change).
+  TRUNCATE, a maintenance operation that needs the table owner, is allowed.
+- Every INSERT into the entries is checked once per statement (a trigger with
+  a transition table, so a bulk insert costs a few set-based queries instead
+  of row-level foreign key checks for every entry):
+  * each entry's transaction and account exist and its denormalised asset is
+    the account's asset;
+  * an entry names a hold exactly when its account is HELD, and that hold is
+    of the account's user and asset;
+  * every transaction the statement touched sums to zero per asset.
+
+Accounts and holds are updated on every posting; free space in their pages
+lets PostgreSQL update them in place (HOT updates, no index maintenance).
 """
 
 from django.db import migrations
 
 FORWARD = """
-CREATE FUNCTION wallet_journal_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION wallet_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'the ledger journal is append-only: % on % is refused; post a correcting transaction instead',
-        TG_OP, TG_TABLE_NAME USING ERRCODE = 'restrict_violation';
+    RAISE EXCEPTION '% on % is refused: %', TG_OP, TG_TABLE_NAME, TG_ARGV[0] USING ERRCODE = 'restrict_violation';
 END
 $$;
 
 CREATE TRIGGER wallet_ledgertransaction_append_only
-    BEFORE UPDATE OR DELETE ON wallet_ledgertransaction
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet_journal_append_only();
+    BEFORE UPDATE OR DELETE ON wallet_ledgertransaction FOR EACH STATEMENT
+    EXECUTE FUNCTION wallet_refuse_change('the ledger journal is append-only; post a correcting transaction instead');
 
 CREATE TRIGGER wallet_ledgerentry_append_only
-    BEFORE UPDATE OR DELETE ON wallet_ledgerentry
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet_journal_append_only();
+    BEFORE UPDATE OR DELETE ON wallet_ledgerentry FOR EACH STATEMENT
+    EXECUTE FUNCTION wallet_refuse_change('the ledger journal is append-only; post a correcting transaction instead');
 
-CREATE FUNCTION wallet_journal_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE TRIGGER wallet_account_kept
+    BEFORE DELETE ON wallet_account FOR EACH STATEMENT
+    EXECUTE FUNCTION wallet_refuse_change('ledger accounts are never deleted');
+
+CREATE TRIGGER wallet_hold_kept
+    BEFORE DELETE ON wallet_hold FOR EACH STATEMENT
+    EXECUTE FUNCTION wallet_refuse_change('holds are never deleted');
+
+CREATE FUNCTION wallet_journal_check() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    unbalanced record;
+    bad record;
 BEGIN
-    SELECT e.transaction_id, e.asset_id, sum(e.amount) AS total INTO unbalanced
+    SELECT n.id,
+        CASE
+            WHEN t.id IS NULL THEN 'its transaction ' || n.transaction_id || ' does not exist'
+            WHEN a.id IS NULL THEN 'account ' || n.account_id || ' does not exist'
+            WHEN a.asset_id <> n.asset_id THEN 'its asset differs from its account''s'
+            WHEN a.kind = 'HELD' AND h.id IS NULL THEN 'an entry on a HELD account must name an existing hold'
+            WHEN a.kind <> 'HELD' THEN 'only entries on HELD accounts name a hold'
+            ELSE 'its hold ' || h.id || ' belongs to another user or asset than its account'
+        END AS problem
+    INTO bad
+    FROM new_entries n
+    LEFT JOIN wallet_ledgertransaction t ON t.id = n.transaction_id
+    LEFT JOIN wallet_account a ON a.id = n.account_id
+    LEFT JOIN wallet_hold h ON h.id = n.hold_id
+    WHERE t.id IS NULL OR a.id IS NULL OR a.asset_id <> n.asset_id
+       OR (a.kind = 'HELD') <> (n.hold_id IS NOT NULL)
+       OR (n.hold_id IS NOT NULL AND (h.id IS NULL OR h.user_id <> a.user_id OR h.asset_id <> a.asset_id))
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger entry %: %', bad.id, bad.problem USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    SELECT e.transaction_id, e.asset_id, sum(e.amount) AS total INTO bad
     FROM wallet_ledgerentry e
     WHERE e.transaction_id IN (SELECT DISTINCT n.transaction_id FROM new_entries n)
     GROUP BY e.transaction_id, e.asset_id
@@ -40,29 +75,31 @@ BEGIN
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'journal transaction % does not balance: asset % sums to %',
-            unbalanced.transaction_id, unbalanced.asset_id, unbalanced.total USING ERRCODE = 'check_violation';
+            bad.transaction_id, bad.asset_id, bad.total USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER wallet_ledgerentry_balanced
+CREATE TRIGGER wallet_ledgerentry_checked
     AFTER INSERT ON wallet_ledgerentry
     REFERENCING NEW TABLE AS new_entries
-    FOR EACH STATEMENT EXECUTE FUNCTION wallet_journal_balanced();
+    FOR EACH STATEMENT EXECUTE FUNCTION wallet_journal_check();
 
-ALTER TABLE wallet_ledgerentry
-    ADD CONSTRAINT wallet_entry_account_asset_fk FOREIGN KEY (account_id, asset_id)
-    REFERENCES wallet_account (id, asset_id) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE wallet_account SET (fillfactor = 50);
+ALTER TABLE wallet_hold SET (fillfactor = 70);
 """
 
 REVERSE = """
-ALTER TABLE wallet_ledgerentry DROP CONSTRAINT wallet_entry_account_asset_fk;
-DROP TRIGGER wallet_ledgerentry_balanced ON wallet_ledgerentry;
-DROP FUNCTION wallet_journal_balanced();
+ALTER TABLE wallet_hold RESET (fillfactor);
+ALTER TABLE wallet_account RESET (fillfactor);
+DROP TRIGGER wallet_ledgerentry_checked ON wallet_ledgerentry;
+DROP FUNCTION wallet_journal_check();
+DROP TRIGGER wallet_hold_kept ON wallet_hold;
+DROP TRIGGER wallet_account_kept ON wallet_account;
 DROP TRIGGER wallet_ledgerentry_append_only ON wallet_ledgerentry;
 DROP TRIGGER wallet_ledgertransaction_append_only ON wallet_ledgertransaction;
-DROP FUNCTION wallet_journal_append_only();
+DROP FUNCTION wallet_refuse_change();
 """
 
 

@@ -222,21 +222,21 @@ def ledger_apply(operations: Sequence[Operation]) -> list[int | None]:
 def funds_hold(*, user, asset, amount: Decimal, reference: str, memo: str = "") -> Hold:
     """Hold ``amount`` of the user's available ``asset`` under a new, unique ``reference``."""
     _, posting = _apply([HoldPlace(reference, user.pk, asset.pk, amount, memo)])
-    return posting.hold(reference).as_model()
+    return Hold.objects.get(pk=posting.hold(reference).id)
 
 
 @transaction.atomic
 def hold_increase(*, reference: str, amount: Decimal, memo: str = "") -> Hold:
     """Hold ``amount`` more of the owner's available funds under the open hold ``reference``."""
     _, posting = _apply([HoldIncrease(reference, amount, memo)])
-    return posting.hold(reference).as_model()
+    return Hold.objects.get(pk=posting.hold(reference).id)
 
 
 @transaction.atomic
 def hold_release(*, reference: str, amount: Decimal | None = None, close: bool = False, memo: str = "") -> Hold:
     """Release ``amount`` (None: all that is left) of the hold; ``close`` closes it (it must then be empty)."""
     _, posting = _apply([HoldRelease(reference, amount, close, memo)])
-    return posting.hold(reference).as_model()
+    return Hold.objects.get(pk=posting.hold(reference).id)
 
 
 @transaction.atomic
