@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("exchange.api.urls")),
+    path("api/v1/", include("wallet.api.urls")),
     path("health", health.health, name="health"),
     path("health/live", health.health_live, name="health-live"),
     path("health/ready", health.health_ready, name="health-ready"),

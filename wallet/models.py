@@ -269,7 +269,6 @@ class Deposit(models.Model):
             models.UniqueConstraint(fields=["asset", "txid"], name="wallet_deposit_unique_asset_txid"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="wallet_deposit_amount_positive"),
         ]
-        permissions = [("credit_deposit", "Can credit deposits")]
 
     def __str__(self) -> str:
         return f"deposit:{self.pk}"
@@ -332,7 +331,6 @@ class Adjustment(LedgerTransaction):
 
     class Meta:
         proxy = True
-        permissions = [("adjust_balance", "Can adjust user balances")]
 
 
 class FeeTier(models.Model):
