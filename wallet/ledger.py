@@ -25,6 +25,7 @@ raises instead of rounding.
 from __future__ import annotations
 
 import decimal
+import functools
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,21 @@ LEDGER_CONTEXT = decimal.Context(
     traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow, decimal.Inexact],
 )
 _QUANTIZE_CONTEXT = decimal.Context(prec=80)
+
+
+def exact(function):
+    """Run ``function`` in LEDGER_CONTEXT: every amount it computes is exact or raises.
+
+    Python's default decimal context keeps 28 significant digits and rounds
+    silently; ledger amounts have up to 38.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with decimal.localcontext(LEDGER_CONTEXT):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 class LedgerUsageError(Exception):

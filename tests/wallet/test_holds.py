@@ -5,6 +5,7 @@ from decimal import Decimal as D
 import pytest
 
 from exchange.core.errors import ApplicationError
+from tests.factories import AssetFactory, MarketFactory
 from tests.wallet.conftest import balances, operator_balance
 from wallet.invariants import assert_ledger_sound
 from wallet.models import AccountKind, Hold, LedgerEntry, LedgerTransaction, TransactionKind
@@ -248,3 +249,29 @@ def test_increase_then_settle_then_release_in_one_batch(market, alice, bob, btc,
     assert balances(alice, usdt) == (D("750"), D("0"))
     assert balances(alice, btc) == (D("0.01"), D("0"))
     assert_ledger_sound()
+
+
+def test_amounts_of_35_digits_stay_exact(alice, bob, usdt, fund):
+    """Python's default decimal context keeps 28 digits and rounds silently; the ledger keeps them all."""
+    wei = AssetFactory(code="ETH", precision=18)
+    eth_usdt = MarketFactory(base=wei, quote=usdt)
+    quantity = D("12345678901234567.123456789012345678")  # 35 significant digits
+    fund(alice, usdt, "1000")
+    fund(bob, wei, quantity)
+    ledger_apply([
+        HoldPlace("order:1", alice.pk, usdt.pk, D("1000")),
+        HoldPlace("order:2", bob.pk, wei.pk, quantity),
+        _trade(eth_usdt, alice, bob, quantity=str(quantity), notional="1000", buyer_fee="0.000000000000000001"),
+    ])
+
+    assert balances(alice, wei) == (D("12345678901234567.123456789012345677"), D("0"))
+    assert balances(bob, wei) == (D("0"), D("0"))
+    assert_ledger_sound()
+
+
+def test_a_batch_that_falls_short_names_the_operation(market, alice, bob, btc, usdt, fund):
+    fund(alice, usdt, "100")
+    with pytest.raises(ApplicationError) as error:
+        ledger_apply([HoldPlace("order:1", alice.pk, usdt.pk, D("60")), HoldPlace("order:2", alice.pk, usdt.pk, D("60"))])
+    assert error.value.extra == {"asset": "USDT", "operation": 1}
+    assert balances(alice, usdt) == (D("100"), D("0"))

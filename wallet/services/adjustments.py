@@ -7,13 +7,14 @@ from decimal import Decimal
 from django.db import transaction
 
 from exchange.core.errors import ApplicationError
-from wallet.ledger import AVAILABLE, Leg, Posting, validate_amount
+from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
 from wallet.models import AccountKind, LedgerTransaction, TransactionKind
 
 ADJUSTMENTS = AccountKind.ADJUSTMENTS.value
 
 
 @transaction.atomic
+@exact
 def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str) -> LedgerTransaction:
     """Add ``amount`` (negative: take it away) to the user's AVAILABLE ``asset``, against ADJUSTMENTS.
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from exchange.core.errors import ApplicationError
-from wallet.ledger import AVAILABLE, Leg, Posting, validate_amount
+from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
 from wallet.models import AccountKind, Deposit, TransactionKind
 
 EXTERNAL = AccountKind.EXTERNAL.value
@@ -21,6 +21,7 @@ _INSERT_DEPOSIT = """
 
 
 @transaction.atomic
+@exact
 def deposit_credit(
     *,
     user,

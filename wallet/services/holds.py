@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 
 from django.db import transaction
 
-from wallet.ledger import AVAILABLE, HELD, ZERO, Leg, LedgerUsageError, NewHold, Posting
+from exchange.core.errors import ApplicationError
+from wallet.ledger import AVAILABLE, HELD, ZERO, Leg, LedgerUsageError, NewHold, Posting, exact
 from wallet.models import AccountKind, Hold, TransactionKind
 
 FEES = AccountKind.FEES.value
@@ -200,9 +201,17 @@ def _posting_for(operations: Sequence[Operation]) -> Posting:
     return Posting(accounts=accounts, holds=references, new_holds=new_holds)
 
 
+@exact
 def _apply(operations: Sequence[Operation]) -> tuple[list[int | None], Posting]:
     posting = _posting_for(operations)
-    positions = [_APPLY[type(op)](posting, op) for op in operations]
+    positions = []
+    for index, op in enumerate(operations):
+        try:
+            positions.append(_APPLY[type(op)](posting, op))
+        except ApplicationError as error:
+            if len(operations) > 1:
+                error.extra["operation"] = index  # which operation of the batch fell short
+            raise
     transaction_ids = posting.write()
     return [None if position is None else transaction_ids[position] for position in positions], posting
 
@@ -213,7 +222,8 @@ def ledger_apply(operations: Sequence[Operation]) -> list[int | None]:
 
     The id is None for an operation that moved nothing (releasing an empty
     hold, for example just to close it). This is the matcher's entry point:
-    one call per batch of engine events.
+    one call per batch of engine events. An INSUFFICIENT_FUNDS error of a
+    batch names the failing operation's index in ``error.extra["operation"]``.
     """
     return _apply(operations)[0]
 

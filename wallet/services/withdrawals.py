@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from exchange.core.errors import ApplicationError
-from wallet.ledger import AVAILABLE, HELD, Leg, Posting, validate_amount
+from wallet.ledger import AVAILABLE, HELD, Leg, Posting, exact, validate_amount
 from wallet.models import AccountKind, TransactionKind, Withdrawal
 from wallet.services.holds import funds_hold
 
@@ -23,6 +23,7 @@ EXTERNAL = AccountKind.EXTERNAL.value
 
 
 @transaction.atomic
+@exact
 def withdrawal_request(*, user, asset, amount: Decimal, address: str) -> Withdrawal:
     """Hold ``amount`` of the user's available ``asset`` for a withdrawal to ``address``."""
     amount = validate_amount(asset=asset, amount=amount)
@@ -54,6 +55,7 @@ def _require(value: str, code: str, field: str, message: str) -> str:
 
 
 @transaction.atomic
+@exact
 def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
     """Move the held funds to WITHDRAWALS_PENDING (closing the hold): the operator will send them."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Approving a withdrawal needs a reason.")
@@ -76,6 +78,7 @@ def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str) -> Withdra
 
 
 @transaction.atomic
+@exact
 def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
     """Release the held funds back to the user's available balance and close the hold."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Rejecting a withdrawal needs a reason.")
@@ -98,6 +101,7 @@ def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str) -> Withdraw
 
 
 @transaction.atomic
+@exact
 def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str) -> Withdrawal:
     """Record that the funds were sent (external ``txid``): WITHDRAWALS_PENDING -> EXTERNAL."""
     txid = _require(txid, "INVALID_TXID", "txid", "Completing a withdrawal needs the external transaction id.")
