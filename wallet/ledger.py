@@ -3,13 +3,14 @@
 Every service builds its journal transactions through a ``Posting``:
 
 1. ``Posting(accounts=..., holds=..., new_holds=...)`` inserts the new holds,
-   locks the existing holds it names (``SELECT ... FOR UPDATE`` in ascending
-   id order, one query), creates missing accounts (``INSERT ... ON CONFLICT
-   DO NOTHING`` in a fixed key order) and locks every account it will touch
-   (one query, ascending id). Holds are always locked before accounts, and
-   each in ascending id order, so any two postings that touch the same rows
-   take their locks in the same order and cannot deadlock. The AVAILABLE and
-   HELD accounts of every hold's owner are locked with the hold.
+   locks the existing holds it names (``FOR UPDATE`` in ascending id order,
+   one query), creates missing accounts (``INSERT ... ON CONFLICT DO
+   NOTHING`` in a fixed key order, before any account is locked) and locks
+   every account it will touch (one query, ascending id). Holds are always
+   locked before accounts, each in ascending id order, so any two postings
+   that touch the same rows take their locks in the same order and cannot
+   deadlock. The AVAILABLE and HELD accounts of every hold's owner are
+   locked with the hold.
 2. ``transfer(...)`` adds one balanced journal transaction, checking every
    amount against the asset's precision and applying it to the in-memory
    balances at once, so later transfers of the same posting see it. A user
@@ -134,14 +135,16 @@ class NewHold(NamedTuple):
 class _Account:
     id: int
     key: AccountKey
-    balance: Decimal
-    asset_code: str
-    precision: int
+    asset_code: str = ""
+    precision: int = 0
+    balance: Decimal = ZERO
+    row: str = ""  # ctid once locked
     delta: Decimal = ZERO
 
 
 @dataclass(slots=True)
 class _Hold:
+    row: str  # ctid, stable while the hold is locked
     id: int
     reference: str
     user_id: int
@@ -152,7 +155,17 @@ class _Hold:
     changed: bool = False
 
 
-_HOLD_COLUMNS = "id, reference, user_id, asset_id, amount, amount_remaining, status"
+# How the statements reach rows, whatever the table sizes. A lookup by key
+# is a LATERAL subquery with LIMIT 1, which PostgreSQL runs as one index probe
+# per key: a plain join or "= ANY(array)" lets the planner pick a sequential
+# scan of the whole table once a batch touches a thousand rows, and the cost
+# then grows with the ledger. Rows are locked the same way, one probe per id
+# in ascending id order, with FOR UPDATE on the single-table subquery (a
+# locking join can silently drop rows that were updated concurrently). The
+# locked rows' physical addresses (ctid) cannot change before our own update,
+# so the bulk UPDATEs find them by TID scan, without any index.
+
+_HOLD_COLUMNS = "ctid, id, reference, user_id, asset_id, amount, amount_remaining, status"
 
 _INSERT_HOLDS = f"""
     INSERT INTO wallet_hold (reference, user_id, asset_id, amount, amount_remaining, status)
@@ -162,10 +175,14 @@ _INSERT_HOLDS = f"""
     RETURNING {_HOLD_COLUMNS}
 """
 
+_HOLD_IDS = """
+    SELECT h.id FROM unnest(%b::varchar[]) AS r(reference)
+    CROSS JOIN LATERAL (SELECT id FROM wallet_hold WHERE reference = r.reference LIMIT 1) h
+"""
+
 _LOCK_HOLDS = f"""
-    SELECT {_HOLD_COLUMNS} FROM wallet_hold
-    WHERE reference = ANY(%b::varchar[])
-    ORDER BY id FOR UPDATE
+    SELECT h.* FROM unnest(%s::bigint[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT {_HOLD_COLUMNS} FROM wallet_hold WHERE id = k.id FOR UPDATE) h
 """
 
 _ENSURE_ACCOUNTS = """
@@ -175,30 +192,34 @@ _ENSURE_ACCOUNTS = """
     ON CONFLICT DO NOTHING
 """
 
-# Resolving keys to ids and locking are two statements: a locking query that
-# joins other relations can miss rows updated concurrently (EvalPlanQual
-# rechecks only the locked table), a plain "id = ANY" lock cannot.
 _ACCOUNT_IDS = """
-    SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
+    SELECT a.id, k.user_id, k.asset_id, k.kind
     FROM unnest(%b::bigint[], %b::bigint[], %b::varchar[]) AS k(user_id, asset_id, kind)
-    JOIN wallet_account x ON x.user_id = k.user_id AND x.asset_id = k.asset_id AND x.kind = k.kind
-    JOIN exchange_asset s ON s.id = x.asset_id
+    CROSS JOIN LATERAL (
+        SELECT id FROM wallet_account WHERE user_id = k.user_id AND asset_id = k.asset_id AND kind = k.kind LIMIT 1
+    ) a
     UNION ALL
-    SELECT x.id, x.user_id, x.asset_id, x.kind, s.code, s.precision
+    SELECT a.id, NULL, k.asset_id, k.kind
     FROM unnest(%b::bigint[], %b::varchar[]) AS k(asset_id, kind)
-    JOIN wallet_account x ON x.user_id IS NULL AND x.asset_id = k.asset_id AND x.kind = k.kind
-    JOIN exchange_asset s ON s.id = x.asset_id
+    CROSS JOIN LATERAL (
+        SELECT id FROM wallet_account WHERE user_id IS NULL AND asset_id = k.asset_id AND kind = k.kind LIMIT 1
+    ) a
 """
 
-_LOCK_ACCOUNTS = "SELECT id, balance FROM wallet_account WHERE id = ANY(%b::bigint[]) ORDER BY id FOR UPDATE"
+_ASSETS = "SELECT id, code, precision FROM exchange_asset WHERE id = ANY(%b::bigint[])"
+
+_LOCK_ACCOUNTS = """
+    SELECT a.* FROM unnest(%s::bigint[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT ctid, id, balance FROM wallet_account WHERE id = k.id FOR UPDATE) a
+"""
 
 _ALLOCATE_TRANSACTION_IDS = (
     "SELECT nextval(pg_get_serial_sequence('wallet_ledgertransaction', 'id')) FROM generate_series(1, %b)"
 )
 
-# The bulk statements take numbers as array literals ("{1,2,NULL}", see
-# _array): building one string is far cheaper than psycopg adapting
-# thousands of ints and Decimals one by one. Strings go as real arrays.
+# The bulk statements take numbers and row addresses as array literals
+# ("{1,2,NULL}", see _array): building one string is far cheaper than
+# psycopg adapting thousands of values one by one. Strings go as real arrays.
 _INSERT_JOURNAL = """
     WITH inserted_transactions AS (
         INSERT INTO wallet_ledgertransaction (id, kind, reference, memo, actor_id)
@@ -210,22 +231,27 @@ _INSERT_JOURNAL = """
 
 _UPDATE_ACCOUNTS = """
     UPDATE wallet_account a SET balance = a.balance + d.delta, updated_at = statement_timestamp()
-    FROM unnest(%s::bigint[], %s::numeric[]) AS d(id, delta)
-    WHERE a.id = d.id
+    FROM unnest(%s::tid[], %s::numeric[]) AS d(row, delta)
+    WHERE a.ctid = d.row
 """
 
 _UPDATE_HOLDS = """
     UPDATE wallet_hold h
     SET amount = d.amount, amount_remaining = d.remaining, status = d.status, updated_at = statement_timestamp(),
         closed_at = CASE WHEN d.status = 'CLOSED' THEN statement_timestamp() END
-    FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %b::varchar[]) AS d(id, amount, remaining, status)
-    WHERE h.id = d.id
+    FROM unnest(%s::tid[], %s::numeric[], %s::numeric[], %b::varchar[]) AS d(row, amount, remaining, status)
+    WHERE h.ctid = d.row
 """
 
 
 def _array(values: Iterable[int | Decimal | None]) -> str:
     """A PostgreSQL array literal of numbers: "{1,2.5,NULL}"."""
     return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def _tid_array(rows: Iterable[str]) -> str:
+    """A PostgreSQL array literal of row addresses: '{"(0,1)","(3,7)"}'."""
+    return "{" + ",".join(f'"{row}"' for row in rows) + "}"
 
 
 @contextmanager
@@ -287,7 +313,7 @@ class Posting:
             [references, [hold.user_id for hold in new_holds], [hold.asset_id for hold in new_holds]],
         )
         for row in cursor.fetchall():
-            self.holds[row[1]] = _Hold(*row)
+            self.holds[row[2]] = _Hold(*row)
         taken = [reference for reference in references if reference not in self.holds]
         if taken:
             raise LedgerUsageError(f"hold reference already used: {', '.join(taken)}")
@@ -295,9 +321,11 @@ class Posting:
     def _lock_holds(self, cursor, references: set[str]) -> None:
         if not references:
             return
-        cursor.execute(_LOCK_HOLDS, [sorted(references)])
+        cursor.execute(_HOLD_IDS, [sorted(references)])
+        ids = sorted(row[0] for row in cursor.fetchall())
+        cursor.execute(_LOCK_HOLDS, [_array(ids)])
         for row in cursor.fetchall():
-            self.holds[row[1]] = _Hold(*row)
+            self.holds[row[2]] = _Hold(*row)
         unknown = references - set(self.holds)
         if unknown:
             raise LedgerUsageError(f"no hold with reference {', '.join(sorted(unknown))}")
@@ -318,11 +346,15 @@ class Posting:
             missing = self._resolve_accounts(cursor, missing)
             assert not missing, "every account exists after the ensure step"
         by_id = {account.id: account for account in self.accounts.values()}
-        cursor.execute(_LOCK_ACCOUNTS, [list(by_id)])
+        cursor.execute(_ASSETS, [sorted({key[1] for key in keys})])
+        assets = {asset_id: (code, precision) for asset_id, code, precision in cursor.fetchall()}
+        cursor.execute(_LOCK_ACCOUNTS, [_array(sorted(by_id))])
         locked = cursor.fetchall()
         assert len(locked) == len(by_id), "accounts are never deleted"
-        for account_id, balance in locked:
-            by_id[account_id].balance = balance
+        for row, account_id, balance in locked:
+            account = by_id[account_id]
+            account.row, account.balance = row, balance
+            account.asset_code, account.precision = assets[account.key[1]]
 
     def _resolve_accounts(self, cursor, keys: set[AccountKey]) -> set[AccountKey]:
         """Look up the ids (and asset precision) of ``keys``; return the keys with no account yet."""
@@ -335,9 +367,9 @@ class Posting:
                 [key[1] for key in operator], [key[2] for key in operator],
             ],
         )
-        for account_id, user_id, asset_id, kind, code, precision in cursor.fetchall():
+        for account_id, user_id, asset_id, kind in cursor.fetchall():
             key = (user_id, asset_id, kind)
-            self.accounts[key] = _Account(account_id, key, ZERO, code, precision)
+            self.accounts[key] = _Account(account_id, key)
         return {key for key in keys if key not in self.accounts}
 
     # -- building ----------------------------------------------------------------
@@ -449,12 +481,12 @@ class Posting:
                     raise
             changed = [account for account in self.accounts.values() if account.delta]
             if changed:
-                cursor.execute(_UPDATE_ACCOUNTS, [_array(a.id for a in changed), _array(a.delta for a in changed)])
+                cursor.execute(_UPDATE_ACCOUNTS, [_tid_array(a.row for a in changed), _array(a.delta for a in changed)])
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
                 cursor.execute(
                     _UPDATE_HOLDS,
-                    [_array(h.id for h in holds), _array(h.amount for h in holds),
+                    [_tid_array(h.row for h in holds), _array(h.amount for h in holds),
                      _array(h.remaining for h in holds), [h.status for h in holds]],
                 )
         for account in self.accounts.values():

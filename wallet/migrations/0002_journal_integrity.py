@@ -41,6 +41,8 @@ CREATE TRIGGER wallet_hold_kept
     BEFORE DELETE ON wallet_hold FOR EACH STATEMENT
     EXECUTE FUNCTION wallet_refuse_change('holds are never deleted');
 
+-- Each lookup is a LATERAL subquery with LIMIT 1 (one index probe per row of
+-- the statement), so the check costs the same whatever the size of the ledger.
 CREATE FUNCTION wallet_journal_check() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
@@ -56,9 +58,15 @@ BEGIN
         END AS problem
     INTO bad
     FROM new_entries n
-    LEFT JOIN wallet_ledgertransaction t ON t.id = n.transaction_id
-    LEFT JOIN wallet_account a ON a.id = n.account_id
-    LEFT JOIN wallet_hold h ON h.id = n.hold_id
+    LEFT JOIN LATERAL (
+        SELECT id FROM wallet_ledgertransaction WHERE id = n.transaction_id LIMIT 1
+    ) t ON true
+    LEFT JOIN LATERAL (
+        SELECT id, user_id, asset_id, kind FROM wallet_account WHERE id = n.account_id LIMIT 1
+    ) a ON true
+    LEFT JOIN LATERAL (
+        SELECT id, user_id, asset_id FROM wallet_hold WHERE id = n.hold_id LIMIT 1
+    ) h ON true
     WHERE t.id IS NULL OR a.id IS NULL OR a.asset_id <> n.asset_id
        OR (a.kind = 'HELD') <> (n.hold_id IS NOT NULL)
        OR (n.hold_id IS NOT NULL AND (h.id IS NULL OR h.user_id <> a.user_id OR h.asset_id <> a.asset_id))
@@ -67,11 +75,14 @@ BEGIN
         RAISE EXCEPTION 'ledger entry %: %', bad.id, bad.problem USING ERRCODE = 'foreign_key_violation';
     END IF;
 
-    SELECT e.transaction_id, e.asset_id, sum(e.amount) AS total INTO bad
-    FROM wallet_ledgerentry e
-    WHERE e.transaction_id IN (SELECT DISTINCT n.transaction_id FROM new_entries n)
-    GROUP BY e.transaction_id, e.asset_id
-    HAVING sum(e.amount) <> 0
+    SELECT t.transaction_id, s.asset_id, s.total INTO bad
+    FROM (SELECT DISTINCT transaction_id FROM new_entries) t
+    CROSS JOIN LATERAL (
+        SELECT e.asset_id, sum(e.amount) AS total FROM wallet_ledgerentry e
+        WHERE e.transaction_id = t.transaction_id
+        GROUP BY e.asset_id
+    ) s
+    WHERE s.total <> 0
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'journal transaction % does not balance: asset % sums to %',
