@@ -16,7 +16,8 @@ Every service builds its journal transactions through a ``Posting``:
    balances at once, so later transfers of the same posting see it. A user
    balance or a hold that would go negative raises ``INSUFFICIENT_FUNDS``.
 3. ``write()`` inserts all transactions and entries in one statement and
-   updates the cached account balances and holds with one statement each.
+   updates the cached account balances and holds with one statement each;
+   a posting is written once.
 
 A posting must run inside ``transaction.atomic``; one that raised is
 discarded with its transaction. Arithmetic runs in ``LEDGER_CONTEXT``, which
@@ -289,6 +290,7 @@ class Posting:
         if not connection.in_atomic_block:
             raise LedgerUsageError("a Posting must run inside transaction.atomic")
         self._transactions: list[_Transaction] = []
+        self._written = False
         self.holds: dict[str, _Hold] = {}
         self.accounts: dict[AccountKey, _Account] = {}
         with _cursor() as cursor:
@@ -357,7 +359,7 @@ class Posting:
             account.asset_code, account.precision = assets[account.key[1]]
 
     def _resolve_accounts(self, cursor, keys: set[AccountKey]) -> set[AccountKey]:
-        """Look up the ids (and asset precision) of ``keys``; return the keys with no account yet."""
+        """Look up the ids of ``keys``; return the keys with no account yet."""
         users = [key for key in keys if key[0] is not None]
         operator = [key for key in keys if key[0] is None]
         cursor.execute(
@@ -394,6 +396,7 @@ class Posting:
         Legs of zero are dropped; a transfer left with no legs posts nothing
         and returns None.
         """
+        self._check_not_written()
         entries: list[tuple[_Account, Decimal, _Hold | None]] = []
         totals: dict[int, Decimal] = defaultdict(Decimal)
         with decimal.localcontext(LEDGER_CONTEXT):
@@ -456,6 +459,7 @@ class Posting:
         account.delta += amount
 
     def close_hold(self, reference: str) -> None:
+        self._check_not_written()
         hold = self.hold(reference)
         if hold.status != Hold.Status.OPEN:
             raise LedgerUsageError(f"hold {reference} is already closed")
@@ -466,8 +470,14 @@ class Posting:
 
     # -- writing -----------------------------------------------------------------
 
+    def _check_not_written(self) -> None:
+        if self._written:
+            raise LedgerUsageError("this posting was written; start a new one")
+
     def write(self) -> list[int]:
-        """Write every transfer and the new balances; return the transaction ids in order."""
+        """Write every transfer and the new balances, once; return the transaction ids in order."""
+        self._check_not_written()
+        self._written = True
         transaction_ids: list[int] = []
         with _cursor() as cursor:
             if self._transactions:
@@ -481,7 +491,10 @@ class Posting:
                     raise
             changed = [account for account in self.accounts.values() if account.delta]
             if changed:
-                cursor.execute(_UPDATE_ACCOUNTS, [_tid_array(a.row for a in changed), _array(a.delta for a in changed)])
+                cursor.execute(
+                    _UPDATE_ACCOUNTS, [_tid_array(a.row for a in changed), _array(a.delta for a in changed)]
+                )
+                assert cursor.rowcount == len(changed), "locked rows keep their address until updated"
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
                 cursor.execute(
@@ -489,11 +502,7 @@ class Posting:
                     [_tid_array(h.row for h in holds), _array(h.amount for h in holds),
                      _array(h.remaining for h in holds), [h.status for h in holds]],
                 )
-        for account in self.accounts.values():
-            account.delta = ZERO
-        for hold in self.holds.values():
-            hold.changed = False
-        self._transactions = []
+                assert cursor.rowcount == len(holds), "locked rows keep their address until updated"
         return transaction_ids
 
     def _journal_columns(self, transaction_ids: list[int]) -> list[list]:

@@ -41,6 +41,12 @@ rounded DOWN to the asset's precision (``wallet.fees.fee_amount``); charging
 a fee splits an amount that already exists between the receiver and FEES,
 so no rounding anywhere can create money.
 
+The database holds the journal to this by itself (migration 0002): journal
+rows cannot be updated or deleted, accounts and holds cannot be deleted, and
+every INSERT of entries is checked once per statement: references exist,
+holds only and always on HELD entries and of the right user and asset, and
+each transaction balances per asset.
+
 Invariants (``wallet.invariants``, ``manage.py check_ledger``): each
 transaction sums to zero per asset; each account's balance and each hold's
 remaining equal the sum of their entries; no user balance and no hold is
