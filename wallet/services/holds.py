@@ -98,23 +98,16 @@ class TradeSettlement:
 Operation = HoldPlace | HoldIncrease | HoldRelease | TradeSettlement
 
 
-def _hold_place(posting: Posting, op: HoldPlace) -> int | None:
+def _hold_add(posting: Posting, op: HoldPlace | HoldIncrease) -> int | None:
+    """AVAILABLE -> HELD under the hold (HoldPlace's hold was inserted empty by the posting)."""
     _require_positive(op.amount, op.reference)
-    return _move_to_hold(posting, posting.hold(op.reference), op.amount, op.memo)
-
-
-def _hold_increase(posting: Posting, op: HoldIncrease) -> int | None:
-    _require_positive(op.amount, op.reference)
-    return _move_to_hold(posting, posting.hold(op.reference), op.amount, op.memo)
-
-
-def _move_to_hold(posting: Posting, hold, amount: Decimal, memo: str) -> int | None:
+    hold = posting.hold(op.reference)
     user_asset = (hold.user_id, hold.asset_id)
     return posting.transfer(
         kind=TransactionKind.HOLD,
         reference=hold.reference,
-        memo=memo,
-        legs=[Leg((*user_asset, AVAILABLE), -amount), Leg((*user_asset, HELD), amount, hold.reference)],
+        memo=op.memo,
+        legs=[Leg((*user_asset, AVAILABLE), -op.amount), Leg((*user_asset, HELD), op.amount, hold.reference)],
     )
 
 
@@ -168,8 +161,8 @@ def _require_positive(amount, reference: str, name: str = "amount") -> None:
 
 
 _APPLY: dict[type, Callable[[Posting, Operation], int | None]] = {
-    HoldPlace: _hold_place,
-    HoldIncrease: _hold_increase,
+    HoldPlace: _hold_add,
+    HoldIncrease: _hold_add,
     HoldRelease: _hold_release,
     TradeSettlement: _trade_settle,
 }
