@@ -67,7 +67,9 @@ def _transactions_balance() -> list[Violation]:
         )
     ]
     empty = [
-        Violation("transaction_balances", f"journal transaction {txn} has no entries", {"wallet_ledgertransaction": [txn]})
+        Violation(
+            "transaction_balances", f"journal transaction {txn} has no entries", {"wallet_ledgertransaction": [txn]}
+        )
         for (txn,) in _rows(
             """
             SELECT t.id FROM wallet_ledgertransaction t

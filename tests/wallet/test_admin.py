@@ -29,6 +29,7 @@ def staff(client):
 
 
 def test_operator_credits_a_deposit_through_the_form(client, staff, alice, btc):
+    """The add form calls deposit_credit with the operator and reason; the same txid again credits nothing."""
     operator = staff(OPERATORS)
     form = {"user": alice.pk, "asset": btc.pk, "amount": "1.25", "txid": "wire-1", "reason": "bank wire 1"}
 
@@ -43,6 +44,7 @@ def test_operator_credits_a_deposit_through_the_form(client, staff, alice, btc):
 
 
 def test_deposit_form_errors_move_nothing(client, staff, alice, btc):
+    """A missing reason or an amount finer than the asset's unit is shown on the form; no deposit is made."""
     staff(OPERATORS)
     no_reason = client.post("/admin/wallet/deposit/add/",
                             {"user": alice.pk, "asset": btc.pk, "amount": "1", "txid": "x", "reason": ""})
@@ -55,6 +57,7 @@ def test_deposit_form_errors_move_nothing(client, staff, alice, btc):
 
 
 def test_adjustment_form_records_actor_and_reason_and_cannot_overdraw(client, staff, alice, btc, fund):
+    """Service errors (insufficient funds) come back as form errors; a valid adjustment lands with actor and reason."""
     fund(alice, btc, "1")
     operator = staff(OPERATORS)
 
@@ -105,6 +108,7 @@ def test_withdrawal_queue_shows_requested_and_approves_with_a_reason(client, sta
 
 
 def test_rejecting_without_a_reason_asks_again(client, staff, alice, btc, fund):
+    """The intermediate form refuses an empty reason and changes nothing; with one, the funds are released."""
     fund(alice, btc, "1")
     withdrawal = withdrawal_request(user=alice, asset=btc, amount=D("1"), address="bc1q")
     staff(OPERATORS)
@@ -121,6 +125,7 @@ def test_rejecting_without_a_reason_asks_again(client, staff, alice, btc, fund):
 
 
 def test_ledger_rows_are_read_only_for_everyone(client, staff, alice, btc, fund):
+    """Even an operator can only view accounts, journal and holds: posting a change does nothing, add is 403."""
     fund(alice, btc, "1")
     staff(OPERATORS)
     account = Account.objects.get(user=alice, kind="AVAILABLE")
@@ -138,6 +143,7 @@ def test_ledger_rows_are_read_only_for_everyone(client, staff, alice, btc, fund)
 
 
 def test_compliance_can_look_but_not_move_money(client, staff, alice, btc, fund):
+    """Compliance sees the wallet pages but cannot credit, adjust or review withdrawals."""
     fund(alice, btc, "1")
     withdrawal = withdrawal_request(user=alice, asset=btc, amount=D("1"), address="bc1q")
     staff(COMPLIANCE)

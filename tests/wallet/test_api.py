@@ -18,6 +18,7 @@ def as_alice(api_client, alice):
 
 
 def test_everything_needs_a_login(api_client):
+    """Every wallet endpoint refuses anonymous callers with the JSON error shape."""
     for path in ("/api/v1/balances", "/api/v1/ledger", "/api/v1/withdrawals", "/api/v1/deposits"):
         response = api_client.get(path)
         assert response.status_code == 403 and response.json()["code"] == "NOT_AUTHENTICATED", path
@@ -39,6 +40,7 @@ def test_balances_list_every_asset_with_exact_strings(as_alice, alice, bob, btc,
 
 
 def test_ledger_shows_own_entries_newest_first_with_filters_and_cursor(as_alice, alice, bob, btc, usdt, fund):
+    """Only the caller's entries, newest first; each filter narrows them; the cursor pages through all of them."""
     fund(alice, btc, "1")
     fund(alice, usdt, "100")
     fund(bob, btc, "5")
@@ -67,6 +69,7 @@ def test_ledger_shows_own_entries_newest_first_with_filters_and_cursor(as_alice,
 
 
 def test_ledger_bad_filters_are_400s(as_alice):
+    """Bad filter values and a forged cursor are 400s naming the field, not 500s or 404s."""
     for params, field in (({"kind": "GIFT"}, "kind"), ({"start_time": "yesterday"}, "start_time")):
         response = as_alice.get("/api/v1/ledger", params)
         assert response.status_code == 400 and response.json()["field"] == field
@@ -75,6 +78,7 @@ def test_ledger_bad_filters_are_400s(as_alice):
 
 
 def test_withdrawal_request_holds_funds_and_lists(as_alice, alice, btc, fund):
+    """A withdrawal request holds its amount at once and appears in the caller's list."""
     fund(alice, btc, "1")
 
     response = as_alice.post("/api/v1/withdrawals", {"asset": "btc", "amount": "0.25", "address": "bc1qexample"},
@@ -108,6 +112,7 @@ def test_withdrawal_request_holds_funds_and_lists(as_alice, alice, btc, fund):
 def test_withdrawal_request_errors_are_4xx_with_stable_codes_and_write_nothing(
     as_alice, alice, btc, fund, payload, status, code, field
 ):
+    """Each kind of bad request gets its stable code and field, and leaves no withdrawal, hold or balance change."""
     fund(alice, btc, "1")
 
     response = as_alice.post("/api/v1/withdrawals", payload, format="json")
@@ -119,11 +124,13 @@ def test_withdrawal_request_errors_are_4xx_with_stable_codes_and_write_nothing(
 
 
 def test_malformed_json_is_a_400(as_alice):
+    """A body that is not JSON is a 400 MALFORMED_REQUEST."""
     response = as_alice.post("/api/v1/withdrawals", "{not json", content_type="application/json")
     assert (response.status_code, response.json()["code"]) == (400, "MALFORMED_REQUEST")
 
 
 def test_users_only_see_their_own_withdrawals_and_deposits(as_alice, alice, bob, btc, fund):
+    """Another user's withdrawals and deposits never appear in the caller's lists."""
     fund(alice, btc, "1")
     fund(bob, btc, "1")
     withdrawal_request(user=bob, asset=btc, amount=D("0.5"), address="bc1qbob")
@@ -134,6 +141,7 @@ def test_users_only_see_their_own_withdrawals_and_deposits(as_alice, alice, bob,
 
 
 def test_the_wallet_endpoints_are_in_the_openapi_schema(api_client):
+    """Every wallet endpoint is documented in the OpenAPI schema."""
     paths = api_client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
     for path in ("/api/v1/balances", "/api/v1/ledger", "/api/v1/withdrawals", "/api/v1/deposits",
                  "/api/v1/custody/deposits"):

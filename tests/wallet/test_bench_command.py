@@ -13,6 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_bench_ledger_settles_the_trades_it_reports():
+    """The benchmark really settles every trade it counts, leaves a sound ledger and prints the summary line."""
     out = StringIO()
 
     call_command("bench_ledger", trades=30, batch=10, runs=2, users=4, here=True, stdout=out)

@@ -37,6 +37,7 @@ def _check(capsys) -> tuple[bool, str]:
 
 
 def test_a_sound_ledger_passes(ledger, capsys):
+    """A ledger built through the services passes every check (exit status 0)."""
     ok, out = _check(capsys)
     assert ok and "ledger ok" in out
 
@@ -85,6 +86,7 @@ def test_holds_that_disagree_with_held_balances_and_withdrawals(ledger, capsys):
 
 
 def test_unquantized_amounts_are_found(ledger, alice, btc, capsys):
+    """An amount finer than its asset's unit, written behind the ledger's back, is named with its row."""
     _sql("UPDATE wallet_withdrawal SET amount = 0.123456789 WHERE id = %s", [ledger.pk])
 
     ok, out = _check(capsys)

@@ -53,6 +53,7 @@ def test_a_signed_deposit_is_credited_once(client, alice, btc):
 
 
 def test_a_txid_replayed_with_other_details_is_a_conflict(client, alice, bob, btc):
+    """The same txid for another user is a 409 and credits nobody."""
     post(client, deposit_for(alice))
 
     response = post(client, deposit_for(bob))
@@ -74,6 +75,7 @@ def test_a_txid_replayed_with_other_details_is_a_conflict(client, alice, bob, bt
     ],
 )
 def test_unsigned_forged_or_stale_requests_are_refused(client, alice, btc, kwargs, status, code):
+    """A wrong key, a forged or non-hex signature, missing headers, a bad or stale timestamp: 401, nothing credited."""
     response = post(client, deposit_for(alice), **kwargs)
 
     assert (response.status_code, response.json()["code"]) == (status, code)
@@ -93,6 +95,7 @@ def test_the_signature_covers_the_body(client, alice, btc):
 
 
 def test_disabled_without_a_secret(client, alice, settings):
+    """Without a configured secret the endpoint refuses everything with 503."""
     settings.CUSTODY_WEBHOOK_SECRET = ""
 
     response = post(client, deposit_for(alice), secret="anything")
@@ -111,6 +114,7 @@ def test_disabled_without_a_secret(client, alice, settings):
     ],
 )
 def test_signed_but_invalid_deposits_are_400s(client, alice, btc, payload, code, field):
+    """A correctly signed request with bad content is a 400 naming the field; nothing is credited."""
     body = payload if "user_id" in payload or code == "REQUIRED" else deposit_for(alice, **payload)
 
     response = post(client, body)
@@ -120,5 +124,6 @@ def test_signed_but_invalid_deposits_are_400s(client, alice, btc, payload, code,
 
 
 def test_malformed_json_is_a_400(client, btc):
+    """A body that is not JSON is a 400 MALFORMED_REQUEST."""
     response = post(client, None, raw=b"{not json")
     assert (response.status_code, response.json()["code"]) == (400, "MALFORMED_REQUEST")

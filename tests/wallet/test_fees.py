@@ -28,10 +28,12 @@ def volumes():
 
 
 def test_market_rates_when_nothing_is_configured(market, alice):
+    """No override and no tier: the market's own maker and taker rates."""
     assert fee_rates_for(user=alice, market=market) == FeeRates(maker=D("0.001"), taker=D("0.002"))
 
 
 def test_vip_tiers_by_30_day_volume(market, alice, bob, volumes):
+    """The registered provider's 30-day volume picks the highest tier reached, capped at the market's rates."""
     table, calls = volumes
     FeeTier.objects.create(name="VIP 1", volume_30d_min=D("100000"), maker_fee_rate=D("0.0008"),
                            taker_fee_rate=D("0.0015"))
@@ -49,6 +51,7 @@ def test_vip_tiers_by_30_day_volume(market, alice, bob, volumes):
 
 
 def test_overrides_beat_tiers_and_a_market_override_beats_a_global_one(market, alice, volumes):
+    """A user's override wins over tiers; one for the market wins over one for all markets."""
     table, _ = volumes
     table[alice.pk] = D("10000000")
     FeeTier.objects.create(name="VIP", volume_30d_min=D("0"), maker_fee_rate=D("0.0001"), taker_fee_rate=D("0.0001"))

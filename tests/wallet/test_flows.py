@@ -42,6 +42,7 @@ def test_deposit_credits_once_per_txid(alice, btc, operator):
 
 
 def test_deposit_errors(alice, bob, btc, operator):
+    """Conflicting repeats, bad amounts, a missing txid or reason are refused with stable codes; nothing moves."""
     deposit_credit(user=alice, asset=btc, amount=D("1"), txid="0xabc", source=Deposit.Source.CUSTODY)
 
     cases = [
@@ -89,6 +90,7 @@ def test_withdrawal_request_approve_complete(alice, btc, operator, fund):
 
 
 def test_withdrawal_reject_releases_the_funds(alice, btc, operator, fund):
+    """Rejecting returns the held amount to available and records the operator's reason."""
     fund(alice, btc, "1")
     withdrawal = withdrawal_request(user=alice, asset=btc, amount=D("1"), address="bc1qexample")
 
@@ -130,6 +132,7 @@ def test_withdrawal_transitions_are_enforced(alice, btc, operator, fund):
 
 
 def test_withdrawal_request_errors_leave_nothing_behind(alice, btc, fund):
+    """A refused request leaves no withdrawal row and no hold (one transaction)."""
     fund(alice, btc, "1")
     cases = [
         (D("1.00000001"), "bc1q", "INSUFFICIENT_FUNDS"),

@@ -135,6 +135,7 @@ def test_self_trade_settles(market, alice, btc, usdt, fund):
 
 
 def test_holding_more_than_available_is_insufficient_funds_and_changes_nothing(alice, usdt, fund):
+    """INSUFFICIENT_FUNDS names the asset; the refused hold leaves no hold row and no balance change."""
     fund(alice, usdt, "100")
 
     with pytest.raises(ApplicationError) as error:
@@ -270,6 +271,7 @@ def test_amounts_of_35_digits_stay_exact(alice, bob, usdt, fund):
 
 
 def test_a_batch_that_falls_short_names_the_operation(market, alice, bob, btc, usdt, fund):
+    """A batch is all or nothing, and its INSUFFICIENT_FUNDS says which operation fell short."""
     fund(alice, usdt, "100")
     with pytest.raises(ApplicationError) as error:
         ledger_apply([HoldPlace("order:1", alice.pk, usdt.pk, D("60")), HoldPlace("order:2", alice.pk, usdt.pk, D("60"))])

@@ -90,6 +90,7 @@ def test_entries_must_reference_real_rows_consistently(alice, bob, btc, usdt, fu
 
 
 def test_accounts_and_holds_are_never_deleted(alice, btc, fund):
+    """Raw DELETEs of accounts or holds are refused by the database."""
     fund(alice, btc, "1")
     funds_hold(user=alice, asset=btc, amount=D("0.5"), reference="order:1")
     for table in ("wallet_account", "wallet_hold"):
@@ -98,6 +99,7 @@ def test_accounts_and_holds_are_never_deleted(alice, btc, fund):
 
 
 def test_user_balances_and_holds_cannot_go_negative_even_by_raw_sql(alice, btc, fund):
+    """CHECK constraints keep user balances and holds non-negative and closed holds empty, whatever writes."""
     fund(alice, btc, "1")
     funds_hold(user=alice, asset=btc, amount=D("0.5"), reference="order:1")
 

@@ -126,7 +126,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(user=users, asset=assets, share=shares)
     def hold(self, user, asset, share):
         value, reference = share_of(asset, self.available[user, asset], share), self._next("order")
-        call = lambda: funds_hold(user=self.users[user], asset=self.asset[asset], amount=value, reference=reference)  # noqa: E731
+        call = lambda: funds_hold(  # noqa: E731
+            user=self.users[user], asset=self.asset[asset], amount=value, reference=reference
+        )
         if value > self.available[user, asset]:
             return self._refused(call)
         call()
@@ -315,6 +317,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 def test_random_ledger_histories_keep_every_invariant():
+    """Runs LedgerMachine: 30 random histories of up to 30 steps each."""
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
