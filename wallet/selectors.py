@@ -53,12 +53,12 @@ def ledger_entries_for_user(
 ) -> QuerySet[LedgerEntry]:
     """The user's own entries (AVAILABLE and HELD accounts), newest first.
 
-    ``kind`` is the journal transaction's kind; ``start_time`` is inclusive,
-    ``end_time`` exclusive.
+    ``asset`` is a code (any case); ``kind`` is the journal transaction's
+    kind; ``start_time`` is inclusive, ``end_time`` exclusive.
     """
     entries = LedgerEntry.objects.filter(account__in=Account.objects.filter(user=user).values("id"))
     if asset:
-        entries = entries.filter(asset__code=asset)
+        entries = entries.filter(asset__code=asset.upper())
     if kind:
         entries = entries.filter(transaction__kind=kind)
     if account_kind:
@@ -75,14 +75,14 @@ def withdrawals_for_user(*, user, status: str | None = None, asset: str | None =
     if status:
         withdrawals = withdrawals.filter(status=status)
     if asset:
-        withdrawals = withdrawals.filter(asset__code=asset)
+        withdrawals = withdrawals.filter(asset__code=asset.upper())
     return withdrawals
 
 
 def deposits_for_user(*, user, asset: str | None = None) -> QuerySet[Deposit]:
     deposits = Deposit.objects.filter(user=user).select_related("asset").order_by("-id")
     if asset:
-        deposits = deposits.filter(asset__code=asset)
+        deposits = deposits.filter(asset__code=asset.upper())
     return deposits
 
 

@@ -150,10 +150,7 @@ class LedgerEntryListApi(APIView):
     def get(self, request):
         filters = self.FilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        filters = dict(filters.validated_data)
-        if "asset" in filters:
-            filters["asset"] = filters["asset"].upper()
-        entries = ledger_entries_for_user(user=request.user, **filters)
+        entries = ledger_entries_for_user(user=request.user, **filters.validated_data)
         return _page(request, self, entries, LedgerEntryOutput)
 
 
@@ -233,10 +230,8 @@ class WithdrawalListCreateApi(APIView):
     def get(self, request):
         filters = self.FilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        filters = dict(filters.validated_data)
-        if "asset" in filters:
-            filters["asset"] = filters["asset"].upper()
-        return _page(request, self, withdrawals_for_user(user=request.user, **filters), WithdrawalOutput)
+        withdrawals = withdrawals_for_user(user=request.user, **filters.validated_data)
+        return _page(request, self, withdrawals, WithdrawalOutput)
 
 
 # -- deposits -------------------------------------------------------------------------------
@@ -265,8 +260,7 @@ class DepositListApi(APIView):
     def get(self, request):
         filters = self.FilterInput(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        asset = filters.validated_data.get("asset")
-        deposits = deposits_for_user(user=request.user, asset=asset.upper() if asset else None)
+        deposits = deposits_for_user(user=request.user, **filters.validated_data)
         return _page(request, self, deposits, DepositOutput)
 
 

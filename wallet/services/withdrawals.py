@@ -54,26 +54,31 @@ def _require(value: str, code: str, field: str, message: str) -> str:
     return value
 
 
+def _release_hold(withdrawal: Withdrawal, *, kind: str, to: tuple, actor, reason: str) -> None:
+    """Post the withdrawal's held amount from its hold to the account ``to`` and close the hold."""
+    posting = Posting(accounts=[to], holds=[withdrawal.hold_reference])
+    posting.transfer(
+        kind=kind,
+        reference=withdrawal.hold_reference,
+        memo=reason,
+        actor_id=actor.pk,
+        legs=[
+            Leg((withdrawal.user_id, withdrawal.asset_id, HELD), -withdrawal.amount, withdrawal.hold_reference),
+            Leg(to, withdrawal.amount),
+        ],
+    )
+    posting.close_hold(withdrawal.hold_reference)
+    posting.write()
+
+
 @transaction.atomic
 @exact
 def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
     """Move the held funds to WITHDRAWALS_PENDING (closing the hold): the operator will send them."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Approving a withdrawal needs a reason.")
     withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="approved")
-    user_asset = (withdrawal.user_id, withdrawal.asset_id)
-    posting = Posting(accounts=[(None, withdrawal.asset_id, PENDING)], holds=[withdrawal.hold_reference])
-    posting.transfer(
-        kind=TransactionKind.WITHDRAWAL_APPROVE,
-        reference=withdrawal.hold_reference,
-        memo=reason,
-        actor_id=actor.pk,
-        legs=[
-            Leg((*user_asset, HELD), -withdrawal.amount, withdrawal.hold_reference),
-            Leg((None, withdrawal.asset_id, PENDING), withdrawal.amount),
-        ],
-    )
-    posting.close_hold(withdrawal.hold_reference)
-    posting.write()
+    _release_hold(withdrawal, kind=TransactionKind.WITHDRAWAL_APPROVE, to=(None, withdrawal.asset_id, PENDING),
+                  actor=actor, reason=reason)
     return _transition(withdrawal, Withdrawal.Status.APPROVED, actor=actor, reason=reason)
 
 
@@ -83,20 +88,8 @@ def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str) -> Withdraw
     """Release the held funds back to the user's available balance and close the hold."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Rejecting a withdrawal needs a reason.")
     withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="rejected")
-    user_asset = (withdrawal.user_id, withdrawal.asset_id)
-    posting = Posting(holds=[withdrawal.hold_reference])
-    posting.transfer(
-        kind=TransactionKind.RELEASE,
-        reference=withdrawal.hold_reference,
-        memo=reason,
-        actor_id=actor.pk,
-        legs=[
-            Leg((*user_asset, HELD), -withdrawal.amount, withdrawal.hold_reference),
-            Leg((*user_asset, AVAILABLE), withdrawal.amount),
-        ],
-    )
-    posting.close_hold(withdrawal.hold_reference)
-    posting.write()
+    _release_hold(withdrawal, kind=TransactionKind.RELEASE, to=(withdrawal.user_id, withdrawal.asset_id, AVAILABLE),
+                  actor=actor, reason=reason)
     return _transition(withdrawal, Withdrawal.Status.REJECTED, actor=actor, reason=reason)
 
 
