@@ -1,5 +1,6 @@
 """Serializer fields shared by every API."""
 
+import re
 from decimal import Decimal
 
 from drf_spectacular.types import OpenApiTypes
@@ -27,4 +28,26 @@ class DecimalString(serializers.Field):
         return decimal_to_str(value)
 
 
-__all__ = ["DecimalString", "decimal_to_str", "OpenApiTypes"]
+@extend_schema_field({"type": "string", "format": "decimal", "example": "0.5"})
+class DecimalInput(serializers.Field):
+    """Input decimal sent as a string ("0.5"; a JSON integer is accepted too, a float never).
+
+    Errors use the code INVALID_AMOUNT. Range and precision checks belong to
+    the service, which knows the asset.
+    """
+
+    default_error_messages = {"invalid": "Send a plain decimal string such as \"0.5\"."}
+    _pattern = re.compile(r"^-?[0-9]{1,40}(\.[0-9]{1,40})?$")
+
+    def to_internal_value(self, data):
+        if isinstance(data, int) and not isinstance(data, bool):
+            return Decimal(data)
+        if isinstance(data, str) and self._pattern.match(data.strip()):
+            return Decimal(data.strip())
+        raise serializers.ValidationError(self.error_messages["invalid"], code="INVALID_AMOUNT")
+
+    def to_representation(self, value):
+        return decimal_to_str(value)
+
+
+__all__ = ["DecimalInput", "DecimalString", "decimal_to_str", "OpenApiTypes"]
