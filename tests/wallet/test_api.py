@@ -21,7 +21,7 @@ def test_everything_needs_a_login(api_client):
     """Every wallet endpoint refuses anonymous callers with the JSON error shape."""
     for path in ("/api/v1/balances", "/api/v1/ledger", "/api/v1/withdrawals", "/api/v1/deposits"):
         response = api_client.get(path)
-        assert response.status_code == 403 and response.json()["code"] == "NOT_AUTHENTICATED", path
+        assert response.status_code == 401 and response.json()["code"] == "NOT_AUTHENTICATED", path
 
 
 def test_balances_list_every_asset_with_exact_strings(as_alice, alice, bob, btc, usdt, fund):
@@ -147,3 +147,21 @@ def test_the_wallet_endpoints_are_in_the_openapi_schema(api_client):
                  "/api/v1/custody/deposits"):
         assert path in paths
     assert set(paths["/api/v1/withdrawals"]) >= {"get", "post"}
+
+
+def test_withdrawals_need_a_key_with_the_withdraw_permission(alice, btc, fund):
+    """A trade-only key can read withdrawals but not request one; a withdraw key can."""
+    from tests.factories import api_key_for
+    from tests.signed_client import SignedClient
+
+    fund(alice, btc, "1")
+    body = {"asset": "BTC", "amount": "0.1", "address": "bc1qexampleaddress000000000000000000000"}
+    trade_key, trade_secret = api_key_for(alice, permissions=("read", "trade"))
+    trade_client = SignedClient(trade_key.key_id, trade_secret)
+    assert trade_client.get("/api/v1/withdrawals").status_code == 200
+    refused = trade_client.post("/api/v1/withdrawals", json=body)
+    assert (refused.status_code, refused.json()["code"]) == (403, "API_KEY_PERMISSION_DENIED")
+
+    withdraw_key, withdraw_secret = api_key_for(alice, permissions=("read", "withdraw"), ip_allowlist=["127.0.0.1"])
+    accepted = SignedClient(withdraw_key.key_id, withdraw_secret).post("/api/v1/withdrawals", json=body)
+    assert accepted.status_code == 201, accepted.json()

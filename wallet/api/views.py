@@ -16,6 +16,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.apikeys.permissions import WITHDRAW
+
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import DecimalInput, DecimalString
 from wallet.custody import SIGNATURE_HEADER, TIMESTAMP_HEADER, custody_request_verify
@@ -177,6 +179,7 @@ WITHDRAWAL_EXAMPLE = {
 
 
 class WithdrawalListCreateApi(APIView):
+    api_key_permission = {"POST": WITHDRAW}  # GET needs read
     class CreateInput(serializers.Serializer):
         asset = serializers.CharField(max_length=16)
         amount = DecimalInput(help_text="At most the asset's precision in decimal places.")
