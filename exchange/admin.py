@@ -48,14 +48,9 @@ class MarketAdmin(admin.ModelAdmin):
     ]
 
     def get_readonly_fields(self, request, obj=None):
-<<<<<<< HEAD
         # Resting orders are stored in ticks and lots of these sizes, and the
         # status changes only through the matcher (the actions above).
         return ("symbol", "base", "quote", "tick_size", "step_size", "status") if obj else ("status",)
-=======
-        # Resting orders are stored in ticks and lots of these sizes.
-        return ("symbol", "base", "quote", "tick_size", "step_size") if obj else ()
 
 
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)
->>>>>>> main

@@ -1,8 +1,9 @@
-"""An idempotent demo: assets, markets and users for a first run.
+"""An idempotent demo: assets, markets, users and the traders' funds for a first run.
 
 Running it again changes nothing that exists; it only adds what is missing.
 Passwords are set when a demo user is created (from EXCHANGE_DEMO_PASSWORD)
-and never reset afterwards.
+and never reset afterwards. The traders' funds are deposits credited by the
+operator with fixed txids ("demo-alice-USDT"), which the ledger credits once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.db import transaction
 
 from exchange.models import Asset, Market
 from exchange.roles import COMPLIANCE, roles_sync
+from wallet.services import deposit_credit
 
 DEMO_ASSETS = [
     ("BTC", "Bitcoin", 8),
@@ -53,13 +55,17 @@ class DemoUser:
     superuser: bool = False
     staff: bool = False
     group: str | None = None
+    funded: bool = False
 
+
+# Credited to every demo trader once, through the ledger like any deposit.
+DEMO_FUNDS = [("USDT", Decimal("100000")), ("BTC", Decimal("2")), ("ETH", Decimal("50"))]
 
 DEMO_USERS = [
     DemoUser("operator", "operator (superuser)", superuser=True, staff=True),
     DemoUser("compliance", "compliance (read-only back office)", staff=True, group=COMPLIANCE),
-    DemoUser("alice", "trader"),
-    DemoUser("bob", "trader"),
+    DemoUser("alice", "trader", funded=True),
+    DemoUser("bob", "trader", funded=True),
 ]
 
 
@@ -77,6 +83,7 @@ def demo_load(*, password: str) -> None:
             market.full_clean()
             market.save()
     User = get_user_model()
+    users = {}
     for spec in DEMO_USERS:
         user = User.objects.filter(username=spec.username).first()
         if user is None:
@@ -87,3 +94,15 @@ def demo_load(*, password: str) -> None:
             user.save()
         if spec.group:
             user.groups.add(roles[spec.group])
+        users[spec.username] = user
+    for spec in DEMO_USERS:
+        if spec.funded:
+            for code, amount in DEMO_FUNDS:
+                deposit_credit(
+                    user=users[spec.username],
+                    asset=assets[code],
+                    amount=amount,
+                    txid=f"demo-{spec.username}-{code}",
+                    actor=users["operator"],
+                    memo="demo funds",
+                )

@@ -26,7 +26,10 @@ ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
         "orders": ("view",),
         "matching": ("view",),
         "risk": ("add", "change", "view"),
-        "wallet": ("view",),
+        # Money moves only through the wallet's forms and actions (crediting a
+        # deposit, adjusting a balance, reviewing withdrawals), which call
+        # services and record a reason; ledger rows themselves are read-only.
+        "wallet": ("add", "change", "delete", "view", "review"),
         "auth": ("view",),
     },
     SUPPORT: {"orders": ("view",), "wallet": ("view",), "auth": ("view",), "exchange": ("view",)},

@@ -29,7 +29,8 @@ from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
 from orders.rules import OrderRequest, Reference, amend_check, hold_needed, order_check
 from risk.services import order_pre_trade_check
-from wallet.services import fee_rates_for, funds_hold, hold_increase
+from wallet.fees import fee_rates_for
+from wallet.services import funds_hold, hold_increase
 
 
 def market_for_trading(*, symbol: str) -> Market:

@@ -223,6 +223,15 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"ApiKeyStatusEnum": "exchange.apikeys.models.ApiKey.Status"},
 }
 
+# --- Wallet ------------------------------------------------------------------
+
+# Shared secret of the custody webhook (POST /api/v1/custody/deposits); the
+# endpoint answers 503 while it is unset. See docs/LEDGER.md.
+CUSTODY_WEBHOOK_SECRET = os.environ.get("CUSTODY_WEBHOOK_SECRET", "")
+CUSTODY_WEBHOOK_TOLERANCE_S = 300
+# The asset VIP fee tiers measure 30-day volume in.
+WALLET_FEE_VOLUME_ASSET = os.environ.get("WALLET_FEE_VOLUME_ASSET", "USDT")
+
 # --- Operations --------------------------------------------------------------
 
 EXCHANGE_VERSION = "0.1.0"

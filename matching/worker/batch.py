@@ -333,7 +333,8 @@ class BatchApplier:
                 (trade.taker_user_id, trade.maker_user_id) if taker_buys else (trade.maker_user_id, trade.taker_user_id))
             settlements.append(TradeSettlement(
                 reference=f"trade:{market.symbol}:{trade.sequence}",
-                market=market,
+                base_asset_id=market.base_id,
+                quote_asset_id=market.quote_id,
                 buyer_id=buyer_user,
                 seller_id=seller_user,
                 buyer_hold_reference=hold_reference(buyer_order),

@@ -1,5 +1,7 @@
 """The demo is idempotent and the back-office roles are least-privilege."""
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -7,6 +9,9 @@ from django.contrib.auth.models import Group
 from exchange.demo import demo_load
 from exchange.models import Asset, Market
 from exchange.roles import COMPLIANCE, SUPPORT
+from wallet.invariants import assert_ledger_sound
+from wallet.models import Deposit
+from wallet.selectors import balances_for_user
 
 pytestmark = pytest.mark.django_db
 
@@ -24,6 +29,19 @@ def test_demo_load_twice_changes_nothing():
     assert set(Market.objects.values_list("symbol", flat=True)) == {"BTC-USDT", "ETH-USDT"}
     operator = User.objects.get(username="operator")
     assert operator.is_superuser and operator.check_password("first-password-1")
+
+
+def test_demo_traders_are_funded_once_through_the_ledger():
+    """Funds arrive as operator deposits with fixed txids, so a second load credits nothing."""
+    demo_load(password="first-password-1")
+    demo_load(password="first-password-1")
+
+    for username in ("alice", "bob"):
+        balances = {b.asset: (b.available, b.held) for b in balances_for_user(user=get_user_model().objects.get(
+            username=username))}
+        assert balances == {"BTC": (Decimal("2"), 0), "ETH": (Decimal("50"), 0), "USDT": (Decimal("100000"), 0)}
+    assert Deposit.objects.count() == 6
+    assert_ledger_sound()
 
 
 def test_compliance_can_only_view():

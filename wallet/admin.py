@@ -1,0 +1,331 @@
+"""Back office for the ledger.
+
+Accounts, the journal and holds are read-only. Money moves only through
+forms and actions that call the services, each with a reason that is stored
+with the operator on the journal transaction: crediting a deposit (the
+"add" page of Deposits), adjusting a balance (the "add" page of
+Adjustments), and approving, rejecting or completing withdrawals (actions on
+the withdrawal queue, which shows REQUESTED withdrawals by default).
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from exchange.core.errors import ApplicationError
+from exchange.models import Asset
+from wallet.models import (
+    Account,
+    Adjustment,
+    Deposit,
+    FeeOverride,
+    FeeTier,
+    Hold,
+    LedgerEntry,
+    LedgerTransaction,
+    TransactionKind,
+    Withdrawal,
+)
+from wallet.services import (
+    balance_adjust,
+    deposit_credit,
+    withdrawal_approve,
+    withdrawal_complete,
+    withdrawal_reject,
+)
+
+FORM_TEMPLATE = "admin/wallet/service_form.html"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable by whoever has the view permission; nobody adds, changes or deletes."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _render_form(model_admin, request, form, *, title: str, submit: str, hidden: dict | None = None):
+    pairs = [
+        (name, value)
+        for name, values in (hidden or {}).items()
+        for value in (values if isinstance(values, list) else [values])
+    ]
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "form": form,
+        "submit": submit,
+        "hidden": pairs,
+        "opts": model_admin.model._meta,
+        "media": model_admin.media + form.media,
+    }
+    return TemplateResponse(request, FORM_TEMPLATE, context)
+
+
+def _call_service(form, call):
+    """Run ``call()``; an ApplicationError becomes a form error. Returns the result or None."""
+    try:
+        return call()
+    except ApplicationError as error:
+        form.add_error(error.field if error.field in form.fields else None, error.message)
+        return None
+
+
+def _changelist(model_admin) -> HttpResponseRedirect:
+    opts = model_admin.model._meta
+    return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+
+
+# -- read-only ledger ---------------------------------------------------------------------
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyAdmin):
+    list_display = ("id", "owner", "asset", "kind", "balance", "updated_at")
+    list_filter = ("kind", "asset")
+    search_fields = ("user__username",)
+    list_select_related = ("user", "asset")
+    show_full_result_count = False
+
+    @admin.display(description="owner")
+    def owner(self, account):
+        return account.user.get_username() if account.user_id else "operator"
+
+
+class LedgerEntryInline(admin.TabularInline):
+    model = LedgerEntry
+    fields = ("account", "asset", "amount", "hold")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "kind", "reference", "actor", "memo")
+    list_filter = ("kind",)
+    search_fields = ("=reference", "memo")
+    list_select_related = ("actor",)
+    inlines = [LedgerEntryInline]
+    show_full_result_count = False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "transaction", "account", "asset", "amount", "hold")
+    list_filter = ("asset", "account__kind")
+    search_fields = ("=transaction__reference", "=hold__reference")
+    list_select_related = ("transaction", "account__user", "account__asset", "asset", "hold")
+    show_full_result_count = False
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ("reference", "user", "asset", "amount", "amount_remaining", "status", "created_at", "closed_at")
+    list_filter = ("status", "asset")
+    search_fields = ("=reference", "user__username")
+    list_select_related = ("user", "asset")
+    show_full_result_count = False
+
+
+# -- deposits ---------------------------------------------------------------------------------
+
+
+class DepositCreditForm(forms.Form):
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.order_by("username"))
+    asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("code"))
+    amount = forms.DecimalField(max_digits=38, decimal_places=18, min_value=0)
+    txid = forms.CharField(max_length=128, label="External transaction id",
+                           help_text="Crediting the same asset and txid again changes nothing.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), help_text="Recorded on the journal.")
+
+
+@admin.register(Deposit)
+class DepositAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "user", "asset", "amount", "source", "txid", "created_by")
+    list_filter = ("source", "asset")
+    search_fields = ("=txid", "user__username")
+    list_select_related = ("user", "asset", "created_by")
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("wallet.add_deposit")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = DepositCreditForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            result = _call_service(form, lambda: deposit_credit(
+                user=data["user"], asset=data["asset"], amount=data["amount"], txid=data["txid"],
+                source=Deposit.Source.OPERATOR, actor=request.user, memo=data["reason"],
+            ))
+            if result is not None:
+                deposit, created = result
+                if created:
+                    self.log_addition(request, deposit, f"Credited: {data['reason']}")
+                    self.message_user(request, f"Credited {deposit.amount.normalize():f} {deposit.asset} to "
+                                               f"{deposit.user}.", messages.SUCCESS)
+                else:
+                    self.message_user(request, f"{deposit.asset} {deposit.txid} was already credited "
+                                               f"(deposit {deposit.pk}); nothing changed.", messages.WARNING)
+                return _changelist(self)
+        return _render_form(self, request, form, title="Credit a deposit", submit="Credit")
+
+
+# -- adjustments -----------------------------------------------------------------------------
+
+
+class BalanceAdjustForm(forms.Form):
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.order_by("username"))
+    asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("code"))
+    amount = forms.DecimalField(max_digits=38, decimal_places=18,
+                                help_text="Added to the user's available balance; negative to take away.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), help_text="Required; recorded on the journal.")
+
+
+@admin.register(Adjustment)
+class AdjustmentAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "reference", "actor", "memo")
+    search_fields = ("=reference", "memo")
+    list_select_related = ("actor",)
+    inlines = [LedgerEntryInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(kind=TransactionKind.ADJUSTMENT)
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("wallet.add_adjustment")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = BalanceAdjustForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            adjustment = _call_service(form, lambda: balance_adjust(
+                user=data["user"], asset=data["asset"], amount=data["amount"], actor=request.user,
+                reason=data["reason"],
+            ))
+            if adjustment is not None:
+                self.log_addition(request, adjustment, f"Adjusted: {data['reason']}")
+                self.message_user(request, f"Adjusted {data['user']}'s {data['asset']} by "
+                                           f"{data['amount'].normalize():f}.", messages.SUCCESS)
+                return _changelist(self)
+        return _render_form(self, request, form, title="Adjust a balance", submit="Adjust")
+
+
+# -- withdrawals -----------------------------------------------------------------------------
+
+
+class WithdrawalStatusFilter(admin.SimpleListFilter):
+    """The approval queue: REQUESTED unless another status (or all) is chosen."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [*Withdrawal.Status.choices, ("all", "All")]
+
+    def choices(self, changelist):
+        value = self.value() or Withdrawal.Status.REQUESTED
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() or Withdrawal.Status.REQUESTED
+        return queryset if value == "all" else queryset.filter(status=value)
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), help_text="Required; recorded on the journal.")
+
+
+class CompleteForm(ReasonForm):
+    txid = forms.CharField(max_length=128, label="External transaction id")
+
+
+def _withdrawal_action(name: str, *, verb: str, form_class, service, single: bool = False):
+    def action(model_admin, request, queryset):
+        if single and queryset.count() != 1:
+            model_admin.message_user(request, f"Select exactly one withdrawal to {verb}.", messages.ERROR)
+            return None
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            done, failed = 0, []
+            for withdrawal in queryset.order_by("id"):
+                try:
+                    service(withdrawal=withdrawal, actor=request.user, **form.cleaned_data)
+                except ApplicationError as error:
+                    failed.append(f"{withdrawal.pk}: {error.message}")
+                    continue
+                model_admin.log_change(request, withdrawal, f"{verb.capitalize()}d: {form.cleaned_data['reason']}")
+                done += 1
+            if done:
+                model_admin.message_user(request, f"{verb.capitalize()}d {done} withdrawal(s).", messages.SUCCESS)
+            for failure in failed:
+                model_admin.message_user(request, f"Not {verb}d: {failure}", messages.ERROR)
+            return None
+        hidden = {"action": name, "apply": "1", admin.helpers.ACTION_CHECKBOX_NAME: [w.pk for w in queryset]}
+        count = queryset.count()
+        return _render_form(model_admin, request, form, title=f"{verb.capitalize()} {count} withdrawal(s)",
+                            submit=verb.capitalize(), hidden=hidden)
+
+    action.__name__ = name
+    return admin.action(description=f"{verb.capitalize()} selected withdrawals", permissions=["review"])(action)
+
+
+@admin.register(Withdrawal)
+class WithdrawalAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "user", "asset", "amount", "address", "status", "reviewed_by", "txid")
+    list_filter = (WithdrawalStatusFilter, "asset")
+    search_fields = ("=id", "user__username", "address", "=txid")
+    list_select_related = ("user", "asset", "reviewed_by")
+    actions = [
+        _withdrawal_action("approve_selected", verb="approve", form_class=ReasonForm, service=withdrawal_approve),
+        _withdrawal_action("reject_selected", verb="reject", form_class=ReasonForm, service=withdrawal_reject),
+        _withdrawal_action("complete_selected", verb="complete", form_class=CompleteForm,
+                           service=withdrawal_complete, single=True),
+    ]
+
+    def has_review_permission(self, request):
+        return request.user.has_perm("wallet.review_withdrawal")
+
+
+# -- fee schedule (configuration, editable) ------------------------------------------------
+
+
+@admin.register(FeeTier)
+class FeeTierAdmin(admin.ModelAdmin):
+    list_display = ("name", "volume_30d_min", "maker_fee_rate", "taker_fee_rate")
+
+
+@admin.register(FeeOverride)
+class FeeOverrideAdmin(admin.ModelAdmin):
+    list_display = ("user", "market", "maker_fee_rate", "taker_fee_rate", "reason", "created_at")
+    list_filter = ("market",)
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)
+    list_select_related = ("user", "market")

@@ -1,0 +1,132 @@
+"""Withdrawals: REQUESTED (funds held) -> APPROVED (funds with the operator) -> COMPLETED
+(sent), or REQUESTED -> REJECTED (funds released).
+
+Each transition locks the withdrawal row first, checks its status, then
+posts through the ledger, so two operators clicking at once cannot move the
+money twice. The hold of a withdrawal is "withdrawal:<id>".
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from exchange.core.errors import ApplicationError
+from wallet.ledger import AVAILABLE, HELD, Leg, Posting, exact, validate_amount
+from wallet.models import AccountKind, TransactionKind, Withdrawal
+from wallet.services.holds import funds_hold
+
+PENDING = AccountKind.WITHDRAWALS_PENDING.value
+EXTERNAL = AccountKind.EXTERNAL.value
+
+
+@transaction.atomic
+@exact
+def withdrawal_request(*, user, asset, amount: Decimal, address: str) -> Withdrawal:
+    """Hold ``amount`` of the user's available ``asset`` for a withdrawal to ``address``."""
+    amount = validate_amount(asset=asset, amount=amount)
+    address = (address or "").strip()
+    if not address:
+        raise ApplicationError("INVALID_ADDRESS", "A withdrawal needs a destination address.", field="address")
+    withdrawal = Withdrawal.objects.create(user=user, asset=asset, amount=amount, address=address)
+    funds_hold(user=user, asset=asset, amount=amount, reference=withdrawal.hold_reference, memo="withdrawal requested")
+    return withdrawal
+
+
+def _locked(withdrawal: Withdrawal, *, expected: str, action: str) -> Withdrawal:
+    locked = Withdrawal.objects.select_for_update().select_related("asset").get(pk=withdrawal.pk)
+    if locked.status != expected:
+        raise ApplicationError(
+            "INVALID_WITHDRAWAL_STATE",
+            f"Withdrawal {locked.pk} is {locked.status}; only a {expected} withdrawal can be {action}.",
+            status_code=409,
+            extra={"status": locked.status},
+        )
+    return locked
+
+
+def _require(value: str, code: str, field: str, message: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ApplicationError(code, message, field=field)
+    return value
+
+
+def _release_hold(withdrawal: Withdrawal, *, kind: str, to: tuple, actor, reason: str) -> None:
+    """Post the withdrawal's held amount from its hold to the account ``to`` and close the hold."""
+    posting = Posting(accounts=[to], holds=[withdrawal.hold_reference])
+    posting.transfer(
+        kind=kind,
+        reference=withdrawal.hold_reference,
+        memo=reason,
+        actor_id=actor.pk,
+        legs=[
+            Leg((withdrawal.user_id, withdrawal.asset_id, HELD), -withdrawal.amount, withdrawal.hold_reference),
+            Leg(to, withdrawal.amount),
+        ],
+    )
+    posting.close_hold(withdrawal.hold_reference)
+    posting.write()
+
+
+@transaction.atomic
+@exact
+def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
+    """Move the held funds to WITHDRAWALS_PENDING (closing the hold): the operator will send them."""
+    reason = _require(reason, "REASON_REQUIRED", "reason", "Approving a withdrawal needs a reason.")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="approved")
+    _release_hold(withdrawal, kind=TransactionKind.WITHDRAWAL_APPROVE, to=(None, withdrawal.asset_id, PENDING),
+                  actor=actor, reason=reason)
+    return _transition(withdrawal, Withdrawal.Status.APPROVED, actor=actor, reason=reason)
+
+
+@transaction.atomic
+@exact
+def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
+    """Release the held funds back to the user's available balance and close the hold."""
+    reason = _require(reason, "REASON_REQUIRED", "reason", "Rejecting a withdrawal needs a reason.")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="rejected")
+    _release_hold(withdrawal, kind=TransactionKind.RELEASE, to=(withdrawal.user_id, withdrawal.asset_id, AVAILABLE),
+                  actor=actor, reason=reason)
+    return _transition(withdrawal, Withdrawal.Status.REJECTED, actor=actor, reason=reason)
+
+
+@transaction.atomic
+@exact
+def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str) -> Withdrawal:
+    """Record that the funds were sent (external ``txid``): WITHDRAWALS_PENDING -> EXTERNAL."""
+    txid = _require(txid, "INVALID_TXID", "txid", "Completing a withdrawal needs the external transaction id.")
+    reason = _require(reason, "REASON_REQUIRED", "reason", "Completing a withdrawal needs a reason.")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.APPROVED, action="completed")
+    posting = Posting(accounts=[(None, withdrawal.asset_id, PENDING), (None, withdrawal.asset_id, EXTERNAL)])
+    posting.transfer(
+        kind=TransactionKind.WITHDRAWAL_COMPLETE,
+        reference=withdrawal.hold_reference,
+        memo=f"{reason} (txid {txid})",
+        actor_id=actor.pk,
+        legs=[
+            Leg((None, withdrawal.asset_id, PENDING), -withdrawal.amount),
+            Leg((None, withdrawal.asset_id, EXTERNAL), withdrawal.amount),
+        ],
+    )
+    posting.write()
+    withdrawal.txid = txid
+    withdrawal.completed_at = timezone.now()
+    withdrawal.status = Withdrawal.Status.COMPLETED
+    withdrawal.reason = reason
+    withdrawal.save(update_fields=["status", "txid", "completed_at", "reason"])
+    return withdrawal
+
+
+def _transition(withdrawal: Withdrawal, status: str, *, actor, reason: str) -> Withdrawal:
+    withdrawal.status = status
+    withdrawal.reviewed_by = actor
+    withdrawal.reviewed_at = timezone.now()
+    withdrawal.reason = reason
+    withdrawal.save(update_fields=["status", "reviewed_by", "reviewed_at", "reason"])
+    return withdrawal
+
+
+__all__ = ["withdrawal_approve", "withdrawal_complete", "withdrawal_reject", "withdrawal_request"]
