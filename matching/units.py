@@ -10,8 +10,12 @@ number of units raises instead of rounding.
 
 from __future__ import annotations
 
+import decimal
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, Decimal
+
+# Amounts have up to 38 digits; the default context (28) would round them.
+EXACT = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.InvalidOperation])
 
 
 class NotAMultiple(ValueError):
@@ -37,11 +41,11 @@ class MarketUnits:
     @property
     def tick_lot(self) -> Decimal:
         """The quote amount of one tick-lot."""
-        return self.tick_size * self.step_size
+        return EXACT.multiply(self.tick_size, self.step_size)
 
     @staticmethod
     def _count(value: Decimal, unit: Decimal) -> int:
-        count, remainder = divmod(value, unit)
+        count, remainder = EXACT.divmod(value, unit)
         if remainder:
             raise NotAMultiple(f"{value} is not a multiple of {unit}")
         return int(count)
@@ -56,22 +60,13 @@ class MarketUnits:
         return self._count(amount, self.tick_lot)
 
     def ticks_to_price(self, ticks: int) -> Decimal:
-        return self.tick_size * ticks
+        return EXACT.multiply(self.tick_size, ticks)
 
     def lots_to_quantity(self, lots: int) -> Decimal:
-        return self.step_size * lots
+        return EXACT.multiply(self.step_size, lots)
 
     def tl_to_quote(self, tick_lots: int) -> Decimal:
-        return self.tick_lot * tick_lots
-
-    def fee(self, amount: Decimal, rate: Decimal, *, unit: Decimal) -> Decimal:
-        """``amount x rate`` rounded DOWN to ``unit`` (the receiving asset's smallest unit).
-
-        Rounding a fee down moves a fraction of a unit from the exchange to the
-        user; it never creates money, since a fee only splits an amount that
-        already exists between the receiver and the fees account.
-        """
-        return (amount * rate).quantize(unit, rounding=ROUND_FLOOR)
+        return EXACT.multiply(self.tick_lot, tick_lots)
 
     @staticmethod
     def ceil_to_int(value: Decimal) -> int:

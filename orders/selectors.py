@@ -170,3 +170,27 @@ def klines(*, market: Market, interval: str, start: datetime | None, end: dateti
         for bucket, o, h, low, c, v, qv, n in reversed(rows)
     ]
 
+
+
+VOLUME_CACHE_S = 600
+
+
+def trading_volume_30d(*, user, asset_code: str) -> Decimal:
+    """What ``user`` traded in the last 30 days, in quote ``asset_code`` (markets
+    quoted in it), as maker or taker. Cached for ten minutes: fee tiers move
+    slowly and placement must stay fast."""
+    from django.core.cache import cache
+
+    key = f"volume30d:{user.pk}:{asset_code}"
+    cached = cache.get(key)
+    if cached is not None:
+        return Decimal(cached)
+    since = timezone.now() - timedelta(days=30)
+    trades = Trade.objects.filter(market__quote__code=asset_code, executed_at__gte=since)
+    volume = sum(
+        (trades.filter(**{role: user}).aggregate(total=Sum("notional"))["total"] or Decimal(0)
+         for role in ("maker_user", "taker_user")),
+        Decimal(0),
+    )
+    cache.set(key, str(volume), VOLUME_CACHE_S)
+    return volume

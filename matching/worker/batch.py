@@ -37,6 +37,7 @@ from matching.units import MarketUnits
 from matching.worker.rebuild import engine_amounts
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, Side, Trade, hold_reference
 from orders.rules import hold_needed
+from wallet.fees import fee_amount
 from wallet.services import HoldRelease, TradeSettlement, ledger_apply
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ class BatchApplier:
         self.market = market
         self.book = book
         self.units = MarketUnits.of(market)
-        self.base_unit = market.base.unit
-        self.quote_unit = market.quote.unit
+        self.base_precision = market.base.precision
+        self.quote_precision = market.quote.precision
 
     # ----------------------------------------------------------------- load
 
@@ -320,11 +321,12 @@ class BatchApplier:
             taker_rate = fee_rates[trade.taker_order_id][1]
             maker_rate = fee_rates[trade.maker_order_id][0]
             taker_buys = trade.taker_side == Side.BUY
-            # Each side pays its fee in the asset it receives: base for the buyer, quote for the seller.
-            taker_fee = units.fee(quantity if taker_buys else notional, taker_rate,
-                                  unit=self.base_unit if taker_buys else self.quote_unit)
-            maker_fee = units.fee(notional if taker_buys else quantity, maker_rate,
-                                  unit=self.quote_unit if taker_buys else self.base_unit)
+            # Each side pays its fee in the asset it receives (base for the buyer,
+            # quote for the seller), rounded down: a fee only splits money that exists.
+            taker_fee = fee_amount(received=quantity if taker_buys else notional, rate=taker_rate,
+                                   precision=self.base_precision if taker_buys else self.quote_precision)
+            maker_fee = fee_amount(received=notional if taker_buys else quantity, rate=maker_rate,
+                                   precision=self.quote_precision if taker_buys else self.base_precision)
             fee_deltas[trade.taker_order_id] += taker_fee
             fee_deltas[trade.maker_order_id] += maker_fee
             buyer_order, seller_order = (
