@@ -8,7 +8,8 @@ Registered with the wallet's ``check_ledger`` for holds "order:<id>":
   (UNTRIGGERED) still holds everything placement held;
 - a resting order holds exactly what its unfilled part needs (price x
   remaining quantity of quote for a buy, the remaining quantity of base for a
-  sell), plus the funds added for amendments not applied yet;
+  sell); while an amendment of it waits for the matcher, at least that (the
+  hold then also covers the new terms);
 - an order that ended (FILLED, CANCELED, EXPIRED, REJECTED) has a closed hold.
 """
 
@@ -19,30 +20,29 @@ from django.db import connection
 from wallet.invariants import ROW_LIMIT, Violation
 
 _MISMATCHED_SQL = """
-WITH requested AS (
-    SELECT order_id, sum(extra_hold) AS extra
-    FROM orders_orderamendment WHERE status = 'REQUESTED' GROUP BY order_id
+WITH waiting AS (
+    SELECT DISTINCT order_id FROM orders_orderamendment WHERE status = 'REQUESTED'
 ), expected AS (
-    SELECT o.id, o.status, o.user_id,
+    SELECT o.id, o.status, o.user_id, w.order_id IS NOT NULL AS amending,
            CASE WHEN o.side = 'BUY' THEN m.quote_id ELSE m.base_id END AS asset_id,
            CASE
                WHEN o.status IN ('PENDING', 'UNTRIGGERED') THEN o.hold_amount
                WHEN o.status IN ('NEW', 'PARTIALLY_FILLED') THEN
                    CASE WHEN o.side = 'BUY' THEN o.price * (o.quantity - o.filled_quantity)
-                        ELSE o.quantity - o.filled_quantity END + coalesce(r.extra, 0)
+                        ELSE o.quantity - o.filled_quantity END
                ELSE 0
            END AS amount
     FROM orders_order o
     JOIN exchange_market m ON m.id = o.market_id
-    LEFT JOIN requested r ON r.order_id = o.id
+    LEFT JOIN waiting w ON w.order_id = o.id
 )
 SELECT e.id, e.status, h.id,
     CASE
         WHEN h.id IS NULL THEN 'it has no hold'
         WHEN h.user_id <> e.user_id OR h.asset_id <> e.asset_id THEN 'its hold is of another user or asset'
         WHEN e.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') THEN 'its hold should be closed'
-        ELSE 'it should hold ' || trim_scale(e.amount) || ', its hold is ' || h.status || ' with '
-             || trim_scale(h.amount_remaining)
+        ELSE 'it should hold ' || CASE WHEN e.amending THEN 'at least ' ELSE '' END || trim_scale(e.amount)
+             || ', its hold is ' || h.status || ' with ' || trim_scale(h.amount_remaining)
     END
 FROM expected e
 LEFT JOIN wallet_hold h ON h.reference = 'order:' || e.id
@@ -50,7 +50,9 @@ WHERE h.id IS NULL
    OR h.user_id <> e.user_id OR h.asset_id <> e.asset_id
    OR (e.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND h.status <> 'CLOSED')
    OR (e.status NOT IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED')
-       AND (h.status <> 'OPEN' OR h.amount_remaining <> e.amount))
+       AND (h.status <> 'OPEN'
+            OR (NOT e.amending AND h.amount_remaining <> e.amount)
+            OR (e.amending AND h.amount_remaining < e.amount)))
 ORDER BY 1 LIMIT %s
 """
 

@@ -181,6 +181,8 @@ class OrderAmendment(models.Model):
     new_price = amount_field(null=True, blank=True)
     new_quantity = amount_field(null=True, blank=True, help_text="New total quantity, including what already filled.")
     extra_hold = amount_field(default=Decimal(0), help_text="Funds added to the order's hold for this request.")
+    previous_price = amount_field(null=True, blank=True, help_text="The order's price before this amendment applied.")
+    previous_quantity = amount_field(null=True, blank=True, help_text="The order's quantity before it applied.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
     reject_reason = models.CharField(max_length=40, blank=True, default="")
     sequence = models.BigIntegerField(null=True, blank=True)

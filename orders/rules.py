@@ -282,6 +282,8 @@ def amend_check(*, market, order, price: Decimal | None, quantity: Decimal | Non
                 f"The new quantity must exceed what already filled ({order.filled_quantity.normalize():f}).",
                 "quantity",
             )
+    if new_price == order.price and new_quantity == order.quantity:
+        _fail("NOTHING_TO_AMEND", "The new terms are the order's current terms.", None)
     check_notional(market, new_price * new_quantity, "quantity")
     return new_price, new_quantity
 
@@ -290,3 +292,24 @@ def hold_needed(*, side: str, price: Decimal, quantity: Decimal, filled_quantity
     """What a resting limit order must keep held for its unfilled part."""
     remaining = quantity - filled_quantity
     return price * remaining if side == Side.BUY else remaining
+
+
+def amend_hold_needed(*, side: str, price: Decimal, quantity: Decimal, filled_quantity: Decimal,
+                      new_price: Decimal, new_quantity: Decimal) -> Decimal:
+    """What an order must hold while an amendment to (new_price, new_quantity) waits
+    for the matcher: enough for its current terms, and for the new terms however
+    much of the order fills at its current price before the amendment applies.
+
+    A sell needs its remaining quantity either way. A buy that fills ``k`` more
+    at ``price`` before the amendment spends ``price x k`` and then needs
+    ``new_price x (new_quantity - filled - k)``; the worst case is at k = 0 when
+    the new price is not lower, else at the largest k that still leaves the
+    amendment something to apply to.
+    """
+    current = hold_needed(side=side, price=price, quantity=quantity, filled_quantity=filled_quantity)
+    new_remaining = new_quantity - filled_quantity
+    if side != Side.BUY:
+        return max(current, new_remaining)
+    fills_first = min(quantity - filled_quantity, new_remaining)
+    worst = new_price * new_remaining + fills_first * max(Decimal(0), price - new_price)
+    return max(current, worst)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
 from decimal import Decimal
 
 from django.conf import settings
@@ -27,9 +26,10 @@ from exchange.models import Market
 from matching import stream
 from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
-from orders.rules import OrderRequest, Reference, amend_check, hold_needed, order_check
+from orders.rules import OrderRequest, Reference, amend_check, amend_hold_needed, order_check
 from risk.services import order_pre_trade_check
 from wallet.fees import fee_rates_for
+from wallet.selectors import hold_remaining
 from wallet.services import funds_hold, hold_increase
 
 
@@ -140,7 +140,7 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
 def order_cancel(*, user, order_id: int) -> Order:
     """Ask the matcher to cancel one of ``user``'s open orders."""
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id, user=user).select_related("market").first()
+        order = Order.objects.select_for_update(of=("self",)).filter(pk=order_id, user=user).select_related("market").first()
         if order is None:
             raise ApplicationError("ORDER_NOT_FOUND", "No such order.", status_code=404)
         if order.status not in OPEN_STATUSES:
@@ -179,12 +179,15 @@ def orders_cancel_all(*, user, symbol: str) -> int:
 def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None) -> OrderAmendment:
     """Ask the matcher to change a resting order's price and/or total quantity.
 
-    When the new terms need more funds than the order holds now, the
-    difference is held here, under the order's hold; the matcher releases
-    whatever the order no longer needs once it applies (or rejects) the change.
+    The amendment records absolute terms (what was left unchanged is filled in
+    from the order now), and one amendment at a time may wait for the matcher.
+    The order's hold is topped up here to cover both its current terms and the
+    new ones whatever fills first (``rules.amend_hold_needed``); the matcher
+    releases what the order no longer needs once it applies or rejects the
+    change.
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id, user=user).select_related(
+        order = Order.objects.select_for_update(of=("self",)).filter(pk=order_id, user=user).select_related(
             "market__base", "market__quote").first()
         if order is None:
             raise ApplicationError("ORDER_NOT_FOUND", "No such order.", status_code=404)
@@ -193,29 +196,30 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
                 "ORDER_NOT_RESTING", f"Only orders resting in the book can be amended; this one is {order.status}.",
                 status_code=409,
             )
+        if OrderAmendment.objects.filter(order=order, status=OrderAmendment.Status.REQUESTED).exists():
+            raise ApplicationError(
+                "AMENDMENT_PENDING", "An earlier amendment of this order is still being applied; retry shortly.",
+                status_code=409,
+            )
         market = order.market
         new_price, new_quantity = amend_check(
             market=market, order=order, price=price, quantity=quantity, reference=market_reference(market=market)
         )
-        needed = hold_needed(side=order.side, price=new_price, quantity=new_quantity, filled_quantity=order.filled_quantity)
-        current = hold_needed(side=order.side, price=order.price, quantity=order.quantity, filled_quantity=order.filled_quantity)
-        pending_extra = sum(
-            OrderAmendment.objects.filter(order=order, status=OrderAmendment.Status.REQUESTED).values_list(
-                "extra_hold", flat=True),
-            Decimal(0),
-        )
-        extra = max(Decimal(0), needed - current - pending_extra)
+        needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
+                                   filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
+        # The hold changes only in the matcher's batches, which lock this order
+        # row first: with the row locked here, what it holds is stable.
+        held = hold_remaining(reference=hold_reference(order.pk))
+        extra = max(Decimal(0), needed - held)
         if extra:
             hold_increase(reference=hold_reference(order.pk), amount=extra)
         amendment = OrderAmendment.objects.create(
             order=order,
-            new_price=price,
-            new_quantity=quantity,
+            new_price=new_price,
+            new_quantity=new_quantity,
             extra_hold=extra,
         )
         stream.command_enqueue_on_commit(market.symbol, stream.AMEND, amendment.pk)
     return amendment
 
 
-def order_request_as_dict(request: OrderRequest) -> dict:
-    return {key: value for key, value in asdict(request).items() if value is not None}

@@ -149,13 +149,15 @@ class BatchApplier:
         result = BatchResult()
         changes: dict[int, _OrderChange] = defaultdict(_OrderChange)
         status_now = {order_id: row["status"] for order_id, row in orders.items()}
-        amendment_outcomes: dict[int, tuple[str, str, int | None]] = {}
+        terms_now = {order_id: (row["price"], row["quantity"]) for order_id, row in orders.items()}
+        # amendment id -> (status, reason, sequence, (previous price, previous quantity))
+        amendment_outcomes: dict[int, tuple] = {}
         status_outcomes: dict[int, tuple[str, int | None, str]] = {}
 
         def run(engine_command, *, amendment_id=None, status_change_id=None):
             events = self.book.apply(engine_command)
             for event in events:
-                self._record(event, changes, status_now, result, amendment_id, amendment_outcomes,
+                self._record(event, changes, status_now, terms_now, result, amendment_id, amendment_outcomes,
                              status_change_id, status_outcomes)
             result.events.extend(events)
 
@@ -186,7 +188,8 @@ class BatchApplier:
                     continue
                 order_row = orders[amendment.order_id]
                 if status_now.get(order_row["id"]) not in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
-                    amendment_outcomes[amendment.id] = (OrderAmendment.Status.REJECTED, "ORDER_NOT_RESTING", None)
+                    amendment_outcomes[amendment.id] = (OrderAmendment.Status.REJECTED, "ORDER_NOT_RESTING", None,
+                                                        (None, None))
                     changes[order_row["id"]]  # touch: its hold is trued up below
                     continue
                 run(
@@ -252,8 +255,8 @@ class BatchApplier:
         change.filled_lots = change.filled_tl = 0
         status_now[row["id"]] = OrderStatus.CANCELED
 
-    def _record(self, event, changes, status_now, result, amendment_id, amendment_outcomes, status_change_id,
-                status_outcomes) -> None:
+    def _record(self, event, changes, status_now, terms_now, result, amendment_id, amendment_outcomes,
+                status_change_id, status_outcomes) -> None:
         kind = event.kind
         if kind == "BOOK_DELTA":
             return
@@ -301,10 +304,13 @@ class BatchApplier:
             if not event.priority_kept:
                 change.priority_sequence = event.sequence
             if amendment_id is not None:
-                amendment_outcomes[amendment_id] = (OrderAmendment.Status.APPLIED, "", event.sequence)
+                amendment_outcomes[amendment_id] = (
+                    OrderAmendment.Status.APPLIED, "", event.sequence, terms_now[event.order_id])
+            terms_now[event.order_id] = (change.price, change.quantity)
         elif kind == "AMEND_REJECTED":
             if amendment_id is not None:
-                amendment_outcomes[amendment_id] = (OrderAmendment.Status.REJECTED, event.reason, event.sequence)
+                amendment_outcomes[amendment_id] = (OrderAmendment.Status.REJECTED, event.reason, event.sequence,
+                                                    (None, None))
         if change.status is not None:
             status_now[event.order_id] = change.status
 
@@ -364,16 +370,20 @@ class BatchApplier:
         for order_id, delta in fee_deltas.items():
             changes[order_id].fee_delta += delta
 
-        releases = self._hold_true_ups(changes, amendment_outcomes, amendments)
         now = timezone.now()
         with transaction.atomic():
             self._update_orders(changes, now)
+            # Only now, with the order rows locked: the amend service adds funds
+            # and records its request under the same lock, so the requests read
+            # here are exactly those whose funds the holds contain.
+            releases = self._hold_true_ups(changes, amendment_outcomes)
             if trade_rows:
                 Trade.objects.bulk_create(trade_rows)
                 self._upsert_candles(trade_rows)
-            for amendment_id, (outcome, reason, sequence) in amendment_outcomes.items():
+            for amendment_id, (outcome, reason, sequence, (previous_price, previous_quantity)) in amendment_outcomes.items():
                 OrderAmendment.objects.filter(pk=amendment_id, status=OrderAmendment.Status.REQUESTED).update(
-                    status=outcome, reject_reason=reason, sequence=sequence, applied_at=now)
+                    status=outcome, reject_reason=reason, sequence=sequence, applied_at=now,
+                    previous_price=previous_price, previous_quantity=previous_quantity)
             for request_id, (outcome, sequence, previous) in status_outcomes.items():
                 request = status_changes[request_id]
                 MarketStatusChange.objects.filter(pk=request_id).update(
@@ -402,11 +412,12 @@ class BatchApplier:
                 rates[order_id] = (maker, taker)
         return rates
 
-    def _hold_true_ups(self, changes, amendment_outcomes, amendments) -> list[HoldRelease]:
+    def _hold_true_ups(self, changes, amendment_outcomes) -> list[HoldRelease]:
         """Releases after the batch's settlements: every order that ended gives
         back what is left and closes its hold; every order still resting keeps
-        exactly what its unfilled part needs (plus funds added for amendments
-        not applied yet)."""
+        exactly what its unfilled part needs, except while an amendment of it
+        waits (its hold then also covers the new terms, see
+        ``orders.rules.amend_hold_needed``)."""
         releases = []
         open_ids = []
         for order_id, change in changes.items():
@@ -416,14 +427,15 @@ class BatchApplier:
                 open_ids.append(order_id)
         if not open_ids:
             return releases
-        pending_extra = defaultdict(Decimal)
-        requested = OrderAmendment.objects.filter(order_id__in=open_ids, status=OrderAmendment.Status.REQUESTED)
-        for amendment_id, order_id, extra in requested.values_list("id", "order_id", "extra_hold"):
-            if amendment_id not in amendment_outcomes:
-                pending_extra[order_id] += extra
+        waiting = {
+            order_id
+            for amendment_id, order_id in OrderAmendment.objects.filter(
+                order_id__in=open_ids, status=OrderAmendment.Status.REQUESTED).values_list("id", "order_id")
+            if amendment_id not in amendment_outcomes
+        }
         for order_id in sorted(open_ids):
             resting = self.book.open_order(order_id)
-            if resting is None or resting.price_ticks is None:
+            if resting is None or resting.untriggered or order_id in waiting:
                 continue  # an untriggered stop keeps its whole hold
             need = hold_needed(
                 side=resting.side,
@@ -431,7 +443,7 @@ class BatchApplier:
                 quantity=self.units.lots_to_quantity(resting.quantity_lots_remaining),
                 filled_quantity=Decimal(0),
             )
-            releases.append(HoldRelease(reference=hold_reference(order_id), keep=need + pending_extra[order_id]))
+            releases.append(HoldRelease(reference=hold_reference(order_id), keep=need))
         return releases
 
     def _update_orders(self, changes, now) -> None:

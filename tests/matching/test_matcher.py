@@ -239,10 +239,39 @@ def test_amend_down_keeps_priority_and_releases_funds(traders, matcher):
 
     amendment = order_amend(user=bob, order_id=second.pk, price=D(110), quantity=None)
     assert amendment.extra_hold == D(10) and balance(bob, "USDT") == (D(999890), D(110))
+    with pytest.raises(ApplicationError) as error:
+        order_amend(user=bob, order_id=second.pk, price=D(111), quantity=None)
+    assert error.value.code == "AMENDMENT_PENDING"
     drain(matcher)
     second.refresh_from_db()
     amendment.refresh_from_db()
     assert (amendment.status, second.price, second.quantity) == ("APPLIED", D(110), D(1))
+    assert (amendment.previous_price, amendment.previous_quantity) == (D(100), D(1))
+    assert_sound(matcher)
+
+
+def test_buy_amended_lower_and_larger_is_funded_even_if_it_fills_at_the_old_price_first(traders, matcher):
+    """A buy of 2 at 100 amended to 3 at 90 holds 290 (2 may fill at 100 before
+    the amendment applies); it fills 1 at 100 first, then the amendment
+    applies and the hold is trued up to 90 x 2 = 180."""
+    alice, bob, _ = traders
+    order = place(alice, "BUY", price=100, quantity=2)
+    drain(matcher)
+    amendment = order_amend(user=alice, order_id=order.pk, price=D(90), quantity=D(3))
+    assert amendment.extra_hold == D(90)
+    sell = place(bob, "SELL", price=100, quantity=1)
+    matcher.redis.delete(matcher.stream)
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.NEW, sell.pk))
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.AMEND, amendment.pk))
+
+    drain(matcher)
+
+    order.refresh_from_db()
+    amendment.refresh_from_db()
+    assert amendment.status == "APPLIED"
+    assert (order.price, order.quantity, order.filled_quantity) == (D(90), D(3), D(1))
+    assert balance(alice, "USDT") == (D(1000000) - D(100) - D(180), D(180))
     assert_sound(matcher)
 
 

@@ -178,3 +178,21 @@ def test_amend_validates_new_terms_and_needs_more_than_filled():
 def test_hold_needed_for_the_unfilled_part():
     assert hold_needed(side="BUY", price=D("100"), quantity=D("2"), filled_quantity=D("0.5")) == D("150")
     assert hold_needed(side="SELL", price=D("100"), quantity=D("2"), filled_quantity=D("0.5")) == D("1.5")
+
+
+def test_amend_hold_covers_current_and_new_terms_whatever_fills_first():
+    """A sell needs the larger remaining quantity; a buy amended to a higher
+    price needs the new notional; a buy amended to a LOWER price and a larger
+    quantity also needs what filling at the old price first would cost."""
+    from orders.rules import amend_hold_needed
+
+    assert amend_hold_needed(side="SELL", price=D(100), quantity=D(2), filled_quantity=D("0.5"),
+                             new_price=D(100), new_quantity=D(3)) == D("2.5")
+    assert amend_hold_needed(side="BUY", price=D(100), quantity=D(2), filled_quantity=D("0.5"),
+                             new_price=D(110), new_quantity=D(3)) == D(275)
+    # 1.5 may fill at 100 first (150), then 1 more at 90 (90): 240 > 90 x 2.5 = 225.
+    assert amend_hold_needed(side="BUY", price=D(100), quantity=D(2), filled_quantity=D("0.5"),
+                             new_price=D(90), new_quantity=D(3)) == D(240)
+    # Reducing needs nothing more than the current terms.
+    assert amend_hold_needed(side="BUY", price=D(100), quantity=D(2), filled_quantity=D(0),
+                             new_price=D(100), new_quantity=D(1)) == D(200)
