@@ -100,6 +100,21 @@ class AmountField(serializers.Field):
         return decimal_to_str(value)
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only JSON strings (NOT_A_STRING otherwise).
+
+    DRF's CharField turns the number 12 into "12" and 1.50 into "1.50": an
+    identifier sent with the wrong JSON type would be silently rewritten.
+    """
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
 class StrictInputSerializer(serializers.Serializer):
     """Refuses fields it does not know (UNKNOWN_FIELD): a typo such as
     "quanity" must fail loudly, not be ignored."""
