@@ -29,7 +29,8 @@ from exchange.models import AMOUNT_DIGITS, AMOUNT_PLACES
 from matching.units import MarketUnits, NotAMultiple
 from orders.models import MARKET_LIKE_TYPES, PRICED_TYPES, STOP_TYPES, OrderType, Side, StpMode, TimeInForce
 
-CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Matched with fullmatch(): "$" in match() would also accept a trailing newline.
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Every amount an order leads to (hold, notional, fills, fees) is stored in a
 # column of AMOUNT_DIGITS digits, AMOUNT_PLACES of them decimals.
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
@@ -154,7 +155,7 @@ def _check_shape(request: OrderRequest) -> str | None:
         _fail("INVALID_ORDER_TYPE", f"type must be one of {', '.join(OrderType.values)}.", "type")
     if request.stp_mode is not None and request.stp_mode not in StpMode.values:
         _fail("INVALID_STP_MODE", f"stp_mode must be one of {', '.join(StpMode.values)}.", "stp_mode")
-    if request.client_order_id is not None and not CLIENT_ORDER_ID.match(request.client_order_id):
+    if request.client_order_id is not None and not CLIENT_ORDER_ID.fullmatch(request.client_order_id):
         _fail("INVALID_CLIENT_ORDER_ID", "client_order_id must be 1-64 characters of A-Z a-z 0-9 . _ : -.", "client_order_id")
 
     if order_type in PRICED_TYPES and request.price is None:
