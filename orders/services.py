@@ -19,11 +19,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from exchange.core.errors import ApplicationError, ServiceUnavailable
 from exchange.core.redis import get_redis
 from exchange.models import Market
+from exchange.selectors import market_get
 from matching import stream
 from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
@@ -34,10 +36,11 @@ from wallet.services import funds_hold, hold_increase
 
 
 def market_for_trading(*, symbol: str) -> Market:
-    market = Market.objects.select_related("base", "quote").filter(symbol=str(symbol).upper()).first()
-    if market is None:
-        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {symbol!r}.", field="market")
-    return market
+    """The market named ``symbol`` (case-insensitive), or 400 UNKNOWN_MARKET."""
+    try:
+        return market_get(symbol=symbol)
+    except Http404:
+        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market") from None
 
 
 def market_reference(*, market: Market) -> Reference:
