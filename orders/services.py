@@ -29,6 +29,7 @@ from exchange.selectors import market_get
 from matching import stream
 from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
+from orders.models import MARKET_LIKE_TYPES, TimeInForce
 from orders.rules import OrderRequest, Reference, amend_check, hold_needed, order_check
 from risk.services import order_pre_trade_check
 from wallet.fees import fee_rates_for
@@ -64,9 +65,17 @@ def _require_matcher(market: Market) -> None:
 
 
 def _same_request(order: Order, request: OrderRequest, market: Market) -> bool:
+    """Whether ``request`` asks for what ``order`` was placed with: every
+    field, including the time in force (left out: GTC, as at placement, for
+    a non-market order) and the self-trade prevention mode (left out: any,
+    since the market's default may have changed since the first request)."""
+
     def same(a, b):
         return (a is None and b is None) or (a is not None and b is not None and Decimal(a) == Decimal(b))
 
+    time_in_force = request.time_in_force
+    if time_in_force is None and request.type not in MARKET_LIKE_TYPES:
+        time_in_force = TimeInForce.GTC
     return (
         order.market_id == market.id
         and order.side == request.side
@@ -75,6 +84,8 @@ def _same_request(order: Order, request: OrderRequest, market: Market) -> bool:
         and same(order.quote_quantity, request.quote_quantity)
         and same(order.price, request.price)
         and same(order.stop_price, request.stop_price)
+        and order.time_in_force == time_in_force
+        and (request.stp_mode is None or order.stp_mode == request.stp_mode)
     )
 
 
