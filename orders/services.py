@@ -196,6 +196,12 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
     When the new terms need more funds than the order holds now, the
     difference is held here, under the order's hold; the matcher releases
     whatever the order no longer needs once it applies (or rejects) the change.
+
+    Like placement, and unlike a cancel, an amendment needs a live matcher
+    (503 MATCHER_UNAVAILABLE otherwise): it is new trading intent, may hold
+    more funds, and applied minutes later at recovery it could trade at a
+    price the market has left. A cancel only ever reduces exposure, so it is
+    recorded even then and applied first thing when the matcher returns.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id, user=user).select_related(
@@ -211,6 +217,7 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
         new_price, new_quantity = amend_check(
             market=market, order=order, price=price, quantity=quantity, reference=market_reference(market=market)
         )
+        _require_matcher(market)
         needed = hold_needed(side=order.side, price=new_price, quantity=new_quantity, filled_quantity=order.filled_quantity)
         current = hold_needed(side=order.side, price=order.price, quantity=order.quantity, filled_quantity=order.filled_quantity)
         pending_extra = sum(
