@@ -122,16 +122,16 @@ def ticker(*, market: Market, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     since = (now - timedelta(hours=24)).replace(second=0, microsecond=0)
     candles = Candle.objects.filter(market=market, opened_at__gte=since)
-    aggregate = candles.aggregate(volume=Sum("volume"), quote_volume=Sum("quote_volume"), trades=Sum("trade_count"))
+    aggregate = candles.aggregate(volume=Sum("volume"), quote_volume=Sum("quote_volume"), trades=Sum("trade_count"),
+                                  high=Max("high"), low=Min("low"))
     first = candles.order_by("opened_at").values_list("open", flat=True).first()
-    extremes = candles.values("market").annotate(high=Max("high"), low=Min("low")).first() or {}
     last = MarketState.objects.filter(market=market).values_list("last_price", flat=True).first()
     change = (last - first) if (last is not None and first is not None) else None
     return {
         "symbol": market.symbol,
         "open": first,
-        "high": extremes.get("high"),
-        "low": extremes.get("low"),
+        "high": aggregate["high"],
+        "low": aggregate["low"],
         "last": last,
         "volume": aggregate["volume"] or Decimal(0),
         "quote_volume": aggregate["quote_volume"] or Decimal(0),
