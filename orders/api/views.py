@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.apikeys.permissions import TRADE
-from exchange.core.fields import AmountField, DecimalString, StrictInputSerializer
+from exchange.core.errors import ApplicationError
+from exchange.core.fields import AmountField, DecimalString, StrictCharField, StrictInputSerializer
+from exchange.models import Market
 from exchange.selectors import market_get
 from orders import selectors, services
 from orders.models import OrderStatus, OrderType, Side, StpMode, TimeInForce
@@ -23,11 +27,35 @@ ERROR_RESPONSE = OpenApiResponse(
 )
 
 
+def _market_in_query(symbol: str) -> Market:
+    """The market a query or body parameter names: 400 UNKNOWN_MARKET if none (the request is at fault)."""
+    return services.market_for_trading(symbol=symbol)
+
+
+def _market_in_path(symbol: str) -> Market:
+    """The market a URL names: 404 UNKNOWN_MARKET if none (there is no such resource)."""
+    return _market(symbol, field="symbol", status_code=status.HTTP_404_NOT_FOUND)
+
+
+def _market(symbol: str, *, field: str, status_code: int) -> Market:
+    try:
+        return market_get(symbol=symbol)
+    except Http404:
+        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {symbol[:40]!r}.", field=field,
+                               status_code=status_code) from None
+
+
 class NewestFirstCursor(CursorPagination):
     ordering = "-id"
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:  # DRF's answer to a cursor it cannot decode; it is bad input, not a missing page
+            raise ApplicationError("INVALID_CURSOR", "The cursor is invalid.", field="cursor") from None
 
 
 class OrderOutput(serializers.Serializer):
@@ -74,7 +102,7 @@ ORDER_EXAMPLE = OpenApiExample(
 
 
 class OrderPlaceInput(StrictInputSerializer):
-    market = serializers.CharField(max_length=40, help_text="Symbol, e.g. BTC-USDT.")
+    market = StrictCharField(max_length=40, help_text="Symbol, e.g. BTC-USDT (case-insensitive).")
     side = serializers.ChoiceField(choices=Side.choices)
     type = serializers.ChoiceField(choices=OrderType.choices)
     quantity = AmountField(required=False, help_text="Base quantity; a multiple of the market's step size.")
@@ -84,8 +112,9 @@ class OrderPlaceInput(StrictInputSerializer):
     time_in_force = serializers.ChoiceField(choices=TimeInForce.choices, required=False)
     stp_mode = serializers.ChoiceField(choices=StpMode.choices, required=False,
                                        help_text="Self-trade prevention; the market's default when absent.")
-    client_order_id = serializers.CharField(required=False, max_length=64,
-                                            help_text="Your id; a repeat returns the first order (idempotency).")
+    client_order_id = StrictCharField(
+        required=False, max_length=64, trim_whitespace=False,  # " a" is refused, not silently made "a"
+        help_text="Your id, 1-64 of A-Z a-z 0-9 . _ : -; a repeat returns the first order (idempotency).")
 
 
 class OrderListFilter(StrictInputSerializer):
@@ -150,7 +179,7 @@ class OrderCollectionApi(APIView):
         filters = OrderListFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
-        market = market_get(symbol=params["market"]) if params.get("market") else None
+        market = _market_in_query(params["market"]) if params.get("market") else None
         orders = selectors.orders_for_user(
             user=request.user, market=market, status=params.get("status"), side=params.get("side"),
             start=params.get("start_time"), end=params.get("end_time"))
@@ -285,7 +314,7 @@ class MyTradesApi(APIView):
         filters = MyTradesFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
-        market = market_get(symbol=params["market"]) if params.get("market") else None
+        market = _market_in_query(params["market"]) if params.get("market") else None
         trades = selectors.trades_for_user(user=request.user, market=market, start=params.get("start_time"),
                                            end=params.get("end_time"))
         paginator = NewestFirstCursor()
@@ -322,7 +351,7 @@ class OrderbookApi(PublicApi):
     def get(self, request, symbol: str):
         params = self.Params(data=request.query_params)
         params.is_valid(raise_exception=True)
-        book = selectors.orderbook(market=market_get(symbol=symbol), depth=params.validated_data["depth"])
+        book = selectors.orderbook(market=_market_in_path(symbol), depth=params.validated_data["depth"])
         return Response({key: book[key] for key in ("symbol", "sequence", "bids", "asks")})
 
 
@@ -336,7 +365,7 @@ class PublicTradesApi(PublicApi):
     def get(self, request):
         params = self.Params(data=request.query_params)
         params.is_valid(raise_exception=True)
-        market = market_get(symbol=params.validated_data["market"])
+        market = _market_in_query(params.validated_data["market"])
         trades = selectors.trades_recent(market=market, limit=params.validated_data["limit"])
         for trade in trades:
             trade.market = market
@@ -362,7 +391,7 @@ class TickerApi(PublicApi):
     @extend_schema(tags=["Market data"], operation_id="ticker", responses=TickerOutput,
                    description="Rolling 24-hour statistics (to the minute).")
     def get(self, request, symbol: str):
-        return Response(TickerOutput(selectors.ticker(market=market_get(symbol=symbol))).data)
+        return Response(TickerOutput(selectors.ticker(market=_market_in_path(symbol))).data)
 
 
 class KlineOutput(serializers.Serializer):
@@ -390,7 +419,7 @@ class KlinesApi(PublicApi):
         params = self.Params(data=request.query_params)
         params.is_valid(raise_exception=True)
         p = params.validated_data
-        candles = selectors.klines(market=market_get(symbol=symbol), interval=p["interval"],
+        candles = selectors.klines(market=_market_in_path(symbol), interval=p["interval"],
                                    start=p.get("start_time"), end=p.get("end_time"), limit=p["limit"])
         return Response(KlineOutput(candles, many=True).data)
 
