@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from exchange.core.errors import ApplicationError
+from exchange.models import AMOUNT_DIGITS, AMOUNT_PLACES
 from matching.units import MarketUnits, NotAMultiple
 from orders.models import MARKET_LIKE_TYPES, PRICED_TYPES, STOP_TYPES, OrderType, Side, StpMode, TimeInForce
 
-CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Matched with fullmatch(): "$" in match() would also accept a trailing newline.
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Every amount an order leads to (hold, notional, fills, fees) is stored in a
+# column of AMOUNT_DIGITS digits, AMOUNT_PLACES of them decimals.
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
 
 _STATUS_ERRORS = {
     "HALTED": ("MARKET_HALTED", "The market is halted: no orders are accepted."),
@@ -133,6 +138,14 @@ def check_notional(market, notional: Decimal, field: str) -> None:
         )
 
 
+def check_amount_fits(amount: Decimal, field: str) -> None:
+    """The price x quantity of an order, and what it holds, must be below
+    AMOUNT_LIMIT: each input alone is, but their product need not be, and
+    the order's hold, notional and fills could not be recorded."""
+    if amount >= AMOUNT_LIMIT:
+        _fail("NOTIONAL_TOO_LARGE", f"The order's value must be below {AMOUNT_LIMIT:f}; lower the price or quantity.", field)
+
+
 def _check_shape(request: OrderRequest) -> str | None:
     """Which fields each type needs, allows and forbids. Returns the time in force."""
     order_type = request.type
@@ -142,7 +155,7 @@ def _check_shape(request: OrderRequest) -> str | None:
         _fail("INVALID_ORDER_TYPE", f"type must be one of {', '.join(OrderType.values)}.", "type")
     if request.stp_mode is not None and request.stp_mode not in StpMode.values:
         _fail("INVALID_STP_MODE", f"stp_mode must be one of {', '.join(StpMode.values)}.", "stp_mode")
-    if request.client_order_id is not None and not CLIENT_ORDER_ID.match(request.client_order_id):
+    if request.client_order_id is not None and not CLIENT_ORDER_ID.fullmatch(request.client_order_id):
         _fail("INVALID_CLIENT_ORDER_ID", "client_order_id must be 1-64 characters of A-Z a-z 0-9 . _ : -.", "client_order_id")
 
     if order_type in PRICED_TYPES and request.price is None:
@@ -201,6 +214,7 @@ def order_check(*, market, request: OrderRequest, reference: Reference) -> Check
     if request.type in PRICED_TYPES:
         notional = request.price * request.quantity
         check_notional(market, notional, "quantity")
+        check_amount_fits(notional, "quantity")
         hold_amount = notional if is_buy else request.quantity
     elif request.quantity is not None:
         # Market-like by quantity: a sell holds exactly its quantity; a buy
@@ -230,6 +244,7 @@ def order_check(*, market, request: OrderRequest, reference: Reference) -> Check
             lots = max(1, units.ceil_to_int(units.quote_to_tl(request.quote_quantity) / floor_ticks))
             hold_amount = units.lots_to_quantity(lots)
 
+    check_amount_fits(hold_amount, "quote_quantity" if request.quote_quantity is not None else "quantity")
     return CheckedOrder(
         side=request.side,
         type=request.type,
@@ -285,6 +300,7 @@ def amend_check(*, market, order, price: Decimal | None, quantity: Decimal | Non
     if new_price == order.price and new_quantity == order.quantity:
         _fail("NOTHING_TO_AMEND", "The new terms are the order's current terms.", None)
     check_notional(market, new_price * new_quantity, "quantity")
+    check_amount_fits(new_price * new_quantity, "quantity")
     return new_price, new_quantity
 
 

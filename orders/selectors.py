@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import redis
@@ -147,7 +148,11 @@ def klines(*, market: Market, interval: str, start: datetime | None, end: dateti
     """Candles of ``interval`` built from one-minute candles, oldest first."""
     step = KLINE_INTERVALS[interval]
     end = end or timezone.now()
-    start = start or end - step * limit
+    if start is None:
+        try:
+            start = end - step * limit
+        except OverflowError:  # an end_time near year 1: everything before it
+            start = datetime.min.replace(tzinfo=dt_timezone.utc)
     table = Candle._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(

@@ -18,14 +18,17 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 
 from exchange.core.errors import ApplicationError, ServiceUnavailable
 from exchange.core.redis import get_redis
 from exchange.models import Market
+from exchange.selectors import market_get
 from matching import stream
 from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
+from orders.models import MARKET_LIKE_TYPES, TimeInForce
 from orders.rules import OrderRequest, Reference, amend_check, amend_hold_needed, order_check
 from risk.services import order_pre_trade_check
 from wallet.fees import fee_rates_for
@@ -34,10 +37,11 @@ from wallet.services import funds_hold, hold_increase
 
 
 def market_for_trading(*, symbol: str) -> Market:
-    market = Market.objects.select_related("base", "quote").filter(symbol=str(symbol).upper()).first()
-    if market is None:
-        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {symbol!r}.", field="market")
-    return market
+    """The market named ``symbol`` (case-insensitive), or 400 UNKNOWN_MARKET."""
+    try:
+        return market_get(symbol=symbol)
+    except Http404:
+        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market") from None
 
 
 def market_reference(*, market: Market) -> Reference:
@@ -61,9 +65,17 @@ def _require_matcher(market: Market) -> None:
 
 
 def _same_request(order: Order, request: OrderRequest, market: Market) -> bool:
+    """Whether ``request`` asks for what ``order`` was placed with: every
+    field, including the time in force (left out: GTC, as at placement, for
+    a non-market order) and the self-trade prevention mode (left out: any,
+    since the market's default may have changed since the first request)."""
+
     def same(a, b):
         return (a is None and b is None) or (a is not None and b is not None and Decimal(a) == Decimal(b))
 
+    time_in_force = request.time_in_force
+    if time_in_force is None and request.type not in MARKET_LIKE_TYPES:
+        time_in_force = TimeInForce.GTC
     return (
         order.market_id == market.id
         and order.side == request.side
@@ -72,6 +84,8 @@ def _same_request(order: Order, request: OrderRequest, market: Market) -> bool:
         and same(order.quote_quantity, request.quote_quantity)
         and same(order.price, request.price)
         and same(order.stop_price, request.stop_price)
+        and order.time_in_force == time_in_force
+        and (request.stp_mode is None or order.stp_mode == request.stp_mode)
     )
 
 
@@ -185,6 +199,12 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
     new ones whatever fills first (``rules.amend_hold_needed``); the matcher
     releases what the order no longer needs once it applies or rejects the
     change.
+
+    Like placement, and unlike a cancel, an amendment needs a live matcher
+    (503 MATCHER_UNAVAILABLE otherwise): it is new trading intent, may hold
+    more funds, and applied minutes later at recovery it could trade at a
+    price the market has left. A cancel only ever reduces exposure, so it is
+    recorded even then and applied first thing when the matcher returns.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update(of=("self",)).filter(pk=order_id, user=user).select_related(
@@ -205,6 +225,7 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
         new_price, new_quantity = amend_check(
             market=market, order=order, price=price, quantity=quantity, reference=market_reference(market=market)
         )
+        _require_matcher(market)
         needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                                    filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
         # The hold changes only in the matcher's batches, which lock this order

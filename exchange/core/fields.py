@@ -1,5 +1,6 @@
 """Serializer fields shared by every API."""
 
+import re
 from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema_field
@@ -26,17 +27,37 @@ class DecimalString(serializers.Field):
         return decimal_to_str(value)
 
 
+# What an amount may look like, in ASCII only: Decimal() alone would also take
+# "1_000", "١٢" (Arabic-Indic digits), "Infinity" and "NaN".
+_AMOUNT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+AMOUNT_LIMIT = Decimal(10) ** 20  # exclusive: what an amount column (38 digits, 18 places) holds
+AMOUNT_PLACES_MAX = 18
 
+
+def decimal_places(value: Decimal) -> int:
+    """Decimal places of a finite ``value`` once trailing zeros are dropped, exactly.
+
+    ``Decimal.normalize()`` would round to the context's 28 digits first, so
+    "1.0000000000000000000000000000001" would count as 1, and
+    "1E-99999999999" as 0.
+    """
+    _, digits, exponent = value.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros)) if any(digits) else 0
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "0.5"})
 class AmountField(serializers.Field):
     """An input amount: a decimal string (or JSON number), finite, positive,
-    at most 38 significant digits and 18 decimal places.
+    below 10^20, at most 18 decimal places (so at most 38 significant digits:
+    what every amount column holds exactly).
 
-    Errors have stable codes: INVALID_AMOUNT, MUST_BE_POSITIVE,
-    TOO_MANY_DECIMALS, AMOUNT_TOO_LARGE. Whether the amount fits a market's
-    tick or step size is a business rule checked by the service.
+    The text is plain ASCII decimal notation with an optional exponent
+    ("0.25", "25e-2"); surrounding whitespace is ignored. Errors have stable
+    codes: INVALID_AMOUNT (not a number, NaN, Infinity, a JSON bool, list,
+    object...), MUST_BE_POSITIVE, TOO_MANY_DECIMALS, AMOUNT_TOO_LARGE.
+    Whether the amount fits a market's tick or step size is a business rule
+    checked by the service.
     """
 
     default_error_messages = {
@@ -49,26 +70,49 @@ class AmountField(serializers.Field):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (str, int, Decimal)):
             self.fail("invalid_amount")
+        if isinstance(data, int):
+            # Compared as an integer: str() of a huge int is slow, or refused.
+            if data <= 0:
+                self.fail("must_be_positive")
+            if data >= AMOUNT_LIMIT:
+                self.fail("amount_too_large")
+            return Decimal(data)
         text = str(data).strip()
-        if not text or len(text) > 60:
+        if len(text) > 60 or not _AMOUNT_TEXT.fullmatch(text):
             self.fail("invalid_amount")
         try:
             value = Decimal(text)
-        except ArithmeticError:
-            self.fail("invalid_amount")
-        if not value.is_finite():
-            self.fail("invalid_amount")
+        except ArithmeticError:  # an exponent beyond what Decimal represents: "1e999999999999999999999"
+            mantissa, _, exponent = text.lower().partition("e")
+            if mantissa.startswith("-"):
+                self.fail("must_be_positive")
+            self.fail("too_many_decimals" if exponent.startswith("-") else "amount_too_large")
         if value <= 0:
             self.fail("must_be_positive")
-        if value >= Decimal(10) ** 20:
+        if value >= AMOUNT_LIMIT:
             self.fail("amount_too_large")
         # Trailing zeros are not decimals: "1.500000000000000000000" is 1.5.
-        if value.normalize().as_tuple().exponent < -18:
+        if decimal_places(value) > AMOUNT_PLACES_MAX:
             self.fail("too_many_decimals")
         return value
 
     def to_representation(self, value):
         return decimal_to_str(value)
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only JSON strings (NOT_A_STRING otherwise).
+
+    DRF's CharField turns the number 12 into "12" and 1.50 into "1.50": an
+    identifier sent with the wrong JSON type would be silently rewritten.
+    """
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
 
 
 class StrictInputSerializer(serializers.Serializer):

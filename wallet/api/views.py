@@ -197,8 +197,8 @@ class WithdrawalListCreateApi(APIView):
         request=CreateInput,
         responses={201: WithdrawalOutput},
         description="Request a withdrawal: the amount is held from your available balance at once and sent "
-        "after an operator approves it. Errors: INVALID_AMOUNT, INVALID_PRECISION, UNKNOWN_ASSET, "
-        "INVALID (address), INSUFFICIENT_FUNDS.",
+        "after an operator approves it. Errors: INVALID_AMOUNT, MUST_BE_POSITIVE, TOO_MANY_DECIMALS, "
+        "AMOUNT_TOO_LARGE, INVALID_PRECISION, UNKNOWN_ASSET, INVALID (address), INSUFFICIENT_FUNDS.",
         examples=[
             OpenApiExample("Request", value={"asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress"},
                            request_only=True),
