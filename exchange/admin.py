@@ -1,6 +1,8 @@
 from django.contrib import admin
 
+from exchange.admin_actions import reason_action
 from exchange.models import Asset, Market
+from matching.services import market_status_request
 
 admin.site.site_header = "Exchange back office"
 admin.site.site_title = "Exchange back office"
@@ -33,10 +35,22 @@ class MarketAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "quote")
     search_fields = ("symbol",)
+    actions = [
+        reason_action(
+            name=f"set_{status.lower()}",
+            title=f"Set status {status}",
+            description=f"The markets' matchers will switch them to {status} in sequence with their orders.",
+            permission="change",
+            apply=lambda market, actor, reason, status=status: market_status_request(
+                market=market, new_status=status, actor=actor, reason=reason),
+        )
+        for status in Market.Status.values
+    ]
 
     def get_readonly_fields(self, request, obj=None):
-        # Resting orders are stored in ticks and lots of these sizes.
-        return ("symbol", "base", "quote", "tick_size", "step_size") if obj else ()
+        # Resting orders are stored in ticks and lots of these sizes, and the
+        # status changes only through the matcher (the actions above).
+        return ("symbol", "base", "quote", "tick_size", "step_size", "status") if obj else ("status",)
 
 
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)

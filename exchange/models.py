@@ -91,6 +91,20 @@ class Market(models.Model):
         default=Decimal("0.001"),
         validators=[MinValueValidator(Decimal(0))],
     )
+    price_band = models.DecimalField(
+        max_digits=FEE_RATE_DIGITS,
+        decimal_places=FEE_RATE_PLACES,
+        default=Decimal("0.1"),
+        help_text="Limit prices must lie within last price x (1 +/- band); also caps market-order funds.",
+    )
+    stp_default = models.CharField(
+        max_length=12,
+        choices=[(mode, mode) for mode in ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")],
+        default="EXPIRE_TAKER",
+        help_text="Self-trade prevention for orders that do not choose one.",
+    )
+    # Changed only by the market's matcher, which applies status changes in
+    # sequence with matching (see matching.models.MarketStatusChange).
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRADING)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -111,6 +125,7 @@ class Market(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["TRADING", "HALTED", "CANCEL_ONLY", "POST_ONLY"]), name="market_status_valid"
             ),
+            models.CheckConstraint(condition=Q(price_band__gt=0, price_band__lt=1), name="market_price_band_in_range"),
         ]
 
     def __str__(self) -> str:

@@ -33,6 +33,7 @@ class Child:
     name: str
     argv: list[str]
     popen: subprocess.Popen = field(repr=False)
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("exchange.api.urls")),
+    path("api/v1/", include("orders.api.urls")),
     path("api/v1/auth/", include("exchange.accounts.api.urls")),
     path("api/v1/", include("exchange.apikeys.api.urls")),
     path("api/v1/", include("wallet.api.urls")),

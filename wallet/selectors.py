@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from exchange.core.errors import ApplicationError
 from exchange.models import Asset
 from exchange.selectors import asset_list
-from wallet.models import Account, AccountKind, Deposit, LedgerEntry, Withdrawal
+from wallet.models import Account, AccountKind, Deposit, Hold, LedgerEntry, Withdrawal
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,8 @@ def asset_get(*, code: str, field: str = "asset") -> Asset:
     if asset is None:
         raise ApplicationError("UNKNOWN_ASSET", f"There is no asset {code!r}.", field=field)
     return asset
+
+
+def hold_remaining(*, reference: str) -> Decimal:
+    """What is still held under ``reference`` (0 for a closed hold)."""
+    return Hold.objects.values_list("amount_remaining", flat=True).get(reference=reference)

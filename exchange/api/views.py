@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.core.fields import DecimalString
+from exchange.core.schema import error_response
 from exchange.models import Market
 from exchange.selectors import asset_list, market_get, market_list
 
@@ -54,7 +55,11 @@ class AssetListApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(tags=["Market data"], operation_id="assets_list", responses=AssetOutput(many=True))
+    @extend_schema(
+        tags=["Market data"], operation_id="assets_list", responses=AssetOutput(many=True),
+        examples=[OpenApiExample("two assets", response_only=True, value=[
+            {"code": "BTC", "name": "Bitcoin", "precision": 8}, {"code": "USDT", "name": "Tether USD", "precision": 6}])],
+    )
     def get(self, request):
         return Response(AssetOutput(asset_list(), many=True).data)
 
@@ -84,6 +89,9 @@ class MarketDetailApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(tags=["Market data"], operation_id="markets_retrieve", responses=MarketOutput, examples=[MARKET_EXAMPLE])
+    @extend_schema(
+        tags=["Market data"], operation_id="markets_retrieve", examples=[MARKET_EXAMPLE],
+        responses={200: MarketOutput, 404: error_response("No market has this symbol.", ("NOT_FOUND", "Not found.", None))},
+    )
     def get(self, request, symbol: str):
         return Response(MarketOutput(market_get(symbol=symbol)).data)

@@ -188,7 +188,7 @@ REST_FRAMEWORK = {
         "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "exchange.core.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
@@ -235,6 +235,12 @@ WALLET_FEE_VOLUME_ASSET = os.environ.get("WALLET_FEE_VOLUME_ASSET", "USDT")
 # --- Operations --------------------------------------------------------------
 
 EXCHANGE_VERSION = "0.1.0"
+# A matcher whose heartbeat is older than this is considered down: order
+# placement for its market answers 503 MATCHER_UNAVAILABLE instead of
+# accepting orders nobody would sequence.
+MATCHER_STALE_AFTER_S = float(os.environ.get("MATCHER_STALE_AFTER_S", "5"))
+MATCHER_MAX_CONSECUTIVE_FAILURES = 5
+ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)

@@ -67,3 +67,96 @@ def admin_login(base_url: str, username: str, password: str) -> str:
     ).encode()
     request = urllib.request.Request(f"{base_url}/admin/login/?next=/admin/", data=form, headers={"Referer": base_url})
     return opener.open(request, timeout=10).read().decode()
+
+
+def child_env(**overrides) -> dict:
+    """Environment for child processes that use the test run's database and Redis.
+
+    The test database is the one pytest-django created; children must not
+    start embedded servers of their own, so both URLs are set explicitly.
+    """
+    from urllib.parse import quote
+
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    database_url = (
+        f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{quote(db['NAME'])}"
+        f"?host={quote(db['HOST'])}&port={db['PORT']}"
+    )
+    if not db["HOST"].startswith("/"):
+        database_url = f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'])}"
+    env = env_without_service_urls(
+        DATABASE_URL=database_url,
+        REDIS_URL=settings.REDIS_URL,
+        DJANGO_SETTINGS_MODULE="exchange.settings.base",
+        EXCHANGE_DATA_DIR=str(settings.DATA_DIR),
+        EXCHANGE_DEMO="0",
+        LOG_LEVEL="WARNING",
+    )
+    env.update(overrides)
+    return env
+
+
+
+class Stack:
+    """Real processes of the exchange (daphne, the matchers' supervisor...) on
+    the test database; every process is stopped by ``stop()``."""
+
+    def __init__(self, **env_overrides):
+        self.env = child_env(**env_overrides)
+        self.children = []
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def spawn(self, name: str, *args: str):
+        import sys
+
+        from exchange import processes
+
+        child = processes.spawn(name, [sys.executable, *args], env=self.env, cwd=ROOT)
+        self.children.append(child)
+        return child
+
+    def start_web(self):
+        return self.spawn("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "exchange.asgi:application")
+
+    def start_matchers(self):
+        return self.spawn("matchers", "manage.py", "run_matchers")
+
+    def wait_ready(self, symbols=(), timeout_s: float = 60):
+        from matching.stream import matcher_alive
+
+        wait_for(lambda: url_ok(f"{self.base_url}/health/ready"), timeout_s=timeout_s, what="the web server")
+        for symbol in symbols:
+            wait_for(lambda: matcher_alive(symbol), timeout_s=timeout_s, what=f"the {symbol} matcher")
+
+    def stop(self):
+        from exchange import processes
+
+        processes.stop(self.children)
+        self.children = []
+
+
+class SignedHttp:
+    """A bot's HTTP client: every request signed with an API key (docs/API.md)."""
+
+    def __init__(self, base_url: str, key_id: str, secret: str):
+        self.base_url = base_url
+        self.key_id = key_id
+        self.secret = secret
+
+    def request(self, method: str, path: str, *, query: dict | None = None, json_body=None) -> tuple[int, object]:
+        from exchange.apikeys.signing import signed_headers
+
+        body = json.dumps(json_body).encode() if json_body is not None else b""
+        query_string = urllib.parse.urlencode(query or {})
+        headers = signed_headers(self.key_id, self.secret, method, path, query_string, body)
+        headers["Content-Type"] = "application/json"
+        url = f"{self.base_url}{path}" + (f"?{query_string}" if query_string else "")
+        request = urllib.request.Request(url, data=body or None, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")

@@ -12,6 +12,20 @@ from wallet.models import Account, AccountKind
 from wallet.services import deposit_credit
 
 
+@pytest.fixture(autouse=True)
+def _wallet_only_hold_checks():
+    """Wallet tests hold funds under made-up "order:<n>" references with no
+    order behind them: the orders app's check of "order:" holds (registered at
+    startup, see orders/apps.py) is set aside during each wallet test and put
+    back after it, so it neither fails these tests nor is lost for the others."""
+    from wallet.invariants import _hold_checks
+
+    order_check = _hold_checks.pop("order", None)
+    yield
+    if order_check is not None:
+        _hold_checks["order"] = order_check
+
+
 @pytest.fixture
 def btc(db):
     return AssetFactory(code="BTC", name="Bitcoin", precision=8)

@@ -110,7 +110,7 @@ def test_disabled_without_a_secret(client, alice, settings):
         ({"user_id": 10**9, "asset": "BTC", "amount": "0.5", "txid": "0x1"}, "UNKNOWN_USER", "user_id"),
         ({"asset": "DOGE"}, "UNKNOWN_ASSET", "asset"),
         ({"amount": "0.000000001"}, "INVALID_PRECISION", "amount"),
-        ({"amount": "-1"}, "INVALID_AMOUNT", "amount"),
+        ({"amount": "-1"}, "MUST_BE_POSITIVE", "amount"),
     ],
 )
 def test_signed_but_invalid_deposits_are_400s(client, alice, btc, payload, code, field):

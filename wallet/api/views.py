@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from exchange.apikeys.permissions import WITHDRAW
 
 from exchange.core.errors import ApplicationError
-from exchange.core.fields import DecimalInput, DecimalString
+from exchange.core.fields import AmountField, DecimalString
 from wallet.custody import SIGNATURE_HEADER, TIMESTAMP_HEADER, custody_request_verify
 from wallet.models import AccountKind, Deposit, TransactionKind, Withdrawal
 from wallet.selectors import (
@@ -182,7 +182,7 @@ class WithdrawalListCreateApi(APIView):
     api_key_permission = {"POST": WITHDRAW}  # GET needs read
     class CreateInput(serializers.Serializer):
         asset = serializers.CharField(max_length=16)
-        amount = DecimalInput(help_text="At most the asset's precision in decimal places.")
+        amount = AmountField(help_text="At most the asset's precision in decimal places.")
         address = serializers.RegexField(
             r"^[A-Za-z0-9:._\-]{1,128}$", max_length=128, error_messages={"invalid": "Not a valid address."}
         )
@@ -197,8 +197,8 @@ class WithdrawalListCreateApi(APIView):
         request=CreateInput,
         responses={201: WithdrawalOutput},
         description="Request a withdrawal: the amount is held from your available balance at once and sent "
-        "after an operator approves it. Errors: INVALID_AMOUNT, INVALID_PRECISION, UNKNOWN_ASSET, "
-        "INVALID (address), INSUFFICIENT_FUNDS.",
+        "after an operator approves it. Errors: INVALID_AMOUNT, MUST_BE_POSITIVE, TOO_MANY_DECIMALS, "
+        "AMOUNT_TOO_LARGE, INVALID_PRECISION, UNKNOWN_ASSET, INVALID (address), INSUFFICIENT_FUNDS.",
         examples=[
             OpenApiExample("Request", value={"asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress"},
                            request_only=True),
@@ -279,7 +279,7 @@ class CustodyDepositApi(APIView):
     class Input(serializers.Serializer):
         user_id = serializers.IntegerField(min_value=1)
         asset = serializers.CharField(max_length=16)
-        amount = DecimalInput()
+        amount = AmountField()
         txid = serializers.CharField(max_length=128)
         memo = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 

@@ -58,12 +58,18 @@ class HoldIncrease:
 @dataclass(frozen=True, slots=True)
 class HoldRelease:
     """Move ``amount`` (None: everything left) of the hold back to AVAILABLE; ``close`` closes
-    the hold, which must then be empty."""
+    the hold, which must then be empty.
+
+    ``keep`` instead of ``amount`` releases everything above ``keep``: the
+    matcher trues an order's hold up to exactly what its unfilled part still
+    needs. A hold with less than ``keep`` left is a bug and raises.
+    """
 
     reference: str
     amount: Decimal | None = None
     close: bool = False
     memo: str = ""
+    keep: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,14 @@ def _hold_release(posting: Posting, op: HoldRelease) -> int | None:
     hold = posting.hold(op.reference)
     if hold.status != Hold.Status.OPEN:
         raise LedgerUsageError(f"hold {op.reference} is already closed")
-    amount = hold.remaining if op.amount is None else op.amount
+    if op.keep is not None:
+        if op.amount is not None or op.close:
+            raise LedgerUsageError(f"hold {op.reference}: keep excludes amount and close")
+        if not isinstance(op.keep, Decimal) or not ZERO <= op.keep <= hold.remaining:
+            raise LedgerUsageError(f"hold {op.reference} has {hold.remaining} left, cannot keep {op.keep!r}")
+        amount = hold.remaining - op.keep
+    else:
+        amount = hold.remaining if op.amount is None else op.amount
     if not isinstance(amount, Decimal) or amount < 0:
         raise LedgerUsageError(f"cannot release {amount!r} from hold {op.reference}")
     user_asset = (hold.user_id, hold.asset_id)

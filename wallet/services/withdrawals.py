@@ -36,7 +36,7 @@ def withdrawal_request(*, user, asset, amount: Decimal, address: str) -> Withdra
 
 
 def _locked(withdrawal: Withdrawal, *, expected: str, action: str) -> Withdrawal:
-    locked = Withdrawal.objects.select_for_update().select_related("asset").get(pk=withdrawal.pk)
+    locked = Withdrawal.objects.select_for_update(of=("self",)).select_related("asset").get(pk=withdrawal.pk)
     if locked.status != expected:
         raise ApplicationError(
             "INVALID_WITHDRAWAL_STATE",

@@ -2,7 +2,8 @@
 
 Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
-daphne (HTTP, admin, WebSocket), a Celery worker and Celery beat, waits until
+daphne (HTTP, admin, WebSocket), one matcher per market (under their
+supervisor), a Celery worker and Celery beat, waits until
 /health/ready answers, prints the URLs and logins, and runs until Ctrl-C or
 SIGTERM. It then stops every process it started, and the embedded servers
 stop as this process exits. If a child dies on its own, everything stops and
@@ -28,7 +29,7 @@ READY_TIMEOUT_S = 90.0
 
 
 class Command(BaseCommand):
-    help = "Run the exchange: services, migrations, demo data, web server, Celery worker and beat."
+    help = "Run the exchange: services, migrations, demo data, web server, matchers, Celery worker and beat."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=settings.EXCHANGE_HOST)
@@ -73,6 +74,7 @@ class Command(BaseCommand):
                 [python, "-m", "celery", "-A", "exchange", "worker", "-Q", "default,risk,outbox",
                  "--concurrency", "2", "--loglevel", "INFO", "--hostname", "worker@%h"],
             ),
+            ("matchers", [python, str(settings.BASE_DIR / "manage.py"), "run_matchers"]),
             (
                 "celery-beat",
                 [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "INFO",

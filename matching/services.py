@@ -1,0 +1,25 @@
+"""Operator requests that go through a market's matcher."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from exchange.core.errors import ApplicationError
+from exchange.models import Market
+from matching import stream
+from matching.models import MarketStatusChange
+
+
+@transaction.atomic
+def market_status_request(*, market: Market, new_status: str, actor, reason: str) -> MarketStatusChange:
+    """Ask the market's matcher to change its status (halt, resume, cancel-only,
+    post-only). The matcher applies it in sequence with orders; until then
+    the market keeps its current status."""
+    if new_status not in Market.Status.values:
+        raise ApplicationError("INVALID_STATUS", f"Unknown market status {new_status!r}.", field="new_status")
+    if not reason or not reason.strip():
+        raise ApplicationError("REASON_REQUIRED", "Say why the market's status changes.", field="reason")
+    change = MarketStatusChange.objects.create(
+        market=market, new_status=new_status, previous_status=market.status, reason=reason.strip(), requested_by=actor)
+    stream.command_enqueue_on_commit(market.symbol, stream.STATUS, change.pk)
+    return change

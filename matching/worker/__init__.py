@@ -1,0 +1,1 @@
+"""The matcher process of one market: stream consumer, recovery, batch application."""

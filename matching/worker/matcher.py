@@ -1,0 +1,331 @@
+"""One market's matcher: the only writer of its book, orders and trades.
+
+Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol"):
+
+1. ``start()`` takes a PostgreSQL advisory lock for the market (a second
+   matcher for the same market refuses to start; the fenced sequence update
+   in every batch is the second line of defence) and recovers.
+2. ``recover()`` rebuilds the book from the database, then applies what the
+   database says is still to do (orders still PENDING, cancels still
+   requested, amendments and status changes still REQUESTED, in the order
+   they were made), then re-reads the stream entries this consumer read but
+   never acknowledged. Anything already applied is skipped by the batch.
+3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
+   transaction, then XACKs, then publishes the depth snapshot and live
+   events, then beats its heartbeat. When the stream is idle it sweeps the
+   database for commands whose stream entry was lost (Redis down or flushed).
+
+If a batch fails to commit, the in-memory book is ahead of the database: the
+matcher rebuilds it and the unacknowledged entries are read again. Killing a
+matcher at any instant therefore loses nothing and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from exchange.core.fields import decimal_to_str
+from exchange.core.redis import get_redis
+from exchange.models import Market
+from matching import stream
+from matching.models import MarketStatusChange
+from matching.units import MarketUnits
+from matching.worker.batch import BatchApplier, BatchResult, Command, to_micros
+from matching.worker.rebuild import book_from_database
+from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
+
+logger = logging.getLogger(__name__)
+
+DEPTH_LEVELS = 100
+EVENTS_STREAM_MAXLEN = 10_000
+HEARTBEAT_EVERY_S = 1.0
+TRIM_EVERY_BATCHES = 20
+
+
+class MatcherAlreadyRunning(RuntimeError):
+    pass
+
+
+def parse_entry(entry_id, fields: dict) -> Command | None:
+    """A stream entry as a Command; None for a malformed one (logged, acknowledged)."""
+    try:
+        kind = fields[b"c"].decode()
+        row_id = int(fields[b"id"])
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+    if kind not in stream.COMMAND_KINDS or row_id <= 0:
+        return None
+    return Command(kind, row_id, entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+
+
+def database_backlog(market: Market, *, made_before=None, limit: int | None = None) -> list[Command]:
+    """Commands the database says are still to apply, oldest first."""
+    items: list[tuple] = []
+
+    def collect(kind, rows):
+        items.extend((moment, order, kind, row_id) for order, (row_id, moment) in enumerate(rows))
+
+    pending = Order.objects.filter(market=market, status=OrderStatus.PENDING)
+    cancels = Order.objects.filter(market=market, cancel_requested_at__isnull=False, status__in=OPEN_STATUSES)
+    amendments = OrderAmendment.objects.filter(order__market=market, status=OrderAmendment.Status.REQUESTED)
+    status_changes = MarketStatusChange.objects.filter(market=market, status=MarketStatusChange.Status.REQUESTED)
+    if made_before is not None:
+        pending = pending.filter(created_at__lt=made_before)
+        cancels = cancels.filter(cancel_requested_at__lt=made_before)
+        amendments = amendments.filter(created_at__lt=made_before)
+        status_changes = status_changes.filter(created_at__lt=made_before)
+    collect(stream.NEW, pending.order_by("id").values_list("id", "created_at")[:limit])
+    collect(stream.CANCEL, cancels.order_by("id").values_list("id", "cancel_requested_at")[:limit])
+    collect(stream.AMEND, amendments.order_by("id").values_list("id", "created_at")[:limit])
+    collect(stream.STATUS, status_changes.order_by("id").values_list("id", "created_at")[:limit])
+    items.sort(key=lambda item: (item[0], item[1]))
+    return [Command(kind, row_id) for _, _, kind, row_id in items]
+
+
+def _lock_key(symbol: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"matcher:{symbol}".encode()).digest()[:8], "big", signed=True)
+
+
+class Matcher:
+    def __init__(self, symbol: str, *, batch_size: int = 500, block_ms: int = 50, sweep_after_s: float = 2.0):
+        self.symbol = symbol
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.sweep_after_s = sweep_after_s
+        self.redis = get_redis()
+        self.stream = stream.stream_key(symbol)
+        # A stable consumer name: a restarted matcher finds the entries its
+        # previous incarnation read but did not acknowledge.
+        self.consumer = f"matcher-{symbol}"
+        self.market: Market | None = None
+        self.book = None
+        self.applier: BatchApplier | None = None
+        self._read_id = "0"
+        self._last_sweep = 0.0
+        self._last_heartbeat = 0.0
+        self._batches_since_trim = 0
+        self._last_acked_id: str | None = None
+        self.pid = os.getpid()
+
+    # --------------------------------------------------------------- startup
+
+    def start(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
+            if not cursor.fetchone()[0]:
+                raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+        self.recover()
+
+    def stop(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(self.symbol)])
+
+    def recover(self) -> None:
+        started = time.perf_counter()
+        self.market = Market.objects.select_related("base", "quote").get(symbol=self.symbol)
+        self.units = MarketUnits.of(self.market)
+        self.book = book_from_database(self.market)
+        self.applier = BatchApplier(self.market, self.book)
+        self._ensure_group()
+        backlog = database_backlog(self.market)
+        for start in range(0, len(backlog), self.batch_size):
+            # A failure here propagates: the caller retries recovery from scratch.
+            result = self.applier.apply(backlog[start:start + self.batch_size])
+            self._publish(result)
+        self._read_id = "0"
+        self._heartbeat(force=True)
+        logger.info(
+            "matcher recovered",
+            extra={"symbol": self.symbol, "sequence": self.book.sequence, "open_orders": len(self.book),
+                   "backlog": len(backlog), "seconds": round(time.perf_counter() - started, 3)},
+        )
+        self._publish(None)
+
+    def _ensure_group(self) -> None:
+        try:
+            # From the start of the stream: entries already applied are skipped.
+            self.redis.xgroup_create(self.stream, stream.GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        except redis.RedisError as exc:
+            logger.warning("Redis unavailable during recovery; continuing from the database", extra={"error": str(exc)})
+
+    # ------------------------------------------------------------------ loop
+
+    def run_once(self) -> int:
+        """Read and apply one batch. Returns how many stream entries it handled."""
+        try:
+            response = self.redis.xreadgroup(
+                stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size,
+                block=None if self._read_id == "0" else self.block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("command stream or group vanished (Redis flushed?); recovering from the database",
+                           extra={"symbol": self.symbol})
+            self.recover()
+            return 0
+        except redis.RedisError as exc:
+            logger.warning("Redis unavailable; sweeping the database", extra={"symbol": self.symbol, "error": str(exc)})
+            self._sweep(force=True)
+            time.sleep(0.5)
+            return 0
+        entries = response[0][1] if response else []
+        if not entries:
+            if self._read_id == "0":
+                self._read_id = ">"  # our pending entries are done; now new ones
+            else:
+                self._sweep()
+            self._heartbeat()
+            return 0
+        commands = []
+        for entry_id, fields in entries:
+            command = parse_entry(entry_id, fields)
+            if command is None:
+                logger.error("malformed command entry acknowledged and dropped",
+                             extra={"symbol": self.symbol, "entry_id": str(entry_id)})
+            else:
+                commands.append(command)
+        result = self._apply(commands)
+        ids = [entry_id for entry_id, _ in entries]
+        self.redis.xack(self.stream, stream.GROUP, *ids)
+        self._last_acked_id = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
+        self._trim()
+        self._publish(result)
+        self._heartbeat()
+        return len(entries)
+
+    def _apply(self, commands: list[Command]) -> BatchResult | None:
+        if not commands:
+            return None
+        try:
+            return self.applier.apply(commands)
+        except Exception:
+            # The book may be ahead of the database now; only a rebuild is safe.
+            logger.exception("batch failed; rebuilding the book from the database", extra={"symbol": self.symbol})
+            self.recover()
+            raise
+
+    def _sweep(self, force: bool = False) -> None:
+        """Apply commands the database holds but the stream lost (Redis down or flushed)."""
+        now = time.monotonic()
+        if not force and now - self._last_sweep < self.sweep_after_s:
+            return
+        self._last_sweep = now
+        backlog = database_backlog(
+            self.market, made_before=timezone.now() - timedelta(seconds=self.sweep_after_s), limit=self.batch_size)
+        if backlog:
+            logger.warning("sweep found commands missing from the stream",
+                           extra={"symbol": self.symbol, "count": len(backlog)})
+            result = self._apply(backlog[: self.batch_size])
+            self._publish(result)
+
+    def _trim(self) -> None:
+        """Drop acknowledged entries: every entry before the last acknowledged one
+        is applied and acknowledged (we read in order and ack after commit)."""
+        self._batches_since_trim += 1
+        if self._batches_since_trim >= TRIM_EVERY_BATCHES and self._last_acked_id:
+            self._batches_since_trim = 0
+            self.redis.xtrim(self.stream, minid=self._last_acked_id, approximate=True)
+
+    # ------------------------------------------------------------ publishing
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
+            self._last_heartbeat = now
+            try:
+                stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0)
+            except redis.RedisError:
+                pass
+
+    def _publish(self, result: BatchResult | None) -> None:
+        """Depth snapshot and live events, after commit. Losing them is harmless:
+        clients see a sequence gap and resync from the snapshot."""
+        units = self.units
+        bids, asks = self.book.depth(DEPTH_LEVELS)
+        depth = {
+            "symbol": self.symbol,
+            "sequence": self.book.sequence,
+            "status": self.book.status,
+            "bids": [[decimal_to_str(units.ticks_to_price(p)), decimal_to_str(units.lots_to_quantity(q))] for p, q in bids],
+            "asks": [[decimal_to_str(units.ticks_to_price(p)), decimal_to_str(units.lots_to_quantity(q))] for p, q in asks],
+            "timestamp": to_micros(timezone.now()),
+        }
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(stream.depth_key(self.symbol), json.dumps(depth))
+            if result is not None and result.events:
+                pipe.xadd(stream.events_key(self.symbol), {"batch": json.dumps(self._live_batch(result))},
+                          maxlen=EVENTS_STREAM_MAXLEN, approximate=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("publishing failed", extra={"symbol": self.symbol, "error": str(exc)})
+
+    def _live_batch(self, result: BatchResult) -> dict:
+        units = self.units
+        book, trades, orders, status = [], [], {}, None
+        for event in result.events:
+            kind = event.kind
+            if kind == "BOOK_DELTA":
+                book.append([event.sequence, event.side, decimal_to_str(units.ticks_to_price(event.price_ticks)),
+                             decimal_to_str(units.lots_to_quantity(event.quantity_lots))])
+            elif kind == "TRADE":
+                trades.append({
+                    "sequence": event.sequence,
+                    "price": decimal_to_str(units.ticks_to_price(event.price_ticks)),
+                    "quantity": decimal_to_str(units.lots_to_quantity(event.quantity_lots)),
+                    "taker_side": event.taker_side,
+                    "maker_order_id": event.maker_order_id,
+                    "taker_order_id": event.taker_order_id,
+                    "maker_user_id": event.maker_user_id,
+                    "taker_user_id": event.taker_user_id,
+                    "timestamp": event.timestamp,
+                })
+            elif kind == "MARKET_STATUS_CHANGED":
+                status = event.status
+            elif hasattr(event, "order_id") and hasattr(event, "user_id") and kind not in ("CANCEL_REJECTED",):
+                orders[event.order_id] = {"order_id": event.order_id, "user_id": event.user_id,
+                                          "event": kind, "sequence": event.sequence}
+        return {
+            "symbol": self.symbol,
+            "first_sequence": result.events[0].sequence,
+            "last_sequence": result.events[-1].sequence,
+            "book": book,
+            "trades": trades,
+            "orders": list(orders.values()),
+            "status": status,
+        }
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, should_stop) -> None:
+        """Loop until ``should_stop()``; a failing batch is retried after a rebuild,
+        and repeated failures end the process for its supervisor to restart."""
+        self.start()
+        failures = 0
+        try:
+            while not should_stop():
+                try:
+                    self.run_once()
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    if failures >= settings.MATCHER_MAX_CONSECUTIVE_FAILURES:
+                        raise
+                    time.sleep(min(5.0, 0.2 * 2 ** failures))
+        finally:
+            self.stop()
+

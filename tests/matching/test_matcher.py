@@ -1,0 +1,362 @@
+"""The matcher applies engine events to PostgreSQL and the ledger, exactly once."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection
+
+from exchange.core.errors import ApplicationError
+from matching import stream
+from matching.models import MarketState, MarketStatusChange
+from matching.services import market_status_request
+from matching.worker import batch as batch_module
+from matching.worker.batch import SequenceConflict
+from matching.worker.matcher import Matcher, MatcherAlreadyRunning, database_backlog
+from matching.worker.rebuild import database_snapshot
+from orders.models import Candle, Order, OrderAmendment, Trade
+from orders.services import order_amend, order_cancel, orders_cancel_all
+from tests.matching.conftest import drain, place
+from wallet.invariants import ledger_violations
+from wallet.models import Account, Hold
+from wallet.selectors import balances_for_user
+
+
+def balance(user, code: str) -> tuple[D, D]:
+    """(available, held) of ``user`` in ``code``."""
+    for row in balances_for_user(user=user):
+        if row.asset == code:
+            return row.available, row.held
+    return D(0), D(0)
+
+
+def fees(code: str) -> D:
+    account = Account.objects.filter(user__isnull=True, asset__code=code, kind="FEES").first()
+    return account.balance if account else D(0)
+
+
+def assert_sound(matcher: Matcher | None = None) -> None:
+    """No ledger invariant is broken, and (with a matcher) the book rebuilt from
+    the database is exactly the book in memory."""
+    assert ledger_violations() == []
+    if matcher is not None:
+        assert database_snapshot(matcher.market) == matcher.book.snapshot()
+
+
+def test_crossing_orders_trade_settle_with_fees_and_true_up_holds(traders, matcher):
+    """A taker buying at 101 against a maker at 100 pays 100: the trade settles
+    both sides with their fees, and the taker's resting remainder holds exactly
+    price x remaining (the 1 USDT of price improvement goes back)."""
+    alice, bob, _ = traders
+    maker = place(alice, "SELL", price=100, quantity=1)
+    taker = place(bob, "BUY", price=101, quantity="1.5")
+    assert taker.status == "PENDING" and balance(bob, "USDT") == (D("999848.5"), D("151.5"))
+
+    drain(matcher)
+
+    maker.refresh_from_db()
+    taker.refresh_from_db()
+    assert (maker.status, maker.filled_quantity, maker.fee_total) == ("FILLED", D(1), D("0.1"))
+    assert (taker.status, taker.filled_quantity, taker.filled_notional, taker.fee_total) == (
+        "PARTIALLY_FILLED", D(1), D(100), D("0.002"))
+    trade = Trade.objects.get()
+    assert (trade.price, trade.quantity, trade.notional, trade.taker_side) == (D(100), D(1), D(100), "BUY")
+    assert (trade.maker_order_id, trade.taker_order_id, trade.maker_fee, trade.taker_fee) == (
+        maker.pk, taker.pk, D("0.1"), D("0.002"))
+    assert balance(alice, "BTC") == (D(99), D(0))
+    assert balance(alice, "USDT") == (D("1000099.9"), D(0))
+    assert balance(bob, "BTC") == (D("100.998"), D(0))
+    assert balance(bob, "USDT") == (D("999849.5"), D("50.5"))
+    assert (fees("BTC"), fees("USDT")) == (D("0.002"), D("0.1"))
+    state = MarketState.objects.get(market=matcher.market)
+    assert (state.last_price, state.last_sequence) == (D(100), matcher.book.sequence)
+    candle = Candle.objects.get()
+    assert (candle.open, candle.close, candle.volume, candle.trade_count) == (D(100), D(100), D(1), 1)
+    assert_sound(matcher)
+
+
+def test_market_orders_by_quantity_and_by_quote(traders, matcher):
+    """A market buy by quote spends at most its amount; a market sell by quantity
+    walks the book; unused funds are released when each order ends."""
+    alice, bob, carol = traders
+    place(alice, "SELL", price=100, quantity=1)
+    place(alice, "SELL", price=102, quantity=1)
+    by_quote = place(bob, "BUY", "MARKET", quote_quantity=151)
+    drain(matcher)
+    by_quote.refresh_from_db()
+    # 1 BTC at 100, then 0.5 BTC at 102 = 51: 151 exactly.
+    assert (by_quote.status, by_quote.filled_quantity, by_quote.filled_notional) == ("FILLED", D("1.5"), D(151))
+    assert balance(bob, "USDT") == (D(1000000) - 151, D(0))
+
+    place(carol, "BUY", price=99, quantity=2)
+    sell = place(bob, "SELL", "MARKET", quantity=3)
+    drain(matcher)
+    sell.refresh_from_db()
+    assert (sell.status, sell.filled_quantity, sell.status_reason) == ("EXPIRED", D(2), "NO_LIQUIDITY")
+    assert balance(bob, "BTC")[1] == D(0), "the unfilled 1 BTC is released"
+    assert_sound(matcher)
+
+
+def test_replayed_and_stale_commands_are_skipped(traders, matcher):
+    """Entries for commands already applied (a NEW twice, a cancel of a filled
+    order) change nothing: no duplicate trade, no double settlement."""
+    alice, bob, _ = traders
+    maker = place(alice, "SELL", price=100, quantity=1)
+    taker = place(bob, "BUY", price=100, quantity=1)
+    drain(matcher)
+    before = (balance(alice, "USDT"), balance(bob, "BTC"), matcher.book.sequence)
+
+    for order in (maker, taker):
+        matcher.redis.xadd(matcher.stream, stream.command_fields(stream.NEW, order.pk))
+        matcher.redis.xadd(matcher.stream, stream.command_fields(stream.CANCEL, order.pk))
+    drain(matcher)
+
+    assert Trade.objects.count() == 1
+    assert (balance(alice, "USDT"), balance(bob, "BTC"), matcher.book.sequence) == before
+    assert_sound(matcher)
+
+
+def test_a_batch_that_fails_to_commit_is_applied_once_after_rebuilding(traders, matcher, monkeypatch):
+    """If the ledger write fails mid-batch, nothing of the batch is committed;
+    the rebuild finds the orders still PENDING and applies them once, and the
+    unacknowledged stream entries read again are skipped: the end state is as
+    if nothing had failed, with one trade."""
+    alice, bob, _ = traders
+    place(alice, "SELL", price=100, quantity=1)
+    place(bob, "BUY", price=100, quantity=1)
+    real_apply = batch_module.ledger_apply
+    calls = {"n": 0}
+
+    def failing_once(operations):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away")
+        return real_apply(operations)
+
+    monkeypatch.setattr(batch_module, "ledger_apply", failing_once)
+    with pytest.raises(RuntimeError):
+        for _ in range(3):  # the first read only drains the (empty) pending list
+            matcher.run_once()
+    assert calls["n"] == 2, "one failed write, then the rebuild's successful one"
+    assert Trade.objects.count() == 1
+
+    drain(matcher)
+
+    assert calls["n"] == 2, "the re-read entries were skipped, not settled again"
+    assert Trade.objects.count() == 1
+    assert set(Order.objects.values_list("status", flat=True)) == {"FILLED"}
+    assert_sound(matcher)
+
+
+def test_lost_stream_is_recovered_from_the_database(traders, matcher):
+    """Redis flushed with commands in it: the matcher finds the orders still
+    PENDING and the cancels still requested in PostgreSQL."""
+    alice, bob, _ = traders
+    resting = place(alice, "SELL", price=100, quantity=1)
+    drain(matcher)
+    order_cancel(user=alice, order_id=resting.pk)
+    taker = place(bob, "BUY", price=100, quantity=1)
+    matcher.redis.flushdb()
+
+    drain(matcher)
+
+    resting.refresh_from_db()
+    taker.refresh_from_db()
+    assert (resting.status, taker.status) == ("CANCELED", "NEW")
+    assert Trade.objects.count() == 0
+    assert_sound(matcher)
+
+
+def test_sweep_finds_commands_whose_stream_entry_never_arrived(traders, matcher, settings):
+    """An order committed while XADD failed is applied by the idle sweep."""
+    alice, _, _ = traders
+    order = place(alice, "SELL", price=100, quantity=1)
+    matcher.redis.delete(matcher.stream)  # the entry is lost; the group goes with it
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    Order.objects.filter(pk=order.pk).update(created_at=order.created_at.replace(year=2020))
+
+    drain(matcher)
+
+    order.refresh_from_db()
+    assert order.status == "NEW"
+    assert_sound(matcher)
+
+
+def test_cancel_before_the_order_is_sequenced(traders, matcher):
+    """A cancel that reaches the matcher with its order still PENDING ends the
+    order CANCELED without it ever entering the book, and releases its funds."""
+    alice, _, _ = traders
+    order = place(alice, "BUY", price=100, quantity=1)
+    order_cancel(user=alice, order_id=order.pk)
+    matcher.redis.delete(matcher.stream)
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.CANCEL, order.pk))
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.NEW, order.pk))
+
+    drain(matcher)
+
+    order.refresh_from_db()
+    assert (order.status, order.status_reason, order.accepted_sequence) == ("CANCELED", "CANCEL", None)
+    assert order.pk not in matcher.book
+    assert balance(alice, "USDT") == (D(1000000), D(0))
+    assert_sound(matcher)
+
+
+def test_cancel_all_cancels_the_users_open_orders_only(traders, matcher):
+    alice, bob, _ = traders
+    mine = [place(alice, "BUY", price=90 + i, quantity=1) for i in range(3)]
+    theirs = place(bob, "BUY", price=95, quantity=1)
+    drain(matcher)
+
+    assert orders_cancel_all(user=alice, symbol="BTC-USDT") == 3
+    drain(matcher)
+
+    assert {o.status for o in Order.objects.filter(pk__in=[o.pk for o in mine])} == {"CANCELED"}
+    theirs.refresh_from_db()
+    assert theirs.status == "NEW"
+    assert balance(alice, "USDT") == (D(1000000), D(0))
+    assert_sound(matcher)
+
+
+def test_amend_down_keeps_priority_and_releases_funds(traders, matcher):
+    """Quantity down keeps the order first in its queue and releases what it no
+    longer needs; a price change moves it to the back and holds more funds."""
+    alice, bob, carol = traders
+    first = place(alice, "BUY", price=100, quantity=2)
+    second = place(bob, "BUY", price=100, quantity=1)
+    drain(matcher)
+
+    order_amend(user=alice, order_id=first.pk, price=None, quantity=D(1))
+    drain(matcher)
+    assert balance(alice, "USDT") == (D(999900), D(100))
+    place(carol, "SELL", price=100, quantity=1)
+    drain(matcher)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("FILLED", "NEW"), "the amended order kept its priority"
+
+    amendment = order_amend(user=bob, order_id=second.pk, price=D(110), quantity=None)
+    assert amendment.extra_hold == D(10) and balance(bob, "USDT") == (D(999890), D(110))
+    with pytest.raises(ApplicationError) as error:
+        order_amend(user=bob, order_id=second.pk, price=D(111), quantity=None)
+    assert error.value.code == "AMENDMENT_PENDING"
+    drain(matcher)
+    second.refresh_from_db()
+    amendment.refresh_from_db()
+    assert (amendment.status, second.price, second.quantity) == ("APPLIED", D(110), D(1))
+    assert (amendment.previous_price, amendment.previous_quantity) == (D(100), D(1))
+    assert_sound(matcher)
+
+
+def test_buy_amended_lower_and_larger_is_funded_even_if_it_fills_at_the_old_price_first(traders, matcher):
+    """A buy of 2 at 100 amended to 3 at 90 holds 290 (2 may fill at 100 before
+    the amendment applies); it fills 1 at 100 first, then the amendment
+    applies and the hold is trued up to 90 x 2 = 180."""
+    alice, bob, _ = traders
+    order = place(alice, "BUY", price=100, quantity=2)
+    drain(matcher)
+    amendment = order_amend(user=alice, order_id=order.pk, price=D(90), quantity=D(3))
+    assert amendment.extra_hold == D(90)
+    sell = place(bob, "SELL", price=100, quantity=1)
+    matcher.redis.delete(matcher.stream)
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.NEW, sell.pk))
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.AMEND, amendment.pk))
+
+    drain(matcher)
+
+    order.refresh_from_db()
+    amendment.refresh_from_db()
+    assert amendment.status == "APPLIED"
+    assert (order.price, order.quantity, order.filled_quantity) == (D(90), D(3), D(1))
+    assert balance(alice, "USDT") == (D(1000000) - D(100) - D(180), D(180))
+    assert_sound(matcher)
+
+
+def test_amend_of_an_order_that_filled_meanwhile_is_rejected_and_releases_the_extra(traders, matcher):
+    alice, bob, _ = traders
+    order = place(alice, "BUY", price=100, quantity=1)
+    drain(matcher)
+    amendment = order_amend(user=alice, order_id=order.pk, price=None, quantity=D(2))
+    place(bob, "SELL", price=100, quantity=1)
+    # The sell is enqueued after the amend but reordered ahead of it here, as a
+    # slow network might: the amend finds the order filled.
+    matcher.redis.delete(matcher.stream)
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    sell = Order.objects.get(user=bob)
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.NEW, sell.pk))
+    matcher.redis.xadd(matcher.stream, stream.command_fields(stream.AMEND, amendment.pk))
+
+    drain(matcher)
+
+    amendment.refresh_from_db()
+    assert amendment.status == "REJECTED"
+    assert balance(alice, "USDT") == (D(999900), D(0)), "the extra 100 USDT came back with the fill"
+    assert_sound(matcher)
+
+
+def test_stop_order_triggers_on_the_markets_last_trade(traders, matcher):
+    alice, bob, carol = traders
+    stop = place(carol, "SELL", "STOP_LOSS_LIMIT", stop_price=95, price=94, quantity=1)
+    place(bob, "BUY", price=94, quantity=1)
+    drain(matcher)
+    stop.refresh_from_db()
+    assert stop.status == "UNTRIGGERED"
+
+    place(alice, "SELL", price=95, quantity="0.5")
+    place(bob, "BUY", price=95, quantity="0.5")  # trades at 95: the stop triggers and sells at 94
+    drain(matcher)
+
+    stop.refresh_from_db()
+    assert (stop.status, stop.filled_quantity) == ("FILLED", D(1))
+    assert stop.triggered_at is not None
+    assert list(Trade.objects.order_by("sequence").values_list("price", flat=True)) == [D(95), D(94)]
+    assert_sound(matcher)
+
+
+def test_halt_and_resume_go_through_the_matcher(traders, matcher):
+    alice, _, _ = traders
+    market = matcher.market
+    market_status_request(market=market, new_status="HALTED", actor=None, reason="incident 42")
+    drain(matcher)
+    market.refresh_from_db()
+    assert market.status == "HALTED"
+    assert MarketStatusChange.objects.get().status == "APPLIED"
+    with pytest.raises(ApplicationError) as error:
+        place(alice, "BUY", price=100, quantity=1)
+    assert error.value.code == "MARKET_HALTED"
+
+    market_status_request(market=market, new_status="TRADING", actor=None, reason="resolved")
+    drain(matcher)
+    market.refresh_from_db()
+    assert market.status == "TRADING"
+    assert place(alice, "BUY", price=100, quantity=1).status == "PENDING"
+
+
+def test_a_second_matcher_for_the_same_market_refuses_to_start(matcher):
+    errors = []
+
+    def start_another():
+        try:
+            Matcher(matcher.symbol).start()
+        except MatcherAlreadyRunning as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=start_another)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+
+
+def test_a_batch_refuses_to_commit_over_another_writer(traders, matcher):
+    """The market's sequence is fenced: if someone else moved it, the batch
+    rolls back instead of interleaving two books' events."""
+    alice, _, _ = traders
+    place(alice, "SELL", price=100, quantity=1)
+    MarketState.objects.filter(market=matcher.market).update(last_sequence=999)
+    with pytest.raises(SequenceConflict):
+        matcher.applier.apply(database_backlog(matcher.market))
