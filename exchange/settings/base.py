@@ -51,8 +51,15 @@ DATABASE_URL, REDIS_URL = runtime.ensure_services(DATA_DIR)
 KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A pool of connections per process (psycopg_pool): a request borrows one
+# instead of opening its own. DATABASE_POOL_MAX_SIZE=0 disables it, and
+# DATABASE_CONN_MAX_AGE then keeps one connection per thread instead.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10)
+if DATABASE_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_MAX_SIZE, "timeout": 10}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One Redis server, one logical database per purpose, counted from the

@@ -325,6 +325,7 @@ def test_random_order_bodies_never_500_and_refusals_write_nothing(alice_and_bob)
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(raw=order_bodies())
     def run(raw: bytes):
+        heartbeat()  # the run outlasts a heartbeat's freshness window
         before = writes()
         response = client.post(ORDERS, body=raw)
         after = writes()

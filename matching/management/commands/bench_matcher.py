@@ -1,0 +1,178 @@
+"""``manage.py bench_matcher``: orders per second through stream -> engine -> commit.
+
+Setup (not timed): a fresh market and funded users; ``--orders`` commands in
+the engine benchmark's standard mix (70% limits around a mid price, about a
+third of them crossing; 20% cancels of a random resting order; 10% market
+orders), each inserted as it would be by the API: the order row PENDING with
+its funds held (or the cancel flagged), then a reference XADDed to the
+market's stream.
+
+Timed: a matcher draining the stream in batches, each batch applied to
+PostgreSQL (orders, trades, candles, settlement with fees, hold releases) and
+committed, then acknowledged and published. The last line is
+``orders_per_s=<int> apply_p99_ms=<float>`` (commands per second over the
+whole drain; 99th percentile of one batch's apply-and-commit time).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+import uuid
+from decimal import Decimal as D
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from exchange.core.redis import get_redis
+from exchange.models import Asset, Market
+from matching import stream
+from matching.bench import generate
+from matching.engine import MARKET, CancelOrder, NewOrder
+from matching.worker.matcher import Matcher
+from orders.models import Order, hold_reference
+from wallet.fees import fee_rates_for
+from wallet.services import HoldPlace, deposit_credit, ledger_apply
+
+MID_TICKS = 100_000
+DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
+TICK = D("0.01")
+STEP = D("0.0001")
+
+
+class Command(BaseCommand):
+    help = "Benchmark one market's matcher end to end (stream -> engine -> PostgreSQL commit)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--orders", type=int, default=50_000)
+        parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument("--users", type=int, default=200)
+        parser.add_argument("--seed", type=int, default=1)
+
+    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, **options):
+        market = self._market()
+        traders = self._traders(market, users)
+        self.stdout.write(f"setup: {orders} commands on {market.symbol} ...")
+        started = time.perf_counter()
+        stats = self._enqueue(market, traders, orders, seed)
+        self.stdout.write(
+            f"setup done in {time.perf_counter() - started:.1f}s: crossing limits {stats['crossing_limit_share']:.0%}, "
+            f"median resting {stats['resting_orders_median']}; draining")
+
+        matcher = Matcher(market.symbol, batch_size=batch_size, block_ms=1)
+        matcher.start()
+        gc.collect()
+        gc.freeze()
+        durations = []
+        real_apply = matcher.applier.apply
+
+        def timed_apply(commands):
+            begun = time.perf_counter()
+            result = real_apply(commands)
+            durations.append(time.perf_counter() - begun)
+            return result
+
+        matcher.applier.apply = timed_apply
+        redis = get_redis()
+        begun = time.perf_counter()
+        while True:
+            handled = matcher.run_once()
+            if handled == 0 and matcher._read_id == ">" and redis.xlen(matcher.stream) == 0:
+                break
+            if handled == 0 and not redis.xpending(matcher.stream, stream.GROUP)["pending"]:
+                info = redis.xinfo_groups(matcher.stream)[0]
+                if info["last-delivered-id"] == redis.xinfo_stream(matcher.stream)["last-generated-id"]:
+                    break
+        elapsed = time.perf_counter() - begun
+        matcher.stop()
+        gc.unfreeze()
+        trades = market.trades.count()
+        rate = int(orders / elapsed)
+        p99 = statistics.quantiles(durations, n=100)[98] * 1000 if len(durations) > 1 else durations[0] * 1000
+        p50 = statistics.median(durations) * 1000
+        self.stdout.write(
+            f"{orders} commands in {elapsed:.2f}s, {len(durations)} batches, {trades} trades; "
+            f"batch apply p50 {p50:.1f} ms")
+        self.stdout.write(f"orders_per_s={rate} apply_p99_ms={p99:.1f}")
+
+    def _market(self) -> Market:
+        base, _ = Asset.objects.get_or_create(code="BENCH", defaults={"name": "Bench coin", "precision": 8})
+        quote, _ = Asset.objects.get_or_create(code="BUSD", defaults={"name": "Bench dollar", "precision": 8})
+        symbol = f"B{uuid.uuid4().hex[:6].upper()}-BUSD"
+        # A fresh market per run: each run starts from an empty book.
+        base_code = symbol.split("-")[0]
+        base, _ = Asset.objects.get_or_create(code=base_code, defaults={"name": "Bench coin", "precision": 8})
+        return Market.objects.create(
+            symbol=symbol, base=base, quote=quote, tick_size=TICK, step_size=STEP, min_quantity=STEP,
+            max_quantity=D(1000), min_notional=D(0), maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"),
+            price_band=D("0.5"))
+
+    def _traders(self, market: Market, count: int):
+        User = get_user_model()
+        traders = []
+        for index in range(count):
+            user = User.objects.create(username=f"bench-{market.symbol}-{index}")
+            for asset, amount in ((market.base, D(10**9)), (market.quote, D(10**12))):
+                deposit_credit(user=user, asset=asset, amount=amount, txid=f"bench-{uuid.uuid4().hex}",
+                               source="CUSTODY")
+            traders.append(user)
+        return traders
+
+    def _enqueue(self, market: Market, traders, count: int, seed: int) -> dict:
+        """The engine benchmark's standard mix (``matching.bench.generate``: about a
+        third of limits cross, about 1,000 orders rest), inserted as the API
+        would in chunks (order rows PENDING with their funds held, cancels
+        flagged) and XADDed in order."""
+        commands, stats, _ = generate(seed, count, (70, 20, 10), DEFAULT_BIAS_TICKS, len(traders))
+        redis = get_redis()
+        key = stream.stream_key(market.symbol)
+        rates = fee_rates_for(user=traders[0], market=market)
+        db_id: dict[int, int] = {}  # engine order id -> database order id
+        chunk = 2000
+        for start in range(0, len(commands), chunk):
+            part = commands[start:start + chunk]
+            new_orders = []
+            for command in part:
+                if isinstance(command, NewOrder):
+                    quantity = STEP * command.quantity_lots
+                    user = traders[command.user_id - 1]
+                    if command.order_type == MARKET:
+                        cap = TICK * MID_TICKS * 2 * quantity
+                        new_orders.append(Order(
+                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
+                            type="MARKET", quantity=quantity, stp_mode="EXPIRE_TAKER",
+                            hold_amount=cap if command.side == "BUY" else quantity,
+                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
+                    else:
+                        price = TICK * command.price_ticks
+                        new_orders.append(Order(
+                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
+                            type="LIMIT", time_in_force="GTC", price=price, quantity=quantity, stp_mode="EXPIRE_TAKER",
+                            hold_amount=price * quantity if command.side == "BUY" else quantity,
+                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
+            with transaction.atomic():
+                Order.objects.bulk_create(new_orders)
+                ledger_apply([
+                    HoldPlace(reference=hold_reference(order.pk), user_id=order.user_id,
+                              asset_id=market.quote_id if order.side == "BUY" else market.base_id,
+                              amount=order.hold_amount)
+                    for order in new_orders
+                ])
+                created = iter(new_orders)
+                entries = []
+                for command in part:
+                    if isinstance(command, NewOrder):
+                        db_id[command.order_id] = next(created).pk
+                        entries.append(stream.command_fields(stream.NEW, db_id[command.order_id]))
+                    else:
+                        entries.append(stream.command_fields(stream.CANCEL, db_id[command.order_id]))
+                cancels = [db_id[c.order_id] for c in part if isinstance(c, CancelOrder)]
+                Order.objects.filter(id__in=cancels).update(cancel_requested_at=timezone.now())
+            pipe = redis.pipeline(transaction=False)
+            for fields in entries:
+                pipe.xadd(key, fields)
+            pipe.execute()
+        return stats
