@@ -45,9 +45,31 @@ def _check_redis() -> dict:
     return {}
 
 
+def _check_matchers() -> dict:
+    """Every market's matcher heartbeat: its age and the sequence it reached.
+    A missing or stale one only degrades the platform: the other markets and
+    the rest of the API still work, and orders for that market get a 503."""
+    from exchange.models import Market
+    from matching import stream
+
+    markets, stale = {}, []
+    now = time.time()
+    for symbol in Market.objects.order_by("symbol").values_list("symbol", flat=True):
+        beat = stream.heartbeat_read(symbol)
+        age = None if beat is None else round(now - beat["at"], 2)
+        alive = age is not None and age <= settings.MATCHER_STALE_AFTER_S
+        markets[symbol] = {"alive": alive, "age_s": age, "sequence": beat and beat.get("sequence")}
+        if not alive:
+            stale.append(symbol)
+    if stale:
+        raise RuntimeError("no live matcher for " + ", ".join(stale))
+    return {"markets": markets}
+
+
 CHECKS: list[Check] = [
     Check("database", _check_database),
     Check("redis", _check_redis),
+    Check("matchers", _check_matchers, critical=False),
 ]
 
 

@@ -5,6 +5,8 @@ import functools
 import pytest
 
 from exchange import health
+from matching import stream
+from tests.factories import MarketFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +63,20 @@ def test_metrics_expose_prometheus_counters(client):
     client.get("/health/live")
     metrics = client.get("/metrics").content.decode()
     assert "django_http_requests_total_by_method_total" in metrics
+
+
+def test_matchers_heartbeats_are_reported_and_a_stale_one_degrades(client, redis_app, settings):
+    market = MarketFactory()
+    stream.heartbeat_write(market.symbol, sequence=42, pid=1, backlog=0)
+
+    body = client.get("/health").json()
+    assert body["status"] == "healthy"
+    assert body["checks"]["matchers"]["markets"][market.symbol]["sequence"] == 42
+    assert body["checks"]["matchers"]["markets"][market.symbol]["alive"] is True
+
+    redis_app.delete(stream.heartbeat_key(market.symbol))
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert market.symbol in response.json()["checks"]["matchers"]["error"]
+    assert client.get("/health/ready").status_code == 200
