@@ -191,11 +191,13 @@ def trading_volume_30d(*, user, asset_code: str) -> Decimal:
     if cached is not None:
         return Decimal(cached)
     since = timezone.now() - timedelta(days=30)
-    trades = Trade.objects.filter(market__quote__code=asset_code, executed_at__gte=since)
-    volume = sum(
-        (trades.filter(**{role: user}).aggregate(total=Sum("notional"))["total"] or Decimal(0)
-         for role in ("maker_user", "taker_user")),
-        Decimal(0),
+    # Trades with someone else only: a trade in which the user was both maker
+    # and taker (self-trade prevention NONE) would buy a fee tier with wash volume.
+    volume = (
+        Trade.objects.filter(market__quote__code=asset_code, executed_at__gte=since)
+        .filter((Q(maker_user=user) & ~Q(taker_user=user)) | (Q(taker_user=user) & ~Q(maker_user=user)))
+        .aggregate(total=Sum("notional"))["total"]
+        or Decimal(0)
     )
     cache.set(key, str(volume), VOLUME_CACHE_S)
     return volume
