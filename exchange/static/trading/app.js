@@ -329,7 +329,7 @@
     ctx.fillStyle = text;
     ctx.fillText(new Date(candles[0].t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false }), Math.max(0, offset), height - 2);
     ctx.textAlign = "right";
-    ctx.fillText(new Date(candles[candles.length - 1].t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false }), plotWidth, height - 2);
+    if (plotWidth - offset > 90) ctx.fillText(new Date(candles[candles.length - 1].t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false }), plotWidth, height - 2);
   }
 
   // --- the user's orders and balances ------------------------------------------
