@@ -19,8 +19,8 @@ from django.db.models import Q
 
 COLOUR_VALIDATOR = RegexValidator(r"^#[0-9a-fA-F]{6}\Z", "Use a colour as #rrggbb, e.g. #0b7285.")
 LOGO_URL_VALIDATOR = RegexValidator(
-    r"^(https?://[^\s\"'<>]+|/[^\s\"'<>]*)\Z",
-    "Use an http(s):// address or a path on this site starting with /.",
+    r"^(https?://[^\s\"'<>]+|/(?!/)[^\s\"'<>]*)\Z",
+    "Use an http(s):// address or a path on this site starting with / (not //).",
 )
 
 
@@ -55,6 +55,15 @@ class Branding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operator_name}{' (active)' if self.is_active else ''}"
+
+    def get_constraints(self):
+        # Validation (forms, full_clean) skips the one-active rule: branding_save
+        # deactivates the previous record before saving a new active one, and
+        # the database still enforces the rule.
+        return [
+            (model, [c for c in constraints if c.name != "branding_one_active"])
+            for model, constraints in super().get_constraints()
+        ]
 
 
 @dataclass(frozen=True)
