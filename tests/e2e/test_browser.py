@@ -30,6 +30,7 @@ PASSWORD = "browser-e2e-pw"
 def artifacts() -> Path:
     path = Path(os.environ.get("EXCHANGE_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "browser"
     path.mkdir(parents=True, exist_ok=True)
+    (path / "failure.png").unlink(missing_ok=True)
     return path
 
 
@@ -73,7 +74,7 @@ BOOK_HAS_PRICE = """([side, price]) => Array.from(document.querySelectorAll(`#or
     .some(row => Number(row.dataset.price) === price)"""
 
 
-def test_log_in_place_see_cancel(stack, browser, artifacts):
+def test_log_in_place_see_cancel(browser, stack, artifacts):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems = []
     page.on("pageerror", lambda error: problems.append(str(error)))
