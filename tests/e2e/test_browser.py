@@ -35,21 +35,31 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
-def browser():
+def chromium() -> str:
+    """Checked before the stack starts, so a missing browser fails at once."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(
             f"Chromium is not installed at {CHROMIUM}: run `make browser-deps` (apt-get install -y chromium "
             "chromium-driver, as root or with passwordless sudo) or set CHROMIUM_PATH.", pytrace=False)
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         pytest.fail("Playwright's Python package is missing: pip install -e '.[dev]'", pytrace=False)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium, stack):
+    """Started after the stack: while Playwright runs, its event loop is running in this
+    thread, and Django refuses database calls (the stack's setup makes some)."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            yield instance
         finally:
-            chromium.close()
+            instance.close()
 
 
 @pytest.fixture
@@ -74,7 +84,7 @@ BOOK_HAS_PRICE = """([side, price]) => Array.from(document.querySelectorAll(`#or
     .some(row => Number(row.dataset.price) === price)"""
 
 
-def test_log_in_place_see_cancel(browser, stack, artifacts):
+def test_log_in_place_see_cancel(chromium, stack, browser, artifacts):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems = []
     page.on("pageerror", lambda error: problems.append(str(error)))
