@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from exchange.admin_actions import reason_action
+from exchange.branding import Branding, branding_save
 from exchange.models import Asset, Market
 from matching.services import market_status_request
 
@@ -51,6 +52,22 @@ class MarketAdmin(admin.ModelAdmin):
         # Resting orders are stored in ticks and lots of these sizes, and the
         # status changes only through the matcher (the actions above).
         return ("symbol", "base", "quote", "tick_size", "step_size", "status") if obj else ("status",)
+
+
+@admin.register(Branding)
+class BrandingAdmin(admin.ModelAdmin):
+    """Operators edit the branding (change permission); compliance and support only view it."""
+
+    list_display = ("operator_name", "short_name", "is_active", "primary_colour", "accent_colour", "updated_at")
+    readonly_fields = ("updated_at",)
+    fieldsets = (
+        (None, {"fields": ("operator_name", "short_name", "logo_url", "is_active")}),
+        ("Colours (#rrggbb)", {"fields": ("primary_colour", "accent_colour", "background_colour")}),
+        ("Contact and footer", {"fields": ("support_email", "footer_text", "updated_at")}),
+    )
+
+    def save_model(self, request, obj, form, change):
+        branding_save(branding=obj)
 
 
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)

@@ -48,6 +48,13 @@ DEMO_MARKETS = [
 ]
 
 
+# Credited to every demo trader once, through the ledger like any deposit.
+DEMO_FUNDS = [("USDT", Decimal("100000")), ("BTC", Decimal("2")), ("ETH", Decimal("50"))]
+# The demo market maker (manage.py run_market_maker) quotes both sides of every market.
+MARKET_MAKER_USERNAME = "maker"
+MARKET_MAKER_FUNDS = [("USDT", Decimal("2000000")), ("BTC", Decimal("40")), ("ETH", Decimal("800"))]
+
+
 @dataclass(frozen=True)
 class DemoUser:
     username: str
@@ -55,17 +62,15 @@ class DemoUser:
     superuser: bool = False
     staff: bool = False
     group: str | None = None
-    funded: bool = False
+    funds: tuple = ()
 
-
-# Credited to every demo trader once, through the ledger like any deposit.
-DEMO_FUNDS = [("USDT", Decimal("100000")), ("BTC", Decimal("2")), ("ETH", Decimal("50"))]
 
 DEMO_USERS = [
     DemoUser("operator", "operator (superuser)", superuser=True, staff=True),
     DemoUser("compliance", "compliance (read-only back office)", staff=True, group=COMPLIANCE),
-    DemoUser("alice", "trader", funded=True),
-    DemoUser("bob", "trader", funded=True),
+    DemoUser("alice", "trader", funds=tuple(DEMO_FUNDS)),
+    DemoUser("bob", "trader", funds=tuple(DEMO_FUNDS)),
+    DemoUser(MARKET_MAKER_USERNAME, "demo market maker (a bot; trades through the API)", funds=tuple(MARKET_MAKER_FUNDS)),
 ]
 
 
@@ -96,13 +101,12 @@ def demo_load(*, password: str) -> None:
             user.groups.add(roles[spec.group])
         users[spec.username] = user
     for spec in DEMO_USERS:
-        if spec.funded:
-            for code, amount in DEMO_FUNDS:
-                deposit_credit(
-                    user=users[spec.username],
-                    asset=assets[code],
-                    amount=amount,
-                    txid=f"demo-{spec.username}-{code}",
-                    actor=users["operator"],
-                    memo="demo funds",
-                )
+        for code, amount in spec.funds:
+            deposit_credit(
+                user=users[spec.username],
+                asset=assets[code],
+                amount=amount,
+                txid=f"demo-{spec.username}-{code}",
+                actor=users["operator"],
+                memo="demo funds",
+            )

@@ -1,7 +1,8 @@
 """Back-office roles as Django groups, least privilege.
 
-- Operators: run the venue (assets, markets, users' money through the
-  wallet's admin actions); no permission to alter the audit trail.
+- Operators: run the venue (assets, markets, branding, users' money
+  through the wallet's admin actions); no permission to alter the audit
+  trail.
 - Support: read users, orders and balances to answer tickets.
 - Compliance: read-only on everything, for investigations and exports.
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from exchange import health
+from exchange.trading_page import trading_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,6 +17,8 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("health/live", health.health_live, name="health-live"),
     path("health/ready", health.health_ready, name="health-ready"),
+    path("", trading_page, name="trading-home"),
+    path("trade/<str:symbol>/", trading_page, name="trading-market"),
     path("", include("django_prometheus.urls")),
 ]
 

@@ -140,6 +140,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "exchange.branding.branding_context",
             ],
         },
     },
@@ -252,6 +253,8 @@ EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"
+# `make run` starts the demo market maker (manage.py run_market_maker) with the demo.
+EXCHANGE_DEMO_MARKET_MAKER = env_bool("EXCHANGE_DEMO_MARKET_MAKER", True)
 HEALTH_CHECK_TIMEOUT_S = 2.0
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

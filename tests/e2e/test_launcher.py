@@ -21,9 +21,9 @@ def data_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _start(data_dir: str, port: int) -> subprocess.Popen:
+def _start(data_dir: str, port: int, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "up", "--port", str(port)],
+        [sys.executable, "manage.py", "up", "--port", str(port), *options],
         cwd=ROOT,
         env=env_without_service_urls(EXCHANGE_DATA_DIR=data_dir, EXCHANGE_DEMO_PASSWORD="launcher-test-pw"),
         stdout=subprocess.PIPE,
@@ -62,6 +62,14 @@ def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
         assert {"BTC-USDT", "ETH-USDT"} <= {market["symbol"] for market in markets}
         index = admin_login(base, "operator", "launcher-test-pw")
         assert "Log out" in index and "Markets" in index
+        assert url_ok(f"{base}/"), "the trading page"
+
+        # The demo market maker starts with the demo and quotes both sides of every market.
+        def quoted():
+            books = [get_json(f"{base}/api/v1/orderbook/{symbol}")[1] for symbol in ("BTC-USDT", "ETH-USDT")]
+            return all(book["bids"] and book["asks"] for book in books)
+
+        wait_for(quoted, timeout_s=60, what="the demo market maker's quotes")
 
         # A separate process attaches to the running servers and writes data.
         write = subprocess.run(
@@ -73,18 +81,22 @@ def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
         assert write.returncode == 0, write.stderr
         assert url_ok(f"{base}/health/ready"), "the attached process must not stop the run's servers"
         run_processes = _processes_of_run(launcher, data_dir)
-        assert len(run_processes) >= 5  # daphne, celery worker (+pool), beat, postgres, redis
+        assert len(run_processes) >= 6  # daphne, matchers, celery worker (+pool), beat, market maker, postgres, redis
+        assert any("run_market_maker" in " ".join(psutil.Process(pid).cmdline()) for pid in run_processes)
     finally:
         output = _stop_with_ctrl_c(launcher)
 
     assert launcher.returncode == 0, output[-3000:]
     assert "Exchange is up" in output and "launcher-test-pw" in output
+    assert f"Trading page http://127.0.0.1:{port}/" in output and "market maker: stopped" in output
     leftovers = [pid for pid in run_processes if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert leftovers == [], f"processes left behind: {leftovers}"
 
-    launcher = _start(data_dir, port)
+    launcher = _start(data_dir, port, "--no-market-maker")
     try:
         wait_for(lambda: url_ok(f"{base}/health/ready"), timeout_s=120, what="the second run to be ready")
+        assert not any("run_market_maker" in " ".join(p.cmdline()) for p in psutil.Process(launcher.pid).children(
+            recursive=True))
         _, assets = get_json(f"{base}/api/v1/assets")
         assert "MARK" in {asset["code"] for asset in assets}
         check = subprocess.run(
@@ -96,3 +108,4 @@ def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
     finally:
         output = _stop_with_ctrl_c(launcher)
     assert launcher.returncode == 0, output[-3000:]
+    assert "Market maker off" in output

@@ -24,7 +24,7 @@ def test_demo_load_twice_changes_nothing():
 
     demo_load(password="second-password-2")
 
-    assert (Asset.objects.count(), Market.objects.count(), User.objects.count()) == before == (3, 2, 4)
+    assert (Asset.objects.count(), Market.objects.count(), User.objects.count()) == before == (3, 2, 5)
     assert dict(User.objects.values_list("username", "password")) == hashes
     assert set(Market.objects.values_list("symbol", flat=True)) == {"BTC-USDT", "ETH-USDT"}
     operator = User.objects.get(username="operator")
@@ -36,11 +36,15 @@ def test_demo_traders_are_funded_once_through_the_ledger():
     demo_load(password="first-password-1")
     demo_load(password="first-password-1")
 
-    for username in ("alice", "bob"):
-        balances = {b.asset: (b.available, b.held) for b in balances_for_user(user=get_user_model().objects.get(
+    def balances(username):
+        return {b.asset: (b.available, b.held) for b in balances_for_user(user=get_user_model().objects.get(
             username=username))}
-        assert balances == {"BTC": (Decimal("2"), 0), "ETH": (Decimal("50"), 0), "USDT": (Decimal("100000"), 0)}
-    assert Deposit.objects.count() == 6
+
+    for username in ("alice", "bob"):
+        assert balances(username) == {"BTC": (Decimal("2"), 0), "ETH": (Decimal("50"), 0), "USDT": (Decimal("100000"), 0)}
+    # The demo market maker's float for quoting every market.
+    assert balances("maker") == {"BTC": (Decimal("40"), 0), "ETH": (Decimal("800"), 0), "USDT": (Decimal("2000000"), 0)}
+    assert Deposit.objects.count() == 9
     assert_ledger_sound()
 
 

@@ -4,10 +4,14 @@ Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
 daphne (HTTP, admin, WebSocket), one matcher per market (under their
 supervisor), a Celery worker and Celery beat, waits until
-/health/ready answers, prints the URLs and logins, and runs until Ctrl-C or
-SIGTERM. It then stops every process it started, and the embedded servers
-stop as this process exits. If a child dies on its own, everything stops and
-the exit status is 1: a half-running exchange is worse than a stopped one.
+/health/ready answers, starts the demo market maker (with the demo, unless
+--no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
+logins, and runs until Ctrl-C or SIGTERM. It then stops every process it
+started (the market maker first, so it can cancel its quotes), and the
+embedded servers stop as this process exits. If a child of the exchange
+dies on its own, everything stops and the exit status is 1: a half-running
+exchange is worse than a stopped one. The market maker is only a demo: if it
+exits, the launcher says so and the exchange keeps running.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=settings.EXCHANGE_HOST)
         parser.add_argument("--port", type=int, default=settings.EXCHANGE_PORT)
-        parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data.")
+        parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data (implies --no-market-maker).")
+        parser.add_argument("--no-market-maker", action="store_true", help="Do not start the demo market maker.")
 
-    def handle(self, *args, host: str, port: int, no_demo: bool, **options):
+    def handle(self, *args, host: str, port: int, no_demo: bool, no_market_maker: bool, **options):
         self._stop_requested = False
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -47,16 +52,23 @@ class Command(BaseCommand):
         if demo:
             demo_load(password=settings.EXCHANGE_DEMO_PASSWORD)
 
+        market_maker = demo and settings.EXCHANGE_DEMO_MARKET_MAKER and not no_market_maker
+
         children = [processes.spawn(name, argv) for name, argv in self._commands(host, port)]
+        extras: list[processes.Child] = []
         try:
             base_url = f"http://{host}:{port}"
             self._wait_ready(base_url, children)
             if self._stop_requested:
                 return
-            self._print_banner(base_url, demo)
-            failed = self._supervise(children)
+            if market_maker:
+                extras.append(processes.spawn("market-maker", [
+                    sys.executable, str(settings.BASE_DIR / "manage.py"), "run_market_maker", "--url", base_url]))
+            self._print_banner(base_url, demo, market_maker)
+            failed = self._supervise(children, extras)
         finally:
             self.stdout.write("stopping...")
+            processes.stop(extras, grace_s=5.0)
             processes.stop(children)
         if failed:
             raise CommandError(f"{failed.name} exited with status {failed.popen.returncode}; stopped everything")
@@ -98,18 +110,23 @@ class Command(BaseCommand):
                 raise CommandError(f"the exchange did not become ready within {READY_TIMEOUT_S:.0f}s")
             time.sleep(0.2)
 
-    def _supervise(self, children: list[processes.Child]) -> processes.Child | None:
+    def _supervise(self, children: list[processes.Child], extras: list[processes.Child]) -> processes.Child | None:
         while not self._stop_requested:
             for child in children:
                 if not child.alive():
                     return child
+            for extra in list(extras):
+                if not extra.alive():
+                    self.stderr.write(f"{extra.name} exited with status {extra.popen.returncode}; the exchange keeps running")
+                    extras.remove(extra)
             time.sleep(0.5)
         return None
 
-    def _print_banner(self, base_url: str, demo: bool) -> None:
+    def _print_banner(self, base_url: str, demo: bool, market_maker: bool) -> None:
         lines = [
             "",
             "Exchange is up",
+            f"  Trading page {base_url}/",
             f"  Markets API  {base_url}/api/v1/markets",
             f"  API docs     {base_url}/api/docs/",
             f"  Admin        {base_url}/admin/",
@@ -119,6 +136,9 @@ class Command(BaseCommand):
         if demo:
             lines.append(f"  Demo logins (password {settings.EXCHANGE_DEMO_PASSWORD!r}, set when first created):")
             lines.extend(f"    {user.username:<11} {user.role}" for user in DEMO_USERS)
+            lines.append("  Market maker " + (
+                "quoting every market (stop it: --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0)"
+                if market_maker else "off"))
         lines.extend([f"  Data         {settings.DATA_DIR}", "  Stop with Ctrl-C", ""])
         self.stdout.write("\n".join(lines))
         self.stdout.flush()
