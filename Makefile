@@ -20,7 +20,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python manage.py up
 
-test: $(STAMP)
+# The browser test needs Chromium: installed first when missing (see browser-deps).
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Deletes the embedded PostgreSQL and Redis data of `make run` (asks first).
