@@ -29,6 +29,21 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
+# The members of many groups in one call: [index, members, index, members...]
+# for the non-empty groups, after dropping members older than group_expiry.
+_MEMBERS_LUA = """
+local found = {}
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+    local names = redis.call('ZRANGE', KEYS[i], 0, -1)
+    if #names > 0 then
+        found[#found + 1] = i
+        found[#found + 1] = names
+    end
+end
+return found
+"""
+
 # As channels-redis' group_send script, with one score per entry so that
 # several messages for the same process key keep the order they were given in.
 _SEND_LUA = """
@@ -56,26 +71,18 @@ class GroupSender:
         self.redis = redis.Redis.from_url(
             settings.REDIS_CHANNELS_URL, socket_timeout=2, socket_connect_timeout=1, health_check_interval=30)
         self._script = self.redis.register_script(_SEND_LUA)
+        self._members_script = self.redis.register_script(_MEMBERS_LUA)
 
     def members(self, groups) -> dict[str, list[str]]:
-        """The channels in each group (one pipeline; stale members dropped as
+        """The channels in each group (one call; stale members dropped as
         channels-redis does); groups without members are left out."""
         groups = list(dict.fromkeys(groups))
         if not groups:
             return {}
         stale_before = int(time.time()) - self.layer.group_expiry
-        pipe = self.redis.pipeline(transaction=False)
-        for group in groups:
-            key = self.layer._group_key(group)
-            pipe.zremrangebyscore(key, min=0, max=stale_before)
-            pipe.zrange(key, 0, -1)
-        replies = pipe.execute()
-        found = {}
-        for index, group in enumerate(groups):
-            names = replies[2 * index + 1]
-            if names:
-                found[group] = [name.decode() for name in names]
-        return found
+        reply = self._members_script(keys=[self.layer._group_key(group) for group in groups], args=[stale_before])
+        return {groups[int(index) - 1]: [name.decode() for name in names]
+                for index, names in zip(reply[::2], reply[1::2])}
 
     def send(self, messages: list[tuple[str, dict]], members: dict[str, list[str]]) -> int:
         """Send each ``(group, message)`` to the group's ``members`` (from

@@ -29,6 +29,9 @@ from exchange.live.fanout import group_sender
 logger = logging.getLogger(__name__)
 
 TICKER_EVERY_S = 0.5  # at most two ticker updates per second per market
+# Engine events about one order of one user (CANCEL_REJECTED changes nothing).
+ORDER_EVENT_KINDS = frozenset({"ACCEPTED", "REJECTED", "AMEND_REJECTED", "PARTIALLY_FILLED", "FILLED", "CANCELED",
+                               "EXPIRED", "TRIGGERED", "AMENDED"})
 
 
 def _ms(micros: int) -> int:
@@ -106,23 +109,16 @@ class MarketPublisher:
         events = result.events
         if events:
             self._sequence = events[-1].sequence
-        book_levels: dict[tuple[str, int], int] = {}
         trades, touched = [], {}  # touched: order id -> user id
         for event in events:
             kind = event.kind
-            if kind == "BOOK_DELTA":
-                book_levels[(event.side, event.price_ticks)] = event.quantity_lots
+            if kind in ORDER_EVENT_KINDS:  # makers and takers of trades get FILLED/PARTIALLY_FILLED too
+                touched[event.order_id] = event.user_id
             elif kind == "TRADE":
                 trades.append(event)
-                touched[event.maker_order_id] = event.maker_user_id
-                touched[event.taker_order_id] = event.taker_user_id
-            elif kind != "CANCEL_REJECTED" and hasattr(event, "order_id") and hasattr(event, "user_id"):
-                touched[event.order_id] = event.user_id
-        unknown = [order_id for order_id in result.order_changes if order_id not in touched]
-        if unknown:  # orders canceled before they were sequenced emit no event
-            from orders.models import Order
-
-            touched.update(Order.objects.filter(id__in=unknown).values_list("id", "user_id"))
+        for order_id in result.order_changes:  # orders canceled before they were sequenced emit no event
+            if order_id not in touched and order_id in result.order_users:
+                touched[order_id] = result.order_users[order_id]
         if trades:
             self._ticker_dirty = True
 
@@ -133,6 +129,10 @@ class MarketPublisher:
         members = sender.members(groups)
         messages = []
         if events and self.book_group in members:
+            book_levels: dict[tuple[str, int], int] = {}
+            for event in events:
+                if event.kind == "BOOK_DELTA":
+                    book_levels[(event.side, event.price_ticks)] = event.quantity_lots
             bids = sorted(((p, q) for (side, p), q in book_levels.items() if side == "BUY"), reverse=True)
             asks = sorted((p, q) for (side, p), q in book_levels.items() if side != "BUY")
 
