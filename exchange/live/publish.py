@@ -49,7 +49,7 @@ def ticker_data(market, *, best_bid: str | None, best_ask: str | None) -> dict:
     return data
 
 
-def balances_data(*, user_ids, asset_ids, asset_codes: dict[int, str]) -> dict[int, list[dict]]:
+def balances_data(*, user_ids, asset_ids, asset_codes: dict[int, str], output=None) -> dict[int, list[dict]]:
     """{user id: [{"asset","available","held","total"}...]} for these assets (1 query)."""
     from wallet.api.views import BalanceOutput
     from wallet.models import Account, AccountKind
@@ -61,6 +61,7 @@ def balances_data(*, user_ids, asset_ids, asset_codes: dict[int, str]) -> dict[i
     for user_id, asset_id, kind, balance in rows.values_list("user_id", "asset_id", "kind", "balance"):
         amounts[(user_id, asset_id, kind)] = balance
     zero = Decimal(0)
+    output = output or BalanceOutput()
     result = {}
     for user_id in user_ids:
         items = [
@@ -69,7 +70,7 @@ def balances_data(*, user_ids, asset_ids, asset_codes: dict[int, str]) -> dict[i
                     held=amounts.get((user_id, asset_id, AccountKind.HELD), zero))
             for asset_id in sorted(asset_ids, key=lambda a: asset_codes[a])
         ]
-        result[user_id] = BalanceOutput(items, many=True).data
+        result[user_id] = [output.to_representation(item) for item in items]
     return result
 
 
@@ -86,6 +87,7 @@ class MarketPublisher:
         self._ticker_sent_at = 0.0
         self._best: tuple | None = None
         self._sequence: int | None = None  # the last engine sequence published
+        self._rest = None
         self.book_group = protocol.book_group(self.symbol)
         self.trades_group = protocol.trades_group(self.symbol)
         self.ticker_group = protocol.ticker_group(self.symbol)
@@ -167,30 +169,43 @@ class MarketPublisher:
         if messages:
             sender.send(messages, members)
 
+    def _serializers(self):
+        """One instance of each REST serializer, reused: building a DRF
+        serializer deep-copies its fields, which costs far more than
+        rendering one object with it."""
+        if self._rest is None:
+            from orders.api.views import MyTradeOutput, OrderOutput
+            from wallet.api.views import BalanceOutput
+
+            viewer = SimpleNamespace(pk=None)
+            self._rest = (OrderOutput(), MyTradeOutput(context={"user": viewer}), viewer, BalanceOutput())
+        return self._rest
+
     def _user_messages(self, result, touched, trades, live_users) -> list:
         """One message per live user: their changed orders, trades and balances
         (REST representations), loaded in three queries."""
-        from orders.api.views import MyTradeOutput, OrderOutput
         from orders.models import Order, Trade
 
+        order_output, trade_output, viewer, balance_output = self._serializers()
         market = self.market
         sequence = result.events[-1].sequence if result.events else None
         order_ids = [order_id for order_id, user_id in touched.items() if user_id in live_users]
         orders_by_user: dict[int, list] = {user_id: [] for user_id in live_users}
         for order in Order.objects.filter(id__in=order_ids).order_by("id"):
             order.market = market
-            orders_by_user[order.user_id].append(OrderOutput(order).data)
+            orders_by_user[order.user_id].append(order_output.to_representation(order))
         trades_by_user: dict[int, list] = {user_id: [] for user_id in live_users}
         sequences = [t.sequence for t in trades if t.maker_user_id in live_users or t.taker_user_id in live_users]
         if sequences:
             for trade in Trade.objects.filter(market=market, sequence__in=sequences).order_by("sequence"):
                 trade.market = market
-                for user_id in {trade.maker_user_id, trade.taker_user_id} & live_users:
-                    trades_by_user[user_id].append(
-                        MyTradeOutput(trade, context={"user": SimpleNamespace(pk=user_id)}).data)
+                for user_id in sorted({trade.maker_user_id, trade.taker_user_id} & live_users):
+                    viewer.pk = user_id
+                    trades_by_user[user_id].append(trade_output.to_representation(trade))
         balances = balances_data(
             user_ids=live_users, asset_ids=[market.base_id, market.quote_id],
-            asset_codes={market.base_id: market.base.code, market.quote_id: market.quote.code})
+            asset_codes={market.base_id: market.base.code, market.quote_id: market.quote.code},
+            output=balance_output)
         return [
             (protocol.user_group(user_id), {
                 "type": protocol.LAYER_USER, "user_id": user_id, "sequence": sequence,
@@ -258,6 +273,7 @@ def _order_accepted(order_id: int, user_id: int) -> None:
         assets = {market.base_id: market.base.code, market.quote_id: market.quote.code}
         balances = balances_data(user_ids=[user_id], asset_ids=list(assets), asset_codes=assets)[user_id]
         sender.send([(group, {"type": protocol.LAYER_USER, "user_id": user_id, "sequence": None,
-                              "orders": [OrderOutput(order).data], "trades": [], "balances": balances})], members)
+                              "orders": [OrderOutput().to_representation(order)], "trades": [], "balances": balances})],
+                    members)
     except Exception as exc:  # noqa: BLE001 - placement already succeeded; a live message is best-effort
         logger.warning("live order notification failed", extra={"order_id": order_id, "error": repr(exc)})

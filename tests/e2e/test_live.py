@@ -43,7 +43,7 @@ class Client:
     """A WebSocket client that keeps every message it receives, in order."""
 
     def __init__(self, url: str):
-        self.ws = connect(url, open_timeout=10)
+        self.ws = connect(url, open_timeout=10).__enter__()
         self.seen: list[dict] = []
 
     def send(self, message: dict) -> None:
