@@ -6,8 +6,9 @@ the URL, the symbol, the measured traders' API keys and the number of idle
 subscribers. The process connects everything, prints ``ready``, and records
 until its standard input closes, then writes OUT:
 
-- ``orders``: {order id: receive time (s since epoch) of the first
-  ``user.orders`` message about it}, from the traders' connections;
+- ``orders``: {order id: [receive time (s since epoch), the order's
+  ``updated_at``]} of the first ``user.orders`` message about it, from the
+  traders' connections (``updated_at`` is when the matcher wrote the batch);
 - ``book_lag_ms``: per idle subscriber, ``receive time - event timestamp`` of
   each orderbook update (the event timestamp is the order's acceptance time);
 - ``resyncs``: snapshots the server sent on its own (it had dropped messages).
@@ -41,8 +42,8 @@ async def _trader(url: str, key_id: str, secret: str, orders: dict, ready: async
                 continue
             now = time.time()
             message = json.loads(raw)
-            if message["channel"] == "user.orders":
-                orders.setdefault(message["data"]["id"], now)
+            if message["channel"] == "user.orders" and message["data"]["id"] not in orders:
+                orders[message["data"]["id"]] = [now, message["data"]["updated_at"]]
 
 
 async def _idle(url: str, symbol: str, lags: list, resyncs: list, ready: asyncio.Event, stop: asyncio.Event):

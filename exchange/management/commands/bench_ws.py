@@ -116,8 +116,13 @@ class Command(BaseCommand):
             result = json.loads((workdir / "out.json").read_text())
         finally:
             processes.stop(children)
-        received = {int(order_id): at for order_id, at in result["orders"].items()}
+        from django.utils.dateparse import parse_datetime
+
+        received = {int(order_id): at for order_id, (at, _) in result["orders"].items()}
+        written = {int(order_id): parse_datetime(when).timestamp() for order_id, (_, when) in result["orders"].items()}
         latencies = [(received[order_id] - at) * 1000 for order_id, at in accepted.items() if order_id in received]
+        to_matcher = [(written[order_id] - at) * 1000 for order_id, at in accepted.items() if order_id in written]
+        to_client = [(received[order_id] - written[order_id]) * 1000 for order_id in received]
         book_lags = [lag for lags in result["book_lag_ms"] for lag in lags]
         delivered = len(latencies) / len(accepted) if accepted else 0.0
         self.stdout.write(
@@ -128,6 +133,10 @@ class Command(BaseCommand):
             f"p50_ms={_percentile(latencies, 0.5):.1f} p99_ms={_percentile(latencies, 0.99):.1f} "
             f"book_p50_ms={_percentile(book_lags, 0.5):.1f} book_p99_ms={_percentile(book_lags, 0.99):.1f} "
             f"delivered={delivered:.3f}")
+        self.stdout.write(
+            f"split: accepted -> matcher writes the batch p50 {_percentile(to_matcher, 0.5):.1f} ms "
+            f"p99 {_percentile(to_matcher, 0.99):.1f} ms; batch written -> client p50 "
+            f"{_percentile(to_client, 0.5):.1f} ms p99 {_percentile(to_client, 0.99):.1f} ms")
 
     # --------------------------------------------------------------- setup
 
