@@ -109,7 +109,7 @@ class GroupSender:
         return dropped
 
     def send_to_groups(self, messages: list[tuple[str, dict]]) -> int:
-        """``members()`` then ``send()``: two round trips."""
+        """``members()`` then ``send()``: two round trips."""  # noqa: D401
         return self.send(messages, self.members(group for group, _ in messages))
 
 

@@ -5,7 +5,7 @@ is logged and swallowed, never raised into matching or placement. A lost
 message costs subscribers a resync (market channels) or a REST read
 (private channels), never correctness.
 
-Cost per matcher batch, whatever the number of subscribers: one pipeline that
+Cost per matcher batch, whatever the number of subscribers: one Lua call that
 reads the members of the batch's groups (the market's three channels and
 ``user.{id}`` of every user the batch touched) and one Lua call that writes
 the messages, one per receiving daphne process. Private payloads are the REST
