@@ -5,7 +5,7 @@ of Redis round trips however many groups and subscribers there are.
 the matcher sends to a handful of market groups plus one group per user a
 batch touched, from a synchronous loop. This module does the same writes as
 channels-redis 4 (``RedisChannelLayer.group_send``): read the members of
-every group in one pipeline, then one Lua call that adds, for each receiving
+every group in one Lua call, then one more Lua call that adds, for each receiving
 Redis key (one per daphne process: its channels share the process key and
 the message lists them in ``__asgi_channel__``), the serialized message to
 that key's sorted set unless it is full (capacity: the message is dropped,
