@@ -1,3 +1,9 @@
-"""WebSocket URL routes (the live-updates consumer is added by its own module)."""
+"""WebSocket URL routes: the live-updates endpoint (docs/LIVE.md)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from exchange.live.consumers import LiveConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/", LiveConsumer.as_asgi()),
+]

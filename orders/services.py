@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from exchange.core.errors import ApplicationError, ServiceUnavailable
 from exchange.core.redis import get_redis
+from exchange.live.publish import order_accepted_on_commit
 from exchange.models import Market
 from exchange.selectors import market_get
 from matching import stream
@@ -141,6 +142,7 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
                 reference=hold_reference(order.pk),
                 memo=f"{checked.side} {checked.type} {market.symbol}",
             )
+            order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
             stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
     except IntegrityError:
         # Two requests with the same client_order_id raced; the other won.

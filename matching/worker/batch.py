@@ -99,6 +99,7 @@ class BatchResult:
     trades: list = field(default_factory=list)
     skipped: int = 0
     sequence: int = 0
+    order_users: dict = field(default_factory=dict)  # order id -> user id of the orders the batch loaded
 
 
 class BatchApplier:
@@ -214,6 +215,7 @@ class BatchApplier:
                 raise ValueError(f"unknown command kind {kind!r}")
 
         result.order_changes = changes
+        result.order_users = {order_id: row["user_id"] for order_id, row in orders.items()}
         result.sequence = self.book.sequence
         if changes or status_outcomes:
             self._write(result, changes, orders, amendments, amendment_outcomes, status_changes, status_outcomes)

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from exchange.core.fields import decimal_to_str
 from exchange.core.redis import get_redis
+from exchange.live.publish import MarketPublisher
 from exchange.models import Market
 from matching import stream
 from matching.models import MarketStatusChange
@@ -136,6 +137,7 @@ class Matcher:
         self.units = MarketUnits.of(self.market)
         self.book = book_from_database(self.market)
         self.applier = BatchApplier(self.market, self.book)
+        self.live = MarketPublisher(self.market, self.units)
         self._ensure_group()
         backlog = database_backlog(self.market)
         for start in range(0, len(backlog), self.batch_size):
@@ -188,6 +190,7 @@ class Matcher:
                 self._read_id = ">"  # our pending entries are done; now new ones
             else:
                 self._sweep()
+            self.live.flush_ticker()
             self._heartbeat()
             return 0
         commands = []
@@ -253,7 +256,12 @@ class Matcher:
 
     def _publish(self, result: BatchResult | None) -> None:
         """Depth snapshot and live events, after commit. Losing them is harmless:
-        clients see a sequence gap and resync from the snapshot."""
+        clients see a sequence gap and resync from the snapshot.
+
+        The depth key is written first and the WebSocket messages only once it
+        is: a subscriber joins its group before it reads the snapshot, so the
+        snapshot it reads is never older than the first delta it receives
+        (docs/LIVE.md, "Snapshots and sequences")."""
         units = self.units
         bids, asks = self.book.depth(DEPTH_LEVELS)
         depth = {
@@ -273,6 +281,9 @@ class Matcher:
             pipe.execute()
         except redis.RedisError as exc:
             logger.warning("publishing failed", extra={"symbol": self.symbol, "error": str(exc)})
+            return
+        self.live.publish(result, best_bid=depth["bids"][0][0] if depth["bids"] else None,
+                          best_ask=depth["asks"][0][0] if depth["asks"] else None)
 
     def _live_batch(self, result: BatchResult) -> dict:
         units = self.units
