@@ -40,10 +40,6 @@ def depth_key(symbol: str) -> str:
     return f"exchange:depth:{symbol}"
 
 
-def events_key(symbol: str) -> str:
-    return f"exchange:events:{symbol}"
-
-
 def command_fields(kind: str, row_id: int) -> dict:
     assert kind in COMMAND_KINDS, kind
     return {"c": kind, "id": str(row_id)}

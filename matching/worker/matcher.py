@@ -48,7 +48,6 @@ from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
 logger = logging.getLogger(__name__)
 
 DEPTH_LEVELS = 100
-EVENTS_STREAM_MAXLEN = 10_000
 HEARTBEAT_EVERY_S = 1.0
 TRIM_EVERY_BATCHES = 20
 
@@ -255,8 +254,8 @@ class Matcher:
                 pass
 
     def _publish(self, result: BatchResult | None) -> None:
-        """Depth snapshot and live events, after commit. Losing them is harmless:
-        clients see a sequence gap and resync from the snapshot.
+        """Depth snapshot and live messages (exchange/live), after commit. Losing
+        them is harmless: clients see a sequence gap and resync from the snapshot.
 
         The depth key is written first and the WebSocket messages only once it
         is: a subscriber joins its group before it reads the snapshot, so the
@@ -273,52 +272,12 @@ class Matcher:
             "timestamp": to_micros(timezone.now()),
         }
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(stream.depth_key(self.symbol), json.dumps(depth))
-            if result is not None and result.events:
-                pipe.xadd(stream.events_key(self.symbol), {"batch": json.dumps(self._live_batch(result))},
-                          maxlen=EVENTS_STREAM_MAXLEN, approximate=True)
-            pipe.execute()
+            self.redis.set(stream.depth_key(self.symbol), json.dumps(depth))
         except redis.RedisError as exc:
             logger.warning("publishing failed", extra={"symbol": self.symbol, "error": str(exc)})
             return
         self.live.publish(result, best_bid=depth["bids"][0][0] if depth["bids"] else None,
                           best_ask=depth["asks"][0][0] if depth["asks"] else None)
-
-    def _live_batch(self, result: BatchResult) -> dict:
-        units = self.units
-        book, trades, orders, status = [], [], {}, None
-        for event in result.events:
-            kind = event.kind
-            if kind == "BOOK_DELTA":
-                book.append([event.sequence, event.side, decimal_to_str(units.ticks_to_price(event.price_ticks)),
-                             decimal_to_str(units.lots_to_quantity(event.quantity_lots))])
-            elif kind == "TRADE":
-                trades.append({
-                    "sequence": event.sequence,
-                    "price": decimal_to_str(units.ticks_to_price(event.price_ticks)),
-                    "quantity": decimal_to_str(units.lots_to_quantity(event.quantity_lots)),
-                    "taker_side": event.taker_side,
-                    "maker_order_id": event.maker_order_id,
-                    "taker_order_id": event.taker_order_id,
-                    "maker_user_id": event.maker_user_id,
-                    "taker_user_id": event.taker_user_id,
-                    "timestamp": event.timestamp,
-                })
-            elif kind == "MARKET_STATUS_CHANGED":
-                status = event.status
-            elif hasattr(event, "order_id") and hasattr(event, "user_id") and kind not in ("CANCEL_REJECTED",):
-                orders[event.order_id] = {"order_id": event.order_id, "user_id": event.user_id,
-                                          "event": kind, "sequence": event.sequence}
-        return {
-            "symbol": self.symbol,
-            "first_sequence": result.events[0].sequence,
-            "last_sequence": result.events[-1].sequence,
-            "book": book,
-            "trades": trades,
-            "orders": list(orders.values()),
-            "status": status,
-        }
 
     # ------------------------------------------------------------------ run
 
