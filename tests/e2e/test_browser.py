@@ -101,6 +101,8 @@ def test_log_in_place_see_cancel(chromium, stack, browser, artifacts):
         page.wait_for_selector("#balances tr[data-asset=USDT]")
         assert "100000" in page.inner_text("#balances tr[data-asset=USDT]")
         page.click("#tab-open")
+        # The page is on the WebSocket (/ws/), not polling.
+        page.wait_for_selector("#conn-status:text-is('live')")
         page.screenshot(path=str(artifacts / "01-signed-in.png"), full_page=True)
 
         # The API's error reaches the form, on the field it names.
