@@ -251,6 +251,9 @@ MATCHER_MAX_CONSECUTIVE_FAILURES = 5
 ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
+# daphne processes `manage.py up` runs on the one port: Django's synchronous
+# views run one at a time per process, so one per core.
+EXCHANGE_WEB_PROCESSES = env_int("EXCHANGE_WEB_PROCESSES", min(4, os.cpu_count() or 1))
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"
 # `make run` starts the demo market maker (manage.py run_market_maker) with the demo.

@@ -2,7 +2,8 @@
 
 Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
-daphne (HTTP, admin, WebSocket), one matcher per market (under their
+``--web-processes`` daphne processes (HTTP, admin, WebSocket) sharing one
+listening socket (the kernel spreads connections between them), one matcher per market (under their
 supervisor), a Celery worker and Celery beat, waits until
 /health/ready answers, starts the demo market maker (with the demo, unless
 --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
@@ -17,6 +18,7 @@ exits, the launcher says so and the exchange keeps running.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -40,8 +42,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=settings.EXCHANGE_PORT)
         parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data (implies --no-market-maker).")
         parser.add_argument("--no-market-maker", action="store_true", help="Do not start the demo market maker.")
+        parser.add_argument("--web-processes", type=int, default=settings.EXCHANGE_WEB_PROCESSES,
+                            help="daphne processes sharing the port (default: EXCHANGE_WEB_PROCESSES or the CPU count, at most 4).")
 
-    def handle(self, *args, host: str, port: int, no_demo: bool, no_market_maker: bool, **options):
+    def handle(self, *args, host: str, port: int, no_demo: bool, no_market_maker: bool, web_processes: int,
+               **options):
         self._stop_requested = False
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -54,7 +59,15 @@ class Command(BaseCommand):
 
         market_maker = demo and settings.EXCHANGE_DEMO_MARKET_MAKER and not no_market_maker
 
-        children = [processes.spawn(name, argv) for name, argv in self._commands(host, port)]
+        listener = self._listen(host, port)
+        fd = listener.fileno()
+        web = [
+            processes.spawn(f"web-{index + 1}", [sys.executable, "-m", "daphne", "--fd", str(fd), "exchange.asgi:application"],
+                            pass_fds=(fd,))
+            for index in range(max(1, web_processes))
+        ]
+        listener.close()  # the daphne processes hold it now
+        children = web + [processes.spawn(name, argv) for name, argv in self._commands()]
         extras: list[processes.Child] = []
         try:
             base_url = f"http://{host}:{port}"
@@ -77,10 +90,24 @@ class Command(BaseCommand):
     def _request_stop(self, signum, frame):
         self._stop_requested = True
 
-    def _commands(self, host: str, port: int) -> list[tuple[str, list[str]]]:
+    @staticmethod
+    def _listen(host: str, port: int) -> socket.socket:
+        """The web port, bound here so that every daphne process accepts on it."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((host.strip("[]"), port))
+        except OSError as exc:
+            listener.close()
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        listener.listen(1024)
+        listener.set_inheritable(True)
+        return listener
+
+    def _commands(self) -> list[tuple[str, list[str]]]:
         python = sys.executable
         return [
-            ("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "exchange.asgi:application"]),
             (
                 "celery-worker",
                 [python, "-m", "celery", "-A", "exchange", "worker", "-Q", "default,risk,outbox",
