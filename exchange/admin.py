@@ -54,3 +54,4 @@ class MarketAdmin(admin.ModelAdmin):
 
 
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)
+import exchange.outbox.admin  # noqa: E402,F401  (registers OutboxEventAdmin)

@@ -1,0 +1,127 @@
+"""Writing outbox rows, in the caller's transaction, and kicking the relay after commit.
+
+- ``outbox_emit`` / ``outbox_emit_many``: rows built in Python (placement,
+  admin requests, audit). One ``bulk_create`` per call.
+- ``outbox_kick_on_commit``: what bulk emitters that insert rows with their
+  own ``INSERT ... SELECT`` (the matcher's batch, the ledger) call instead.
+- ``outbox_requeue`` (operator) and ``outbox_prune`` (retention).
+
+An emitter writes its row after it locked the rows of the entity the event
+describes (the order, the accounts, the market's state): two transactions
+that change one entity then insert their events in commit order, so ids
+order each entity's events the way they happened (docs/EVENTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from exchange.outbox.models import OutboxEvent, Topic
+
+logger = logging.getLogger(__name__)
+
+KICK_KEY = "outbox:kick"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event to emit: ``payload`` is the versioned body of ``event_type``."""
+
+    topic: str
+    key: str
+    event_type: str
+    payload: dict[str, Any]
+    version: int = 1
+    sequence: int | None = None
+
+
+def outbox_emit(*, topic: str, key: str | int, event_type: str, payload: dict[str, Any], version: int = 1,
+                sequence: int | None = None) -> OutboxEvent:
+    """Write one event in the current transaction (which must be open)."""
+    [row] = outbox_emit_many([Event(topic, str(key), event_type, payload, version, sequence)])
+    return row
+
+
+def outbox_emit_many(events: Iterable[Event]) -> list[OutboxEvent]:
+    """Write events, in order, with one INSERT; the relay is kicked after commit."""
+    assert connection.in_atomic_block, "outbox rows are written in the transaction of the change they describe"
+    rows = []
+    for event in events:
+        assert event.topic in Topic.values, f"unknown topic {event.topic!r}"
+        rows.append(OutboxEvent(topic=event.topic, key=str(event.key), event_type=event.event_type,
+                                version=event.version, payload=event.payload, sequence=event.sequence))
+    if not rows:
+        return []
+    created = OutboxEvent.objects.bulk_create(rows)
+    outbox_kick_on_commit()
+    return created
+
+
+def audit_log_emit(*, actor_id: int | None, action: str, payload: dict[str, Any], version: int = 1) -> OutboxEvent:
+    """The emitter API of ``audit.logs`` (key: the actor's id, or "system").
+
+    The audit trail itself is another issue; this publishes an entry once it
+    writes one, in the same transaction."""
+    return outbox_emit(topic=Topic.AUDIT, key="system" if actor_id is None else str(actor_id),
+                       event_type=action, payload=payload, version=version)
+
+
+def _kick() -> None:
+    """Queue one relay run unless one is already queued (a Redis flag the task clears)."""
+    if not settings.OUTBOX_KICK_ENABLED:
+        return
+    try:
+        from exchange.core.redis import get_redis
+        from exchange.outbox.tasks import outbox_relay as outbox_relay_task
+
+        # The flag expires, so a kick whose task was lost is retried by the
+        # next commit after a few seconds (and by beat in any case).
+        if get_redis().set(KICK_KEY, 1, nx=True, px=settings.OUTBOX_KICK_TTL_MS):
+            outbox_relay_task.apply_async(retry=False)
+    except Exception:  # noqa: BLE001 - the change committed; beat relays it anyway
+        logger.warning("could not kick the outbox relay; beat will run it", exc_info=True)
+
+
+def outbox_kick_on_commit() -> None:
+    """Kick the relay after the current transaction commits, at most once per transaction."""
+    assert connection.in_atomic_block, "outbox rows are written in the transaction of the change they describe"
+    if any(callback is _kick for _, callback, _ in connection.run_on_commit):
+        return
+    transaction.on_commit(_kick)
+
+
+@transaction.atomic
+def outbox_requeue(*, ids: Iterable[int]) -> int:
+    """Put FAILED events back in the queue (attempts reset); returns how many."""
+    count = OutboxEvent.objects.filter(id__in=list(ids), status=OutboxEvent.Status.FAILED).update(
+        status=OutboxEvent.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
+    if count:
+        outbox_kick_on_commit()
+    return count
+
+
+def outbox_prune(*, retention_days: float | None = None, chunk_size: int = 10_000) -> int:
+    """Delete PUBLISHED events created more than ``retention_days`` ago (default
+    OUTBOX_RETENTION_DAYS), in chunks of one transaction each; returns how many."""
+    days = settings.OUTBOX_RETENTION_DAYS if retention_days is None else retention_days
+    cutoff = timezone.now() - timedelta(days=days)
+    table = OutboxEvent._meta.db_table
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"""DELETE FROM {table} WHERE id IN (
+                        SELECT id FROM {table} WHERE created_at < %s AND status = 'PUBLISHED' LIMIT %s)""",
+                [cutoff, chunk_size],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < chunk_size:
+            return deleted
