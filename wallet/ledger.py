@@ -250,25 +250,25 @@ _UPDATE_HOLDS = """
 
 
 # One balance.changed event per (user, asset), in the order given, built by
-# PostgreSQL from the balances just written (no Python per event). The kind of
-# account a posting did not lock is read unlocked: it cannot change meanwhile,
-# since every posting that touches a HELD account locks the AVAILABLE one too.
+# PostgreSQL (no JSON made in Python). Balances come from the posting, which
+# knows them for every account it locked; the kind of account it did not lock
+# (a deposit locks AVAILABLE only) is read unlocked: it cannot change
+# meanwhile, since every posting that touches a HELD account locks the
+# AVAILABLE one too. COALESCE reads it only when the posting did not know it.
 _INSERT_BALANCE_EVENTS = """
     INSERT INTO exchange_outboxevent (topic, key, event_type, version, payload)
     SELECT 'balance.events', p.user_id::text, 'balance.changed', 1,
-           jsonb_build_object('user_id', p.user_id, 'asset', s.code,
-                              'available', trim_scale(COALESCE(av.balance, 0))::text,
-                              'held', trim_scale(COALESCE(h.balance, 0))::text)
-    FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS p(user_id, asset_id, n)
+           jsonb_build_object(
+               'user_id', p.user_id, 'asset', s.code,
+               'available', trim_scale(COALESCE(p.available, (
+                   SELECT balance FROM wallet_account
+                   WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'AVAILABLE' LIMIT 1), 0))::text,
+               'held', trim_scale(COALESCE(p.held, (
+                   SELECT balance FROM wallet_account
+                   WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'HELD' LIMIT 1), 0))::text)
+    FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[]) WITH ORDINALITY
+        AS p(user_id, asset_id, available, held, n)
     JOIN exchange_asset s ON s.id = p.asset_id
-    LEFT JOIN LATERAL (
-        SELECT balance FROM wallet_account WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'AVAILABLE'
-        LIMIT 1
-    ) av ON true
-    LEFT JOIN LATERAL (
-        SELECT balance FROM wallet_account WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'HELD'
-        LIMIT 1
-    ) h ON true
     ORDER BY p.n
 """
 
@@ -534,12 +534,16 @@ class Posting:
                 assert cursor.rowcount == len(holds), "locked rows keep their address until updated"
         return transaction_ids
 
-    @staticmethod
-    def _emit_balance_events(cursor, changed: list[_Account]) -> None:
+    def _emit_balance_events(self, cursor, changed: list[_Account]) -> None:
         pairs = sorted({account.key[:2] for account in changed if account.key[0] is not None})
         if not pairs:
             return
-        cursor.execute(_INSERT_BALANCE_EVENTS, [_array(p[0] for p in pairs), _array(p[1] for p in pairs)])
+        known = [(self.accounts.get((*pair, AVAILABLE)), self.accounts.get((*pair, HELD))) for pair in pairs]
+        cursor.execute(_INSERT_BALANCE_EVENTS, [
+            _array(pair[0] for pair in pairs), _array(pair[1] for pair in pairs),
+            _array(available.balance if available else None for available, _ in known),
+            _array(held.balance if held else None for _, held in known),
+        ])
         outbox_kick_on_commit()
 
     def _journal_columns(self, transaction_ids: list[int]) -> list[list]:

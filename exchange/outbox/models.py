@@ -67,10 +67,13 @@ class OutboxEvent(models.Model):
 
     class Meta:
         indexes = [
-            # The relay's scan (pending rows in id order) and its search for
-            # rows that block their key; small: published rows leave it.
+            # The relay's scan: pending rows in id order (published rows leave it).
             models.Index(fields=["id"], name="outbox_unpublished_idx",
                          condition=Q(status__in=["PENDING", "FAILED"])),
+            # Rows that failed at least once and may block their key: empty
+            # while the bus works, so the relay's search for them is free.
+            models.Index(fields=["topic", "key", "id"], name="outbox_retrying_idx",
+                         condition=Q(attempts__gt=0, status__in=["PENDING", "FAILED"])),
             # Pruning by age: rows are appended in time order, so a BRIN index
             # is tiny and nearly free to maintain.
             BrinIndex(fields=["created_at"], name="outbox_created_brin"),

@@ -1,7 +1,7 @@
 """Writing outbox rows, in the caller's transaction, and kicking the relay after commit.
 
 - ``outbox_emit`` / ``outbox_emit_many``: rows built in Python (placement,
-  admin requests, audit). One ``bulk_create`` per call.
+  admin requests, audit). One INSERT per call.
 - ``outbox_kick_on_commit``: what bulk emitters that insert rows with their
   own ``INSERT ... SELECT`` (the matcher's batch, the ledger) call instead.
 - ``outbox_requeue`` (operator) and ``outbox_prune`` (retention).
@@ -14,16 +14,18 @@ order each entity's events the way they happened (docs/EVENTS.md).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.outbox.models import OutboxEvent, Topic
+from exchange.outbox.models import EventJSONEncoder, OutboxEvent, Topic
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +51,48 @@ def outbox_emit(*, topic: str, key: str | int, event_type: str, payload: dict[st
     return row
 
 
+_INSERT = f"""
+    INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
+    SELECT e.topic, e.key, e.event_type, e.version, e.payload::jsonb, e.sequence
+    FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::smallint[], %s::text[], %s::bigint[])
+        WITH ORDINALITY AS e(topic, key, event_type, version, payload, sequence, n)
+    ORDER BY e.n
+    RETURNING id, event_id, created_at, next_attempt_at
+"""
+
+_encoder = EventJSONEncoder(separators=(",", ":"))
+
+
 def outbox_emit_many(events: Iterable[Event]) -> list[OutboxEvent]:
-    """Write events, in order, with one INSERT; the relay is kicked after commit."""
+    """Write events, in order, with one INSERT; the relay is kicked after commit.
+
+    One INSERT ... SELECT over arrays bound on the server rather than
+    ``bulk_create``: the ORM spends about 0.2 ms of Python per row here
+    (every database default is an expression to compile), this about 10 us.
+    """
     assert connection.in_atomic_block, "outbox rows are written in the transaction of the change they describe"
-    rows = []
+    events = list(events)
+    if not events:
+        return []
     for event in events:
         assert event.topic in Topic.values, f"unknown topic {event.topic!r}"
-        rows.append(OutboxEvent(topic=event.topic, key=str(event.key), event_type=event.event_type,
-                                version=event.version, payload=event.payload, sequence=event.sequence))
-    if not rows:
-        return []
-    created = OutboxEvent.objects.bulk_create(rows)
+    payloads = [_encoder.encode(event.payload) for event in events]
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_INSERT, [
+            [event.topic for event in events], [str(event.key) for event in events],
+            [event.event_type for event in events], [event.version for event in events],
+            payloads, [event.sequence for event in events],
+        ])
+        inserted = sorted(cursor.fetchall())
     outbox_kick_on_commit()
-    return created
+    return [
+        OutboxEvent(id=row_id, event_id=event_id, topic=event.topic, key=str(event.key), event_type=event.event_type,
+                    version=event.version, payload=json.loads(payload),
+                    sequence=event.sequence, status=OutboxEvent.Status.PENDING, attempts=0,
+                    next_attempt_at=next_attempt_at, last_error="", created_at=created_at)
+        for event, payload, (row_id, event_id, created_at, next_attempt_at) in zip(events, payloads, inserted)
+    ]
 
 
 def audit_log_emit(*, actor_id: int | None, action: str, payload: dict[str, Any], version: int = 1) -> OutboxEvent:

@@ -483,12 +483,7 @@ class BatchApplier:
             columns["triggered_at"].append(change.triggered_at)
             columns["price"].append(change.price)
             columns["quantity"].append(change.quantity)
-        # A change the batch only touched (e.g. an amendment refused before the
-        # engine, whose hold is trued up) is no order event.
-        emit = [any(value is not None for value in (
-            change.status, change.filled_lots, change.accepted_sequence, change.priority_sequence,
-            change.last_sequence, change.price, change.quantity)) or bool(change.fee_delta)
-            for change in (changes[order_id] for order_id in ids)]
+        emit = self._order_event_flags([changes[order_id] for order_id in ids])
         table = Order._meta.db_table
         with connection.cursor() as cursor:
             # Lock in ascending id order first (see the module docstring), then update in one statement,
@@ -538,6 +533,15 @@ class BatchApplier:
             )
         if any(emit):
             outbox_kick_on_commit()
+
+    @staticmethod
+    def _order_event_flags(changes: list[_OrderChange]) -> list[bool]:
+        """Which changes are an order event: not those the batch only touched
+        (an amendment refused before the engine, whose hold is trued up)."""
+        return [any(value is not None for value in (
+            change.status, change.filled_lots, change.accepted_sequence, change.priority_sequence,
+            change.last_sequence, change.price, change.quantity)) or bool(change.fee_delta)
+            for change in changes]
 
     def _emit_trade_events(self, trade_rows: list[Trade]) -> None:
         """One ``trade.executed`` per trade, in sequence order, built from the inserted rows."""
