@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from exchange.admin_actions import reason_action
 from exchange.models import Asset, Market
+from exchange.outbox.services import market_changed_emit
 from matching.services import market_status_request
 
 admin.site.site_header = "Exchange back office"
@@ -46,6 +47,11 @@ class MarketAdmin(admin.ModelAdmin):
         )
         for status in Market.Status.values
     ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # In the admin's transaction: the market's new terms reach the bus exactly when they commit.
+        market_changed_emit(market=obj, created=not change, changed_fields=form.changed_data, actor=request.user)
 
     def get_readonly_fields(self, request, obj=None):
         # Resting orders are stored in ticks and lots of these sizes, and the

@@ -104,6 +104,23 @@ def audit_log_emit(*, actor_id: int | None, action: str, payload: dict[str, Any]
                        event_type=action, payload=payload, version=version)
 
 
+_MARKET_TERMS = ("symbol", "status", "tick_size", "step_size", "min_quantity", "max_quantity", "min_notional",
+                 "maker_fee_rate", "taker_fee_rate", "price_band", "stp_default")
+
+
+def market_changed_emit(*, market, created: bool, changed_fields: Iterable[str], actor) -> OutboxEvent | None:
+    """``market.created`` / ``market.updated`` (back office edits of a market's
+    terms), with the market's terms after the change; nothing if none changed."""
+    changed = sorted(set(changed_fields) & set(_MARKET_TERMS) | ({"base", "quote"} & set(changed_fields)))
+    if not created and not changed:
+        return None
+    payload = {name: getattr(market, name) for name in _MARKET_TERMS}
+    payload.update(base=market.base.code, quote=market.quote.code, changed_fields=changed,
+                   changed_by=getattr(actor, "pk", None))
+    return outbox_emit(topic=Topic.MARKETS, key=market.symbol,
+                       event_type="market.created" if created else "market.updated", payload=payload)
+
+
 def _kick() -> None:
     """Queue one relay run unless one is already queued (a Redis flag the task clears)."""
     if not settings.OUTBOX_KICK_ENABLED:

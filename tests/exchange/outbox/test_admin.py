@@ -75,3 +75,25 @@ def test_support_can_look_but_not_requeue(client, staff, failed_and_published):
     assert listing.status_code == 200 and b'value="requeue"' not in listing.content
     assert response.status_code in (200, 302)
     assert OutboxEvent.objects.get(pk=first.pk).status == "FAILED"
+
+
+def test_editing_a_market_in_the_back_office_writes_market_updated(client, staff):
+    """Changed terms are published with the market's terms after the change; a save that changes nothing is no event."""
+    from decimal import Decimal
+
+    from tests.factories import MarketFactory
+
+    operator = staff(OPERATORS)
+    market = MarketFactory()
+    form = {"min_quantity": market.min_quantity, "max_quantity": market.max_quantity,
+            "min_notional": market.min_notional, "maker_fee_rate": market.maker_fee_rate,
+            "taker_fee_rate": "0.0025", "price_band": market.price_band, "stp_default": market.stp_default}
+
+    response = client.post(f"/admin/exchange/market/{market.pk}/change/", form)
+    again = client.post(f"/admin/exchange/market/{market.pk}/change/", form)
+
+    assert response.status_code == again.status_code == 302
+    [event] = OutboxEvent.objects.filter(topic=Topic.MARKETS)
+    assert (event.event_type, event.key) == ("market.updated", market.symbol)
+    assert event.payload["changed_fields"] == ["taker_fee_rate"] and event.payload["changed_by"] == operator.pk
+    assert event.payload["taker_fee_rate"] == "0.0025" and Decimal(event.payload["tick_size"]) == market.tick_size
