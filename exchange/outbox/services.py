@@ -111,7 +111,7 @@ _MARKET_TERMS = ("symbol", "status", "tick_size", "step_size", "min_quantity", "
 def market_changed_emit(*, market, created: bool, changed_fields: Iterable[str], actor) -> OutboxEvent | None:
     """``market.created`` / ``market.updated`` (back office edits of a market's
     terms), with the market's terms after the change; nothing if none changed."""
-    changed = sorted(set(changed_fields) & set(_MARKET_TERMS) | ({"base", "quote"} & set(changed_fields)))
+    changed = [] if created else sorted(set(changed_fields) & {*_MARKET_TERMS, "base", "quote"})
     if not created and not changed:
         return None
     payload = {name: getattr(market, name) for name in _MARKET_TERMS}
