@@ -3,6 +3,7 @@ from django.contrib import admin
 from exchange.admin_actions import reason_action
 from exchange.branding import Branding, branding_save
 from exchange.models import Asset, Market
+from exchange.outbox.services import market_changed_emit
 from matching.services import market_status_request
 
 admin.site.site_header = "Exchange back office"
@@ -48,6 +49,11 @@ class MarketAdmin(admin.ModelAdmin):
         for status in Market.Status.values
     ]
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # In the admin's transaction: the market's new terms reach the bus exactly when they commit.
+        market_changed_emit(market=obj, created=not change, changed_fields=form.changed_data, actor=request.user)
+
     def get_readonly_fields(self, request, obj=None):
         # Resting orders are stored in ticks and lots of these sizes, and the
         # status changes only through the matcher (the actions above).
@@ -71,3 +77,4 @@ class BrandingAdmin(admin.ModelAdmin):
 
 
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)
+import exchange.outbox.admin  # noqa: E402,F401  (registers OutboxEventAdmin)

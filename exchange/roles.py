@@ -23,7 +23,8 @@ COMPLIANCE = "Compliance"
 _APPS = ("exchange", "orders", "matching", "risk", "wallet", "auth")
 ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     OPERATORS: {
-        "exchange": ("add", "change", "view"),
+        # "requeue": put FAILED outbox events back in the relay's queue.
+        "exchange": ("add", "change", "view", "requeue"),
         "orders": ("view",),
         "matching": ("view",),
         "risk": ("add", "change", "view"),

@@ -6,6 +6,8 @@ from django.db import transaction
 
 from exchange.core.errors import ApplicationError
 from exchange.models import Market
+from exchange.outbox.models import Topic
+from exchange.outbox.services import outbox_emit
 from matching import stream
 from matching.models import MarketStatusChange
 
@@ -21,5 +23,9 @@ def market_status_request(*, market: Market, new_status: str, actor, reason: str
         raise ApplicationError("REASON_REQUIRED", "Say why the market's status changes.", field="reason")
     change = MarketStatusChange.objects.create(
         market=market, new_status=new_status, previous_status=market.status, reason=reason.strip(), requested_by=actor)
+    outbox_emit(topic=Topic.MARKETS, key=market.symbol, event_type="market.status_change_requested",
+                payload={"market": market.symbol, "change_id": change.pk, "requested_status": new_status,
+                         "status": market.status, "reason": change.reason,
+                         "requested_by": getattr(actor, "pk", None), "requested_at": change.created_at})
     stream.command_enqueue_on_commit(market.symbol, stream.STATUS, change.pk)
     return change

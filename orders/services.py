@@ -5,6 +5,10 @@ Each service validates, then in ONE database transaction writes the request
 the market's command stream. The market's matcher applies it in sequence
 with matching. Nothing here changes what the matcher owns (status, fills).
 
+Each transaction also writes its outbox event (``order.accepted``,
+``order.cancel_requested``, ``order.amend_requested``; the ledger adds
+``balance.changed``), see docs/EVENTS.md.
+
 Row locks: an order row before any ledger account, and several order rows in
 ascending id order; the matcher follows the same order, so the API and the
 matchers never deadlock.
@@ -25,6 +29,8 @@ from exchange.core.errors import ApplicationError, ServiceUnavailable
 from exchange.core.redis import get_redis
 from exchange.live.publish import order_accepted_on_commit
 from exchange.models import Market
+from exchange.outbox.models import Topic
+from exchange.outbox.services import outbox_emit
 from exchange.selectors import market_get
 from matching import stream
 from matching.models import MarketState
@@ -143,6 +149,8 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
                 memo=f"{checked.side} {checked.type} {market.symbol}",
             )
             order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
+            outbox_emit(topic=Topic.ORDERS, key=market.symbol, event_type="order.accepted",
+                        payload=_order_accepted_payload(order, market))
             stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
     except IntegrityError:
         # Two requests with the same client_order_id raced; the other won.
@@ -151,6 +159,23 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
             raise
         return existing, False
     return order, True
+
+
+def _order_accepted_payload(order: Order, market: Market) -> dict:
+    return {
+        "order_id": order.pk, "client_order_id": order.client_order_id, "user_id": order.user_id,
+        "market": market.symbol, "side": order.side, "type": order.type, "time_in_force": order.time_in_force,
+        "price": order.price, "stop_price": order.stop_price, "quantity": order.quantity,
+        "quote_quantity": order.quote_quantity, "stp_mode": order.stp_mode, "hold_amount": order.hold_amount,
+        "maker_fee_rate": order.maker_fee_rate, "taker_fee_rate": order.taker_fee_rate,
+        "status": order.status, "created_at": order.created_at,
+    }
+
+
+def _cancel_requested(*, market: Market, order_id: int, user_id: int, client_order_id: str, requested_at) -> None:
+    outbox_emit(topic=Topic.ORDERS, key=market.symbol, event_type="order.cancel_requested",
+                payload={"order_id": order_id, "client_order_id": client_order_id, "user_id": user_id,
+                         "market": market.symbol, "requested_at": requested_at})
 
 
 def order_cancel(*, user, order_id: int) -> Order:
@@ -168,6 +193,8 @@ def order_cancel(*, user, order_id: int) -> Order:
         if order.cancel_requested_at is None:
             order.cancel_requested_at = timezone.now()
             order.save(update_fields=["cancel_requested_at", "updated_at"])
+            _cancel_requested(market=order.market, order_id=order.pk, user_id=order.user_id,
+                              client_order_id=order.client_order_id, requested_at=order.cancel_requested_at)
         stream.command_enqueue_on_commit(order.market.symbol, stream.CANCEL, order.pk)
     return order
 
@@ -178,15 +205,21 @@ def orders_cancel_all(*, user, symbol: str) -> int:
     if market.status == Market.Status.HALTED:
         raise ApplicationError("MARKET_HALTED", "The market is halted: cancels resume with trading.", status_code=409)
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Order.objects.select_for_update()
             .filter(user=user, market=market, status__in=OPEN_STATUSES)
             .order_by("id")
-            .values_list("id", flat=True)
+            .values_list("id", "client_order_id", "cancel_requested_at")
         )
+        ids = [row[0] for row in rows]
+        now = timezone.now()
         Order.objects.filter(id__in=ids, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=timezone.now(), updated_at=timezone.now()
+            cancel_requested_at=now, updated_at=now
         )
+        for order_id, client_order_id, requested_at in rows:
+            if requested_at is None:
+                _cancel_requested(market=market, order_id=order_id, user_id=user.pk,
+                                  client_order_id=client_order_id, requested_at=now)
         if ids:
             stream.command_enqueue_on_commit(market.symbol, stream.CANCEL_ALL, user.pk)
     return len(ids)
@@ -242,6 +275,11 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
             new_quantity=new_quantity,
             extra_hold=extra,
         )
+        outbox_emit(topic=Topic.ORDERS, key=market.symbol, event_type="order.amend_requested",
+                    payload={"order_id": order.pk, "client_order_id": order.client_order_id,
+                             "user_id": order.user_id, "market": market.symbol, "amendment_id": amendment.pk,
+                             "new_price": new_price, "new_quantity": new_quantity, "extra_hold": extra,
+                             "requested_at": amendment.created_at})
         stream.command_enqueue_on_commit(market.symbol, stream.AMEND, amendment.pk)
     return amendment
 

@@ -17,7 +17,10 @@ Every service builds its journal transactions through a ``Posting``:
    balance or a hold that would go negative raises ``INSUFFICIENT_FUNDS``.
 3. ``write()`` inserts all transactions and entries in one statement and
    updates the cached account balances and holds with one statement each;
-   a posting is written once.
+   a posting is written once. It also writes, with one more statement, a
+   ``balance.changed`` outbox event per (user, asset) whose balance changed,
+   with the new available and held balances (docs/EVENTS.md): every money
+   movement passes here, so each is published exactly once.
 
 A posting must run inside ``transaction.atomic``; one that raised is
 discarded with its transaction. Arithmetic runs in ``LEDGER_CONTEXT``, which
@@ -39,6 +42,7 @@ from django.db import connection
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import decimal_to_str
+from exchange.outbox.services import outbox_kick_on_commit
 from wallet.models import AccountKind, Hold, TransactionKind
 
 # (user id or None for the operator, asset id, account kind)
@@ -242,6 +246,30 @@ _UPDATE_HOLDS = """
         closed_at = CASE WHEN d.status = 'CLOSED' THEN statement_timestamp() END
     FROM unnest(%s::tid[], %s::numeric[], %s::numeric[], %b::varchar[]) AS d(row, amount, remaining, status)
     WHERE h.ctid = d.row
+"""
+
+
+# One balance.changed event per (user, asset), in the order given, built by
+# PostgreSQL (no JSON made in Python). Balances come from the posting, which
+# knows them for every account it locked; the kind of account it did not lock
+# (a deposit locks AVAILABLE only) is read unlocked: it cannot change
+# meanwhile, since every posting that touches a HELD account locks the
+# AVAILABLE one too. COALESCE reads it only when the posting did not know it.
+_INSERT_BALANCE_EVENTS = """
+    INSERT INTO exchange_outboxevent (topic, key, event_type, version, payload)
+    SELECT 'balance.events', p.user_id::text, 'balance.changed', 1,
+           jsonb_build_object(
+               'user_id', p.user_id, 'asset', s.code,
+               'available', trim_scale(COALESCE(p.available, (
+                   SELECT balance FROM wallet_account
+                   WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'AVAILABLE' LIMIT 1), 0))::text,
+               'held', trim_scale(COALESCE(p.held, (
+                   SELECT balance FROM wallet_account
+                   WHERE user_id = p.user_id AND asset_id = p.asset_id AND kind = 'HELD' LIMIT 1), 0))::text)
+    FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::numeric[]) WITH ORDINALITY
+        AS p(user_id, asset_id, available, held, n)
+    JOIN exchange_asset s ON s.id = p.asset_id
+    ORDER BY p.n
 """
 
 
@@ -495,6 +523,7 @@ class Posting:
                     _UPDATE_ACCOUNTS, [_tid_array(a.row for a in changed), _array(a.delta for a in changed)]
                 )
                 assert cursor.rowcount == len(changed), "locked rows keep their address until updated"
+                self._emit_balance_events(cursor, changed)
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
                 cursor.execute(
@@ -504,6 +533,18 @@ class Posting:
                 )
                 assert cursor.rowcount == len(holds), "locked rows keep their address until updated"
         return transaction_ids
+
+    def _emit_balance_events(self, cursor, changed: list[_Account]) -> None:
+        pairs = sorted({account.key[:2] for account in changed if account.key[0] is not None})
+        if not pairs:
+            return
+        known = [(self.accounts.get((*pair, AVAILABLE)), self.accounts.get((*pair, HELD))) for pair in pairs]
+        cursor.execute(_INSERT_BALANCE_EVENTS, [
+            _array(pair[0] for pair in pairs), _array(pair[1] for pair in pairs),
+            _array(available.balance if available else None for available, _ in known),
+            _array(held.balance if held else None for _, held in known),
+        ])
+        outbox_kick_on_commit()
 
     def _journal_columns(self, transaction_ids: list[int]) -> list[list]:
         entry_transactions, entry_accounts, entry_assets, entry_amounts, entry_holds = [], [], [], [], []

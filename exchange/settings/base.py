@@ -90,6 +90,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_IMPORTS = ["exchange.outbox.tasks"]
+CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}}
 
 # --- Django ------------------------------------------------------------------
 
@@ -239,6 +241,31 @@ CUSTODY_WEBHOOK_SECRET = os.environ.get("CUSTODY_WEBHOOK_SECRET", "")
 CUSTODY_WEBHOOK_TOLERANCE_S = 300
 # The asset VIP fee tiers measure 30-day volume in.
 WALLET_FEE_VOLUME_ASSET = os.environ.get("WALLET_FEE_VOLUME_ASSET", "USDT")
+
+# --- Outbox and event bus (exchange/outbox, docs/EVENTS.md) --------------------
+
+OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
+OUTBOX_RELAY_INTERVAL_S = float(os.environ.get("OUTBOX_RELAY_INTERVAL_S", "2"))
+OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 12)
+OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1"))
+OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
+OUTBOX_RETENTION_DAYS = float(os.environ.get("OUTBOX_RETENTION_DAYS", "7"))
+OUTBOX_REDIS_STREAM_MAXLEN = env_int("OUTBOX_REDIS_STREAM_MAXLEN", 100_000)
+OUTBOX_REDIS_STREAM_PREFIX = "bus:"
+OUTBOX_KAFKA_TIMEOUT_MS = env_int("OUTBOX_KAFKA_TIMEOUT_MS", 10_000)
+OUTBOX_KAFKA_PARTITIONS = env_int("OUTBOX_KAFKA_PARTITIONS", 6)
+OUTBOX_KICK_ENABLED = env_bool("OUTBOX_KICK_ENABLED", True)
+OUTBOX_KICK_TTL_MS = 5000
+CELERY_BEAT_SCHEDULE["outbox-relay"] = {
+    "task": "exchange.outbox.tasks.outbox_relay",
+    "schedule": OUTBOX_RELAY_INTERVAL_S,
+    "options": {"queue": "outbox", "expires": OUTBOX_RELAY_INTERVAL_S * 5},
+}
+CELERY_BEAT_SCHEDULE["outbox-prune"] = {
+    "task": "exchange.outbox.tasks.outbox_prune",
+    "schedule": 24 * 3600.0,
+    "options": {"queue": "outbox", "expires": 3600},
+}
 
 # --- Operations --------------------------------------------------------------
 

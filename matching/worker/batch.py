@@ -11,7 +11,12 @@ and turns the engine's events into writes:
 - the ledger: each trade settled from the two orders' holds with their fees,
   every order that ended released and its hold closed, and every order still
   open trued up so that it holds exactly what it still needs;
-- amendment and status-change requests marked applied or rejected.
+- amendment and status-change requests marked applied or rejected;
+- outbox events (docs/EVENTS.md): ``order.updated`` per changed order and
+  ``trade.executed`` per trade, each carrying its engine sequence, and
+  ``market.status_changed``/``_rejected``; PostgreSQL builds their payloads
+  from the rows just written, one INSERT per kind; the ledger adds
+  ``balance.changed`` per (user, asset) the same way.
 
 All of it commits together or not at all. The caller owns what happens when
 it does not (the in-memory book is then ahead of the database and must be
@@ -31,6 +36,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.models import Market
+from exchange.outbox.models import OutboxEvent, Topic
+from exchange.outbox.services import Event, outbox_emit_many, outbox_kick_on_commit
 from matching import engine
 from matching.models import MarketState, MarketStatusChange
 from matching.units import MarketUnits
@@ -381,18 +388,28 @@ class BatchApplier:
             releases = self._hold_true_ups(changes, amendment_outcomes)
             if trade_rows:
                 Trade.objects.bulk_create(trade_rows)
+                self._emit_trade_events(trade_rows)
                 self._upsert_candles(trade_rows)
             for amendment_id, (outcome, reason, sequence, (previous_price, previous_quantity)) in amendment_outcomes.items():
                 OrderAmendment.objects.filter(pk=amendment_id, status=OrderAmendment.Status.REQUESTED).update(
                     status=outcome, reject_reason=reason, sequence=sequence, applied_at=now,
                     previous_price=previous_price, previous_quantity=previous_quantity)
+            market_events = []
             for request_id, (outcome, sequence, previous) in status_outcomes.items():
                 request = status_changes[request_id]
                 MarketStatusChange.objects.filter(pk=request_id).update(
                     status=outcome, sequence=sequence, previous_status=previous or "", applied_at=now)
-                if outcome == MarketStatusChange.Status.APPLIED:
+                applied = outcome == MarketStatusChange.Status.APPLIED
+                if applied:
                     Market.objects.filter(pk=market.pk).update(status=request.new_status, updated_at=now)
                     market.status = request.new_status
+                market_events.append(Event(
+                    topic=Topic.MARKETS, key=market.symbol, sequence=sequence,
+                    event_type="market.status_changed" if applied else "market.status_change_rejected",
+                    payload={"market": market.symbol, "change_id": request_id, "status": market.status,
+                             "requested_status": request.new_status, "previous_status": previous or None,
+                             "reason": request.reason, "sequence": sequence, "applied_at": now}))
+            outbox_emit_many(market_events)
             self._advance_market_state(result, trade_rows)
             ledger_apply(settlements + releases)
 
@@ -468,12 +485,15 @@ class BatchApplier:
             columns["triggered_at"].append(change.triggered_at)
             columns["price"].append(change.price)
             columns["quantity"].append(change.quantity)
+        emit = self._order_event_flags([changes[order_id] for order_id in ids])
         table = Order._meta.db_table
         with connection.cursor() as cursor:
-            # Lock in ascending id order first (see the module docstring), then update in one statement.
+            # Lock in ascending id order first (see the module docstring), then update in one statement,
+            # which also writes the orders' outbox events from the updated rows.
             cursor.execute(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
             cursor.execute(
                 f"""
+                WITH updated AS (
                 UPDATE {table} AS o SET
                     status = COALESCE(v.status, o.status),
                     status_reason = COALESCE(v.status_reason, o.status_reason),
@@ -488,13 +508,69 @@ class BatchApplier:
                     quantity = COALESCE(v.quantity, o.quantity),
                     updated_at = %s
                 FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
-                            %s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::numeric[], %s::numeric[])
+                            %s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::numeric[], %s::numeric[],
+                            %s::boolean[])
                     AS v(id, status, status_reason, filled_quantity, filled_notional, fee_delta, accepted_sequence,
-                         priority_sequence, last_sequence, triggered_at, price, quantity)
+                         priority_sequence, last_sequence, triggered_at, price, quantity, emit)
                 WHERE o.id = v.id
+                RETURNING o.*, v.emit
+                )
+                INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
+                SELECT %s, %s, 'order.updated', 1, jsonb_build_object(
+                    'order_id', u.id, 'client_order_id', u.client_order_id, 'user_id', u.user_id, 'market', %s,
+                    'side', u.side, 'type', u.type, 'status', u.status, 'status_reason', u.status_reason,
+                    'price', trim_scale(u.price)::text, 'stop_price', trim_scale(u.stop_price)::text,
+                    'quantity', trim_scale(u.quantity)::text, 'quote_quantity', trim_scale(u.quote_quantity)::text,
+                    'filled_quantity', trim_scale(u.filled_quantity)::text,
+                    'filled_notional', trim_scale(u.filled_notional)::text,
+                    'average_price', CASE WHEN u.filled_quantity > 0
+                        THEN trim_scale(round(u.filled_notional / u.filled_quantity, 18))::text END,
+                    'fee_total', trim_scale(u.fee_total)::text,
+                    'accepted_sequence', u.accepted_sequence, 'last_sequence', u.last_sequence,
+                    'updated_at', u.updated_at), u.last_sequence
+                FROM updated u WHERE u.emit
+                ORDER BY u.last_sequence NULLS FIRST, u.id
                 """,
-                [now, ids, *columns.values()],
+                [now, ids, *columns.values(), emit, Topic.ORDERS.value, self.market.symbol, self.market.symbol],
             )
+        if any(emit):
+            outbox_kick_on_commit()
+
+    @staticmethod
+    def _order_event_flags(changes: list[_OrderChange]) -> list[bool]:
+        """Which changes are an order event: not those the batch only touched
+        (an amendment refused before the engine, whose hold is trued up)."""
+        return [any(value is not None for value in (
+            change.status, change.filled_lots, change.accepted_sequence, change.priority_sequence,
+            change.last_sequence, change.price, change.quantity)) or bool(change.fee_delta)
+            for change in changes]
+
+    def _emit_trade_events(self, trade_rows: list[Trade]) -> None:
+        """One ``trade.executed`` per trade, in sequence order, built from the inserted rows."""
+        market = self.market
+        base, quote = market.base.code, market.quote.code
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
+                SELECT %s, %s, 'trade.executed', 1, jsonb_build_object(
+                    'trade_id', t.id, 'market', %s, 'sequence', t.sequence,
+                    'price', trim_scale(t.price)::text, 'quantity', trim_scale(t.quantity)::text,
+                    'notional', trim_scale(t.notional)::text, 'taker_side', t.taker_side,
+                    'maker_order_id', t.maker_order_id, 'taker_order_id', t.taker_order_id,
+                    'maker_user_id', t.maker_user_id, 'taker_user_id', t.taker_user_id,
+                    'maker_fee', trim_scale(t.maker_fee)::text,
+                    'maker_fee_asset', CASE WHEN t.taker_side = 'BUY' THEN %s ELSE %s END,
+                    'taker_fee', trim_scale(t.taker_fee)::text,
+                    'taker_fee_asset', CASE WHEN t.taker_side = 'BUY' THEN %s ELSE %s END,
+                    'executed_at', t.executed_at), t.sequence
+                FROM {Trade._meta.db_table} t WHERE t.id = ANY(%s)
+                ORDER BY t.sequence
+                """,
+                [Topic.TRADES.value, market.symbol, market.symbol, quote, base, base, quote,
+                 [trade.pk for trade in trade_rows]],
+            )
+        outbox_kick_on_commit()
 
     def _upsert_candles(self, trade_rows: list[Trade]) -> None:
         minutes: dict[datetime, dict] = {}

@@ -1,0 +1,207 @@
+"""The event bus behind one interface: Kafka, or Redis streams without it.
+
+``Bus.publish(messages)`` sends a batch and returns only once every message
+of it is stored by the bus; otherwise it raises ``BusError`` (some messages
+may then have been stored: the relay publishes the batch again, and
+consumers dedupe by event id). ``get_bus()`` is the process's bus:
+``KafkaBus`` when ``KAFKA_BOOTSTRAP_SERVERS`` is set, else ``RedisStreamBus``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, NamedTuple, Protocol
+
+import redis
+from django.conf import settings
+
+from exchange.outbox.models import Topic
+
+logger = logging.getLogger(__name__)
+
+
+class Message(NamedTuple):
+    topic: str
+    key: str
+    event_id: str
+    event_type: str
+    value: str  # the event envelope, JSON (docs/EVENTS.md)
+
+
+class BusError(Exception):
+    """The bus did not confirm a batch."""
+
+
+class Bus(Protocol):
+    name: str
+
+    def publish(self, messages: list[Message]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def stream_name(topic: str) -> str:
+    """The Redis stream that carries ``topic``: ``bus:order.events``."""
+    return f"{settings.OUTBOX_REDIS_STREAM_PREFIX}{topic}"
+
+
+class RedisStreamBus:
+    """One stream per topic (``bus:<topic>``), XADD pipelined, capped near
+    OUTBOX_REDIS_STREAM_MAXLEN entries. A stream is totally ordered, so order
+    per key holds; entry fields: event_id, type, key, event (the envelope)."""
+
+    name = "redis"
+
+    def __init__(self, client_factory: Callable[[], redis.Redis] | None = None, maxlen: int | None = None):
+        if client_factory is None:
+            from exchange.core.redis import get_redis
+
+            client_factory = get_redis
+        self._client_factory = client_factory
+        self.maxlen = maxlen or settings.OUTBOX_REDIS_STREAM_MAXLEN
+
+    def publish(self, messages: list[Message]) -> None:
+        try:
+            pipe = self._client_factory().pipeline(transaction=False)
+            for message in messages:
+                pipe.xadd(
+                    stream_name(message.topic),
+                    {"event_id": message.event_id, "type": message.event_type, "key": message.key,
+                     "event": message.value},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
+            pipe.execute(raise_on_error=True)
+        except redis.RedisError as error:
+            raise BusError(f"redis: {error}") from error
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaBus:
+    """kafka-python producer: idempotent, acks=all, keyed (one partition per
+    key, so order per key holds), at most 5 requests in flight (the most
+    idempotence keeps ordered). A batch is flushed and every future checked;
+    after a failure the producer is dropped, with whatever it still queued,
+    and a new one is made for the next batch."""
+
+    name = "kafka"
+
+    def __init__(self, bootstrap_servers: str | list[str] | None = None, *, timeout_ms: int | None = None,
+                 partitions: int | None = None, client_id: str = "exchange-outbox"):
+        servers = bootstrap_servers or settings.KAFKA_BOOTSTRAP_SERVERS
+        self.bootstrap_servers = servers.split(",") if isinstance(servers, str) else list(servers)
+        self.timeout_ms = timeout_ms or settings.OUTBOX_KAFKA_TIMEOUT_MS
+        self.partitions = partitions or settings.OUTBOX_KAFKA_PARTITIONS
+        self.client_id = client_id
+        self._producer = None
+        self._topics_ready = False
+        self._lock = threading.Lock()
+
+    def producer_config(self) -> dict:
+        return dict(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            enable_idempotence=True,
+            acks="all",
+            max_in_flight_requests_per_connection=5,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_block_ms=self.timeout_ms,
+            request_timeout_ms=self.timeout_ms,
+            delivery_timeout_ms=self.timeout_ms * 2,
+            reconnect_backoff_max_ms=1000,
+        )
+
+    def ensure_topics(self) -> None:
+        """Create the five topics if they do not exist (partitions: OUTBOX_KAFKA_PARTITIONS)."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-admin",
+                                 request_timeout_ms=self.timeout_ms)
+        try:
+            existing = set(admin.list_topics())
+            missing = [NewTopic(name=topic, num_partitions=self.partitions, replication_factor=1)
+                       for topic in Topic.values if topic not in existing]
+            if missing:
+                try:
+                    admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+
+    @property
+    def producer(self):
+        from kafka import KafkaProducer
+
+        if self._producer is None:
+            if not self._topics_ready:
+                self.ensure_topics()
+                self._topics_ready = True
+            self._producer = KafkaProducer(**self.producer_config())
+        return self._producer
+
+    def publish(self, messages: list[Message]) -> None:
+        with self._lock:
+            try:
+                producer = self.producer
+                futures = [
+                    producer.send(message.topic, key=message.key.encode(), value=message.value.encode(),
+                                  headers=[("event_id", message.event_id.encode()),
+                                           ("type", message.event_type.encode())])
+                    for message in messages
+                ]
+                producer.flush(timeout=self.timeout_ms / 1000)
+                for future in futures:
+                    future.get(timeout=0)  # raises the failure of that message, if any
+            except Exception as error:  # noqa: BLE001 - kafka-python raises many kinds
+                self._drop_producer()
+                raise BusError(f"kafka: {type(error).__name__}: {error}") from error
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        self._topics_ready = False  # a broker that came back may have lost them (or be a new cluster)
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - close() flushes first, which times out with records queued
+                logger.debug("closing the failed Kafka producer", exc_info=True)
+                # Stop its sender thread anyway, dropping what it queued: the relay resends those rows.
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                try:
+                    self._producer.close(timeout=self.timeout_ms / 1000)
+                finally:
+                    self._producer = None
+
+
+_bus: Bus | None = None
+_bus_lock = threading.Lock()
+
+
+def get_bus() -> Bus:
+    """The process's bus, made on first use from the settings."""
+    global _bus
+    with _bus_lock:
+        if _bus is None:
+            _bus = KafkaBus() if settings.KAFKA_BOOTSTRAP_SERVERS else RedisStreamBus()
+        return _bus
+
+
+def reset_bus() -> None:
+    """Forget the process's bus (tests, settings changes)."""
+    global _bus
+    with _bus_lock:
+        bus, _bus = _bus, None
+    if bus is not None:
+        bus.close()
