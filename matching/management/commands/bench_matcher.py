@@ -23,7 +23,7 @@ import uuid
 from decimal import Decimal as D
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -55,6 +55,12 @@ class Command(BaseCommand):
     def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, **options):
         market = self._market()
         traders = self._traders(market, users)
+        # The matcher starts (and recovers, on an empty market) before the
+        # commands exist: started after them, its recovery would apply them all
+        # from the database before the clock starts, and the timed loop would
+        # only skip stream entries already applied.
+        matcher = Matcher(market.symbol, batch_size=batch_size, block_ms=1)
+        matcher.start()
         self.stdout.write(f"setup: {orders} commands on {market.symbol} ...")
         started = time.perf_counter()
         stats = self._enqueue(market, traders, orders, seed)
@@ -62,8 +68,6 @@ class Command(BaseCommand):
             f"setup done in {time.perf_counter() - started:.1f}s: crossing limits {stats['crossing_limit_share']:.0%}, "
             f"median resting {stats['resting_orders_median']}; draining")
 
-        matcher = Matcher(market.symbol, batch_size=batch_size, block_ms=1)
-        matcher.start()
         gc.collect()
         gc.freeze()
         durations = []
@@ -89,6 +93,9 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - begun
         matcher.stop()
         gc.unfreeze()
+        pending = Order.objects.filter(market=market, status="PENDING").count()
+        if pending:
+            raise CommandError(f"{pending} orders were left PENDING: the drain did not apply every command")
         trades = market.trades.count()
         rate = int(orders / elapsed)
         p99 = statistics.quantiles(durations, n=100)[98] * 1000 if len(durations) > 1 else durations[0] * 1000
