@@ -387,8 +387,7 @@ class BatchApplier:
             # here are exactly those whose funds the holds contain.
             releases = self._hold_true_ups(changes, amendment_outcomes)
             if trade_rows:
-                Trade.objects.bulk_create(trade_rows)
-                self._emit_trade_events(trade_rows)
+                self._insert_trades(trade_rows)
                 self._upsert_candles(trade_rows)
             for amendment_id, (outcome, reason, sequence, (previous_price, previous_quantity)) in amendment_outcomes.items():
                 OrderAmendment.objects.filter(pk=amendment_id, status=OrderAmendment.Status.REQUESTED).update(
@@ -545,13 +544,31 @@ class BatchApplier:
             change.last_sequence, change.price, change.quantity)) or bool(change.fee_delta)
             for change in changes]
 
-    def _emit_trade_events(self, trade_rows: list[Trade]) -> None:
-        """One ``trade.executed`` per trade, in sequence order, built from the inserted rows."""
+    def _insert_trades(self, trade_rows: list[Trade]) -> None:
+        """The trades, and one ``trade.executed`` event per trade in sequence
+        order built from the inserted rows: one statement over server-bound
+        arrays (``bulk_create`` spent more time preparing values in Python
+        than PostgreSQL spent inserting them)."""
         market = self.market
         base, quote = market.base.code, market.quote.code
+        columns = [[] for _ in range(12)]
+        for trade in trade_rows:
+            for column, value in zip(columns, (
+                    trade.sequence, trade.price, trade.quantity, trade.notional, trade.taker_side,
+                    trade.maker_order_id, trade.taker_order_id, trade.maker_user_id, trade.taker_user_id,
+                    trade.maker_fee, trade.taker_fee, trade.executed_at)):
+                column.append(value)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
+                WITH inserted AS (
+                    INSERT INTO {Trade._meta.db_table} (market_id, sequence, price, quantity, notional, taker_side,
+                        maker_order_id, taker_order_id, maker_user_id, taker_user_id, maker_fee, taker_fee, executed_at)
+                    SELECT %s, v.* FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::text[],
+                                               %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::numeric[],
+                                               %s::numeric[], %s::timestamptz[]) AS v
+                    RETURNING *
+                )
                 INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
                 SELECT %s, %s, 'trade.executed', 1, jsonb_build_object(
                     'trade_id', t.id, 'market', %s, 'sequence', t.sequence,
@@ -564,12 +581,12 @@ class BatchApplier:
                     'taker_fee', trim_scale(t.taker_fee)::text,
                     'taker_fee_asset', CASE WHEN t.taker_side = 'BUY' THEN %s ELSE %s END,
                     'executed_at', t.executed_at), t.sequence
-                FROM {Trade._meta.db_table} t WHERE t.id = ANY(%s)
+                FROM inserted t
                 ORDER BY t.sequence
                 """,
-                [Topic.TRADES.value, market.symbol, market.symbol, quote, base, base, quote,
-                 [trade.pk for trade in trade_rows]],
+                [market.id, *columns, Topic.TRADES.value, market.symbol, market.symbol, quote, base, base, quote],
             )
+            assert cursor.rowcount == len(trade_rows), "one trade.executed event per trade"
         outbox_kick_on_commit()
 
     def _upsert_candles(self, trade_rows: list[Trade]) -> None:
