@@ -10,6 +10,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from exchange.core.redis import get_redis
+from exchange.roles import roles_sync
+from tests.factories import UserFactory
 
 
 @pytest.fixture
@@ -33,3 +35,16 @@ def redis_down(settings, tmp_path):
 @pytest.fixture
 def api_client():
     return APIClient()
+
+
+@pytest.fixture
+def staff(client):
+    """``staff(GROUP)``: log ``client`` in as a new non-superuser member of a back-office group."""
+
+    def login(group: str):
+        user = UserFactory(username=f"staff-{group.lower()}", is_staff=True)
+        user.groups.add(roles_sync()[group])
+        client.force_login(user)
+        return user
+
+    return login

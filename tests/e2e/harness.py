@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +161,16 @@ class SignedHttp:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
+
+
+@contextmanager
+def running_stack(symbols=("BTC-USDT", "ETH-USDT")):
+    """daphne and the matchers of ``symbols`` as real processes, ready; stopped on exit."""
+    running = Stack()
+    running.start_web()
+    running.start_matchers()
+    try:
+        running.wait_ready(symbols=symbols)
+        yield running
+    finally:
+        running.stop()

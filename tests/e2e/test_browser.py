@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from exchange.demo import demo_load
-from tests.e2e.harness import ROOT, Stack
+from tests.e2e.harness import ROOT, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -70,14 +70,8 @@ def stack(redis_app):
     demo_load(password=PASSWORD)
     # The web process checks passwords with the base settings' hashers, not the tests' fast MD5.
     get_user_model().objects.filter(username="alice").update(password=PBKDF2PasswordHasher().encode(PASSWORD, "browsertestsalt", iterations=1000))
-    running = Stack()
-    running.start_web()
-    running.start_matchers()
-    try:
-        running.wait_ready(symbols=("BTC-USDT", "ETH-USDT"))
+    with running_stack() as running:
         yield running
-    finally:
-        running.stop()
 
 
 BOOK_HAS_PRICE = """([side, price]) => Array.from(document.querySelectorAll(`#orderbook-${side} tr[data-price]`))

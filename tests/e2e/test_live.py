@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 from exchange.apikeys import signing
 from exchange.apikeys.services import api_key_create
 from exchange.demo import demo_load
-from tests.e2e.harness import SignedHttp, Stack, get_json
+from tests.e2e.harness import SignedHttp, get_json, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -22,14 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def stack(redis_app):
     demo_load(password="e2e-password-123")
-    running = Stack()
-    running.start_web()
-    running.start_matchers()
-    try:
-        running.wait_ready(symbols=("BTC-USDT",))
+    with running_stack(symbols=("BTC-USDT",)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _key(username: str):

@@ -13,7 +13,7 @@ from exchange.apikeys.models import ApiKey
 from exchange.demo import demo_load
 from exchange.market_maker import grid_prices
 from orders.models import Order
-from tests.e2e.harness import Stack, get_json, wait_for
+from tests.e2e.harness import get_json, running_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,14 +31,8 @@ def test_grid_prices_never_cross_and_stay_on_the_grid():
 @pytest.fixture
 def stack(redis_app):
     demo_load(password="maker-e2e-pw")
-    running = Stack()
-    running.start_web()
-    running.start_matchers()
-    try:
-        running.wait_ready(symbols=("BTC-USDT", "ETH-USDT"))
+    with running_stack() as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _book(stack, symbol):

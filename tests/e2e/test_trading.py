@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from exchange.apikeys.services import api_key_create
 from exchange.demo import demo_load
-from tests.e2e.harness import SignedHttp, Stack, get_json, wait_for
+from tests.e2e.harness import SignedHttp, get_json, running_stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -17,14 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def stack(redis_app):
     demo_load(password="e2e-password-123")  # BTC-USDT, ETH-USDT; alice and bob funded
-    running = Stack()
-    running.start_web()
-    running.start_matchers()
-    try:
-        running.wait_ready(symbols=("BTC-USDT", "ETH-USDT"))
+    with running_stack() as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _client(stack, username: str) -> SignedHttp:

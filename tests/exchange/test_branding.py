@@ -11,7 +11,6 @@ from django.db import IntegrityError, transaction
 from exchange.branding import DEFAULT_BRANDING, Branding, branding_get_active, branding_save
 from exchange.demo import demo_load
 from exchange.roles import COMPLIANCE, OPERATORS, SUPPORT, roles_sync
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,17 +25,6 @@ def _page_config(response) -> dict:
     match = re.search(rb'<script id="trading-config" type="application/json">(.*?)</script>', response.content, re.S)
     assert match, "the page embeds its configuration"
     return json.loads(match.group(1))
-
-
-@pytest.fixture
-def staff(client):
-    def login(group: str):
-        user = UserFactory(username=f"staff-{group.lower()}", is_staff=True)
-        user.groups.add(roles_sync()[group])
-        client.force_login(user)
-        return user
-
-    return login
 
 
 def test_defaults_without_any_record(client):

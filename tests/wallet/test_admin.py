@@ -6,26 +6,12 @@ from decimal import Decimal as D
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
-from exchange.roles import COMPLIANCE, OPERATORS, roles_sync
-from tests.factories import UserFactory
+from exchange.roles import COMPLIANCE, OPERATORS
 from tests.wallet.conftest import balances
 from wallet.models import Account, Deposit, LedgerTransaction, Withdrawal
 from wallet.services import withdrawal_approve, withdrawal_request
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(client):
-    """A client logged in as a non-superuser member of the given back-office group."""
-
-    def login(group: str):
-        user = UserFactory(username=f"staff-{group.lower()}", is_staff=True)
-        user.groups.add(roles_sync()[group])
-        client.force_login(user)
-        return user
-
-    return login
 
 
 def test_operator_credits_a_deposit_through_the_form(client, staff, alice, btc):

@@ -6,23 +6,11 @@ from django.db import transaction
 
 from exchange.outbox.models import OutboxEvent, Topic
 from exchange.outbox.services import Event, outbox_emit_many
-from exchange.roles import OPERATORS, SUPPORT, roles_sync
-from tests.factories import UserFactory
+from exchange.roles import OPERATORS, SUPPORT
 
 pytestmark = pytest.mark.django_db
 
 URL = "/admin/exchange/outboxevent/"
-
-
-@pytest.fixture
-def staff(client):
-    def login(group: str):
-        user = UserFactory(username=f"staff-{group.lower()}", is_staff=True)
-        user.groups.add(roles_sync()[group])
-        client.force_login(user)
-        return user
-
-    return login
 
 
 @pytest.fixture
