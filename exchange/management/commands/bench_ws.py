@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from django.db import connection, transaction
-from django.utils import timezone
 
 from exchange import processes
 from exchange.apikeys.services import api_key_create
@@ -45,15 +42,11 @@ from exchange.core.redis import get_redis
 from exchange.models import Asset, Market
 from matching import stream
 from matching.bench import generate
-from matching.engine import MARKET, CancelOrder, NewOrder
-from orders.models import Order, hold_reference
+from matching.bench_feed import STEP, TICK, accept
 from wallet.fees import fee_rates_for
-from wallet.services import HoldPlace, deposit_credit, ledger_apply
+from wallet.services import deposit_credit
 
 ROOT = Path(__file__).resolve().parents[3]
-MID_TICKS = 100_000
-TICK = D("0.01")
-STEP = D("0.0001")
 
 
 def _free_port() -> int:
@@ -193,56 +186,8 @@ class Command(BaseCommand):
                 time.sleep(wait)
             else:
                 behind_ms = max(behind_ms, -wait * 1000)
-            part = commands[start:start + per_group]
-            new_orders = []
-            for command in part:
-                if isinstance(command, NewOrder):
-                    quantity = STEP * command.quantity_lots
-                    user = traders[command.user_id - 1]
-                    if command.order_type == MARKET:
-                        cap = TICK * MID_TICKS * 2 * quantity
-                        new_orders.append(Order(
-                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
-                            type="MARKET", quantity=quantity, stp_mode="EXPIRE_TAKER",
-                            hold_amount=cap if command.side == "BUY" else quantity,
-                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
-                    else:
-                        price = TICK * command.price_ticks
-                        new_orders.append(Order(
-                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
-                            type="LIMIT", time_in_force="GTC", price=price, quantity=quantity,
-                            stp_mode="EXPIRE_TAKER", hold_amount=price * quantity if command.side == "BUY" else quantity,
-                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
-            with transaction.atomic():
-                with connection.cursor() as cursor:
-                    # The injector stands in for many API processes; its own WAL flushes are not measured.
-                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                # The platform's lock order: order rows (ascending id), then ledger accounts.
-                cancels = sorted(db_id[c.order_id] for c in part if isinstance(c, CancelOrder) and c.order_id in db_id)
-                if cancels:
-                    list(Order.objects.select_for_update().filter(id__in=cancels).order_by("id").values_list("id"))
-                    Order.objects.filter(id__in=cancels).update(cancel_requested_at=timezone.now())
-                if new_orders:
-                    Order.objects.bulk_create(new_orders)
-                    ledger_apply([
-                        HoldPlace(reference=hold_reference(order.pk), user_id=order.user_id,
-                                  asset_id=market.quote_id if order.side == "BUY" else market.base_id,
-                                  amount=order.hold_amount)
-                        for order in new_orders
-                    ])
-                created = iter(new_orders)
-                entries = []
-                for command in part:
-                    if isinstance(command, NewOrder):
-                        db_id[command.order_id] = next(created).pk
-                        entries.append(stream.command_fields(stream.NEW, db_id[command.order_id]))
-                    else:
-                        entries.append(stream.command_fields(stream.CANCEL, db_id[command.order_id]))
-                # Cancels of orders created in this same group: rows nobody else can see yet.
-                fresh = {order.pk for order in new_orders}
-                same_group = [db_id[c.order_id] for c in part if isinstance(c, CancelOrder) and db_id[c.order_id] in fresh]
-                if same_group:
-                    Order.objects.filter(id__in=same_group).update(cancel_requested_at=timezone.now())
+            new_orders, entries = accept(commands[start:start + per_group], market=market, traders=traders,
+                                         rates=rates, db_id=db_id, durable=False)
             now = time.time()
             for order in new_orders:
                 accepted[order.pk] = now

@@ -24,23 +24,18 @@ from decimal import Decimal as D
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
-from django.utils import timezone
 
 from exchange.core.redis import get_redis
 from exchange.models import Asset, Market
 from matching import stream
 from matching.bench import generate
-from matching.engine import MARKET, CancelOrder, NewOrder
+from matching.bench_feed import STEP, TICK, accept
 from matching.worker.matcher import Matcher
-from orders.models import Order, hold_reference
+from orders.models import Order
 from wallet.fees import fee_rates_for
-from wallet.services import HoldPlace, deposit_credit, ledger_apply
+from wallet.services import deposit_credit
 
-MID_TICKS = 100_000
 DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
-TICK = D("0.01")
-STEP = D("0.0001")
 
 
 class Command(BaseCommand):
@@ -68,6 +63,8 @@ class Command(BaseCommand):
             f"setup done in {time.perf_counter() - started:.1f}s: crossing limits {stats['crossing_limit_share']:.0%}, "
             f"median resting {stats['resting_orders_median']}; draining")
 
+        if Order.objects.filter(market=market).exclude(status="PENDING").exists():
+            raise CommandError("orders were matched before the clock started: the figure would not measure matching")
         gc.collect()
         gc.freeze()
         durations = []
@@ -138,46 +135,8 @@ class Command(BaseCommand):
         key = stream.stream_key(market.symbol)
         rates = fee_rates_for(user=traders[0], market=market)
         db_id: dict[int, int] = {}  # engine order id -> database order id
-        chunk = 2000
-        for start in range(0, len(commands), chunk):
-            part = commands[start:start + chunk]
-            new_orders = []
-            for command in part:
-                if isinstance(command, NewOrder):
-                    quantity = STEP * command.quantity_lots
-                    user = traders[command.user_id - 1]
-                    if command.order_type == MARKET:
-                        cap = TICK * MID_TICKS * 2 * quantity
-                        new_orders.append(Order(
-                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
-                            type="MARKET", quantity=quantity, stp_mode="EXPIRE_TAKER",
-                            hold_amount=cap if command.side == "BUY" else quantity,
-                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
-                    else:
-                        price = TICK * command.price_ticks
-                        new_orders.append(Order(
-                            user=user, market=market, client_order_id=uuid.uuid4().hex, side=command.side,
-                            type="LIMIT", time_in_force="GTC", price=price, quantity=quantity, stp_mode="EXPIRE_TAKER",
-                            hold_amount=price * quantity if command.side == "BUY" else quantity,
-                            maker_fee_rate=rates.maker, taker_fee_rate=rates.taker))
-            with transaction.atomic():
-                Order.objects.bulk_create(new_orders)
-                ledger_apply([
-                    HoldPlace(reference=hold_reference(order.pk), user_id=order.user_id,
-                              asset_id=market.quote_id if order.side == "BUY" else market.base_id,
-                              amount=order.hold_amount)
-                    for order in new_orders
-                ])
-                created = iter(new_orders)
-                entries = []
-                for command in part:
-                    if isinstance(command, NewOrder):
-                        db_id[command.order_id] = next(created).pk
-                        entries.append(stream.command_fields(stream.NEW, db_id[command.order_id]))
-                    else:
-                        entries.append(stream.command_fields(stream.CANCEL, db_id[command.order_id]))
-                cancels = [db_id[c.order_id] for c in part if isinstance(c, CancelOrder)]
-                Order.objects.filter(id__in=cancels).update(cancel_requested_at=timezone.now())
+        for start in range(0, len(commands), 2000):
+            _, entries = accept(commands[start:start + 2000], market=market, traders=traders, rates=rates, db_id=db_id)
             pipe = redis.pipeline(transaction=False)
             for fields in entries:
                 pipe.xadd(key, fields)
