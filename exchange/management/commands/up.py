@@ -111,12 +111,12 @@ class Command(BaseCommand):
             (
                 "celery-worker",
                 [python, "-m", "celery", "-A", "exchange", "worker", "-Q", "default,risk,outbox",
-                 "--concurrency", "2", "--loglevel", "INFO", "--hostname", "worker@%h"],
+                 "--concurrency", "2", "--loglevel", "WARNING", "--hostname", "worker@%h"],
             ),
             ("matchers", [python, str(settings.BASE_DIR / "manage.py"), "run_matchers"]),
             (
                 "celery-beat",
-                [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "INFO",
+                [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "WARNING",
                  "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
             ),
         ]
