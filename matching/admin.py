@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from matching.models import MarketState, MarketStatusChange
-from orders.admin import ReadOnlyAdmin
+from exchange.core.admin import ReadOnlyAdmin
 
 
 @admin.register(MarketState)

@@ -1,19 +1,9 @@
 from django.contrib import admin
 
+from exchange.core.admin import ReadOnlyAdmin
 from orders.models import Order, OrderAmendment, Trade
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Orders and trades are written by the order services and the matchers only."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+# Orders and trades are written by the order services and the matchers only.
 
 
 @admin.register(Order)

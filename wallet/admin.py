@@ -18,6 +18,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from exchange.core.admin import ReadOnlyAdmin
 from exchange.core.errors import ApplicationError
 from exchange.models import Asset
 from wallet.models import (
@@ -41,19 +42,6 @@ from wallet.services import (
 )
 
 FORM_TEMPLATE = "admin/wallet/service_form.html"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by whoever has the view permission; nobody adds, changes or deletes."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _render_form(model_admin, request, form, *, title: str, submit: str, hidden: dict | None = None):

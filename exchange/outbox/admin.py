@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from exchange.core.admin import ReadOnlyAdmin
 from exchange.outbox.models import OutboxEvent
 from exchange.outbox.services import outbox_requeue
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "topic", "event_type", "key", "sequence", "status", "attempts", "next_attempt_at",
                     "created_at", "published_at")
     list_filter = ("status", "topic", "event_type")
@@ -18,15 +19,6 @@ class OutboxEventAdmin(admin.ModelAdmin):
     show_full_result_count = False  # counting a large published history on every page is slow
     actions = ["requeue"]
     readonly_fields = [field.name for field in OutboxEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_requeue_permission(self, request):
         return request.user.has_perm("exchange.requeue_outboxevent")
