@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from types import SimpleNamespace
 
 from django.db import transaction
@@ -49,29 +48,15 @@ def ticker_data(market, *, best_bid: str | None, best_ask: str | None) -> dict:
     return data
 
 
-def balances_data(*, user_ids, asset_ids, asset_codes: dict[int, str], output=None) -> dict[int, list[dict]]:
-    """{user id: [{"asset","available","held","total"}...]} for these assets (1 query)."""
+def balances_data(*, user_ids, assets: dict[int, str], output=None) -> dict[int, list[dict]]:
+    """{user id: [{"asset","available","held","total"}...]} for these assets, as
+    GET /api/v1/balances shows them (1 query)."""
     from wallet.api.views import BalanceOutput
-    from wallet.models import Account, AccountKind
-    from wallet.selectors import Balance
+    from wallet.selectors import balances_of
 
-    amounts = {}
-    rows = Account.objects.filter(user_id__in=user_ids, asset_id__in=asset_ids,
-                                  kind__in=(AccountKind.AVAILABLE, AccountKind.HELD))
-    for user_id, asset_id, kind, balance in rows.values_list("user_id", "asset_id", "kind", "balance"):
-        amounts[(user_id, asset_id, kind)] = balance
-    zero = Decimal(0)
     output = output or BalanceOutput()
-    result = {}
-    for user_id in user_ids:
-        items = [
-            Balance(asset=asset_codes[asset_id],
-                    available=amounts.get((user_id, asset_id, AccountKind.AVAILABLE), zero),
-                    held=amounts.get((user_id, asset_id, AccountKind.HELD), zero))
-            for asset_id in sorted(asset_ids, key=lambda a: asset_codes[a])
-        ]
-        result[user_id] = [output.to_representation(item) for item in items]
-    return result
+    return {user_id: [output.to_representation(balance) for balance in balances]
+            for user_id, balances in balances_of(user_ids=user_ids, assets=assets).items()}
 
 
 class MarketPublisher:
@@ -203,8 +188,7 @@ class MarketPublisher:
                     viewer.pk = user_id
                     trades_by_user[user_id].append(trade_output.to_representation(trade))
         balances = balances_data(
-            user_ids=live_users, asset_ids=[market.base_id, market.quote_id],
-            asset_codes={market.base_id: market.base.code, market.quote_id: market.quote.code},
+            user_ids=live_users, assets={market.base_id: market.base.code, market.quote_id: market.quote.code},
             output=balance_output)
         return [
             (protocol.user_group(user_id), {
@@ -271,7 +255,7 @@ def _order_accepted(order_id: int, user_id: int) -> None:
         order = Order.objects.select_related("market__base", "market__quote").get(pk=order_id)
         market = order.market
         assets = {market.base_id: market.base.code, market.quote_id: market.quote.code}
-        balances = balances_data(user_ids=[user_id], asset_ids=list(assets), asset_codes=assets)[user_id]
+        balances = balances_data(user_ids=[user_id], assets=assets)[user_id]
         sender.send([(group, {"type": protocol.LAYER_USER, "user_id": user_id, "sequence": None,
                               "orders": [OrderOutput().to_representation(order)], "trades": [], "balances": balances})],
                     members)
