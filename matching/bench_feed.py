@@ -1,6 +1,6 @@
-"""Accepting engine-benchmark commands as the order API would, for the
-benchmarks that measure what happens after acceptance (``bench_matcher``,
-``bench_ws``).
+"""Set-up for the benchmarks that measure what happens after acceptance
+(``bench_matcher``, ``bench_ws``): a fresh market, funded traders, and engine
+benchmark commands accepted as the order API would.
 
 ``accept(...)`` turns a slice of ``matching.bench.generate`` commands into
 what a placement or cancel leaves behind, in one transaction: order rows
@@ -15,17 +15,42 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal as D
 
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
+from exchange.models import Asset, Market
 from matching import stream
 from matching.engine import MARKET, CancelOrder, NewOrder
 from orders.models import Order, hold_reference
-from wallet.services import HoldPlace, ledger_apply
+from wallet.services import HoldPlace, deposit_credit, ledger_apply
 
 MID_TICKS = 100_000
 TICK = D("0.01")
 STEP = D("0.0001")
+
+
+def bench_market(prefix: str) -> Market:
+    """A fresh market ``<prefix>XXXXXX-BUSD`` (so each run starts from an empty book)."""
+    quote, _ = Asset.objects.get_or_create(code="BUSD", defaults={"name": "Bench dollar", "precision": 8})
+    symbol = f"{prefix}{uuid.uuid4().hex[:6].upper()}-BUSD"
+    base, _ = Asset.objects.get_or_create(code=symbol.split("-")[0], defaults={"name": "Bench coin", "precision": 8})
+    return Market.objects.create(
+        symbol=symbol, base=base, quote=quote, tick_size=TICK, step_size=STEP, min_quantity=STEP,
+        max_quantity=D(1000), min_notional=D(0), maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"),
+        price_band=D("0.5"))
+
+
+def funded_traders(market, count: int, *, name: str, base=D(10**9), quote=D(10**12)) -> list:
+    """``count`` new users ``<name>-<i>``, each credited ``base`` and ``quote`` of ``market``."""
+    User = get_user_model()
+    traders = []
+    for index in range(count):
+        user = User.objects.create(username=f"{name}-{index}")
+        for asset, amount in ((market.base, base), (market.quote, quote)):
+            deposit_credit(user=user, asset=asset, amount=amount, txid=f"bench-{uuid.uuid4().hex}", source="CUSTODY")
+        traders.append(user)
+    return traders
 
 
 def _order_row(command: NewOrder, *, market, traders, rates) -> Order:

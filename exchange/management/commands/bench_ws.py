@@ -28,23 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from decimal import Decimal as D
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from exchange import processes
 from exchange.apikeys.services import api_key_create
 from exchange.core.redis import get_redis
-from exchange.models import Asset, Market
 from matching import stream
 from matching.bench import generate
-from matching.bench_feed import STEP, TICK, accept
+from matching.bench_feed import accept, bench_market, funded_traders
 from wallet.fees import fee_rates_for
-from wallet.services import deposit_credit
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -75,8 +70,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
 
     def handle(self, *args, rate: int, seconds: float, subscribers: int, group_ms: int, seed: int, **options):
-        market = self._market()
-        traders = self._traders(market)
+        market = bench_market("W")
+        traders = funded_traders(market, 2, name=f"bench-ws-{market.symbol}")
         keys = [api_key_create(user=user, label="bench-ws", permissions=["read"], ip_allowlist=[]) for user in traders]
         count = int(rate * seconds)
         commands, stats, _ = generate(seed, count, (70, 20, 10), 5.5, len(traders))
@@ -132,26 +127,6 @@ class Command(BaseCommand):
             f"{_percentile(to_client, 0.5):.1f} ms p99 {_percentile(to_client, 0.99):.1f} ms")
 
     # --------------------------------------------------------------- setup
-
-    def _market(self) -> Market:
-        quote, _ = Asset.objects.get_or_create(code="BUSD", defaults={"name": "Bench dollar", "precision": 8})
-        symbol = f"W{uuid.uuid4().hex[:6].upper()}-BUSD"
-        base, _ = Asset.objects.get_or_create(code=symbol.split("-")[0], defaults={"name": "Bench coin", "precision": 8})
-        return Market.objects.create(
-            symbol=symbol, base=base, quote=quote, tick_size=TICK, step_size=STEP, min_quantity=STEP,
-            max_quantity=D(1000), min_notional=D(0), maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"),
-            price_band=D("0.5"))
-
-    def _traders(self, market: Market):
-        User = get_user_model()
-        traders = []
-        for index in range(2):
-            user = User.objects.create(username=f"bench-ws-{market.symbol}-{index}")
-            for asset, amount in ((market.base, D(10**9)), (market.quote, D(10**12))):
-                deposit_credit(user=user, asset=asset, amount=amount, txid=f"bench-{uuid.uuid4().hex}",
-                               source="CUSTODY")
-            traders.append(user)
-        return traders
 
     def _wait_ready(self, symbol: str, port: int) -> None:
         import urllib.request

@@ -19,21 +19,17 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-import uuid
-from decimal import Decimal as D
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from exchange.core.redis import get_redis
-from exchange.models import Asset, Market
+from exchange.models import Market
 from matching import stream
 from matching.bench import generate
-from matching.bench_feed import STEP, TICK, accept
+from matching.bench_feed import accept, bench_market, funded_traders
 from matching.worker.matcher import Matcher
 from orders.models import Order
 from wallet.fees import fee_rates_for
-from wallet.services import deposit_credit
 
 DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
 
@@ -48,8 +44,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
 
     def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, **options):
-        market = self._market()
-        traders = self._traders(market, users)
+        market = bench_market("B")
+        traders = funded_traders(market, users, name=f"bench-{market.symbol}")
         # The matcher starts (and recovers, on an empty market) before the
         # commands exist: started after them, its recovery would apply them all
         # from the database before the clock starts, and the timed loop would
@@ -101,29 +97,6 @@ class Command(BaseCommand):
             f"{orders} commands in {elapsed:.2f}s, {len(durations)} batches, {trades} trades; "
             f"batch apply p50 {p50:.1f} ms")
         self.stdout.write(f"orders_per_s={rate} apply_p99_ms={p99:.1f}")
-
-    def _market(self) -> Market:
-        base, _ = Asset.objects.get_or_create(code="BENCH", defaults={"name": "Bench coin", "precision": 8})
-        quote, _ = Asset.objects.get_or_create(code="BUSD", defaults={"name": "Bench dollar", "precision": 8})
-        symbol = f"B{uuid.uuid4().hex[:6].upper()}-BUSD"
-        # A fresh market per run: each run starts from an empty book.
-        base_code = symbol.split("-")[0]
-        base, _ = Asset.objects.get_or_create(code=base_code, defaults={"name": "Bench coin", "precision": 8})
-        return Market.objects.create(
-            symbol=symbol, base=base, quote=quote, tick_size=TICK, step_size=STEP, min_quantity=STEP,
-            max_quantity=D(1000), min_notional=D(0), maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"),
-            price_band=D("0.5"))
-
-    def _traders(self, market: Market, count: int):
-        User = get_user_model()
-        traders = []
-        for index in range(count):
-            user = User.objects.create(username=f"bench-{market.symbol}-{index}")
-            for asset, amount in ((market.base, D(10**9)), (market.quote, D(10**12))):
-                deposit_credit(user=user, asset=asset, amount=amount, txid=f"bench-{uuid.uuid4().hex}",
-                               source="CUSTODY")
-            traders.append(user)
-        return traders
 
     def _enqueue(self, market: Market, traders, count: int, seed: int) -> dict:
         """The engine benchmark's standard mix (``matching.bench.generate``: about a

@@ -26,13 +26,12 @@ from collections import Counter
 from decimal import Decimal as D
 from urllib.parse import urlparse
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from exchange.apikeys.services import api_key_create
 from exchange.apikeys.signing import signed_headers
 from exchange.models import Market
-from wallet.services import deposit_credit
+from matching.bench_feed import funded_traders
 
 
 class Command(BaseCommand):
@@ -106,14 +105,8 @@ class Command(BaseCommand):
         self.stdout.write(f"orders_per_s={int(accepted / elapsed)} p50_ms={p50:.1f} p99_ms={p99:.1f}")
 
     def _traders(self, market: Market, count: int) -> list[tuple[str, str]]:
-        User = get_user_model()
-        run = uuid.uuid4().hex[:8]
         keys = []
-        for index in range(count):
-            user = User.objects.create(username=f"bench-api-{run}-{index}")
-            for asset, amount in ((market.base, D(10**6)), (market.quote, D(10**11))):
-                deposit_credit(user=user, asset=asset, amount=amount, txid=f"bench-api-{uuid.uuid4().hex}",
-                               source="CUSTODY")
+        for user in funded_traders(market, count, name=f"bench-api-{uuid.uuid4().hex[:8]}", base=D(10**6), quote=D(10**11)):
             key, secret = api_key_create(user=user, label="bench", permissions=["read", "trade"], ip_allowlist=[])
             keys.append((key.key_id, secret))
         return keys
