@@ -198,20 +198,7 @@ class _Order:
 class _Stop:
     """An untriggered stop order, as accepted (absent values are None)."""
 
-    __slots__ = (
-        "order_id",
-        "user_id",
-        "side",
-        "order_type",
-        "time_in_force",
-        "price_ticks",
-        "stop_price_ticks",
-        "quantity_lots",
-        "quote_limit_tl",
-        "stp_mode",
-        "accepted_sequence",
-        "triggers_on_rise",
-    )
+    __slots__ = (*STOP_COLUMNS, "triggers_on_rise")
 
     def __init__(
         self,

@@ -219,7 +219,6 @@ def test_every_kind_of_bad_order_is_a_stable_4xx_that_writes_nothing(alice_and_b
     failures = []
 
     def check(name, response, status, code, before):
-        heartbeat()  # for the next case: together they outlast a heartbeat's freshness (5 s)
         problems = refusal_problems(response, status, code)
         if writes() != before:
             problems.append(f"wrote something: {before} -> {writes()}")
@@ -326,7 +325,6 @@ def test_random_order_bodies_never_500_and_refusals_write_nothing(alice_and_bob)
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(raw=order_bodies())
     def run(raw: bytes):
-        heartbeat()  # the run outlasts a heartbeat's freshness window
         before = writes()
         response = client.post(ORDERS, body=raw)
         after = writes()
