@@ -84,7 +84,7 @@ class Command(BaseCommand):
         postmaster = bench.postgres_server_pid()
         if postmaster is None:
             self.stderr.write("PostgreSQL does not run on this machine: its CPU time is not measured")
-        prefix, kick = settings.OUTBOX_REDIS_STREAM_PREFIX, settings.OUTBOX_KICK_ENABLED
+        prefix = settings.OUTBOX_REDIS_STREAM_PREFIX
         settings.OUTBOX_REDIS_STREAM_PREFIX = BENCH_PREFIX
         first_id = self._first_new_id()
         try:
@@ -93,11 +93,10 @@ class Command(BaseCommand):
                     raise CommandError("--kafka is for the drain mode")
                 self._load(postmaster, **options)
             else:
-                settings.OUTBOX_KICK_ENABLED = False  # the bench relays itself
                 self._drain(postmaster, **options)
         finally:
             get_redis().delete(*[stream_name(topic) for topic in Topic.values])
-            settings.OUTBOX_REDIS_STREAM_PREFIX, settings.OUTBOX_KICK_ENABLED = prefix, kick
+            settings.OUTBOX_REDIS_STREAM_PREFIX = prefix
             OutboxEvent.objects.filter(id__gte=first_id).delete()
 
     @staticmethod
@@ -107,10 +106,9 @@ class Command(BaseCommand):
 
     def _settle(self, bus) -> None:
         """Relay what is already pending and vacuum the table, so the run measures only its own rows."""
-        backlog = OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count()
-        if backlog:
-            self.stdout.write(f"setup: relaying {backlog} events already pending (not timed) ...")
-            outbox_relay(bus=bus, batch_size=2000)
+        relayed = outbox_relay(bus=bus, batch_size=2000).published
+        if relayed:
+            self.stdout.write(f"setup: relayed {relayed} events already pending (not timed)")
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM {bench.TABLE}")
 
@@ -151,7 +149,7 @@ class Command(BaseCommand):
         vacuum_us = _per_event_us(vacuum_spent.get("server", 0.0), published)
         self.stdout.write(
             f"{events} events written in {emit_s:.2f}s; {published} relayed in {relay_s:.2f}s "
-            f"({result.batches} batches of {batch_size}, {result.failed_attempts} failed)")
+            f"({result.batches} batches of {batch_size}, {result.refused} refused, {result.unconfirmed} unconfirmed)")
         self.stdout.write(
             f"CPU per event: relay {relay_us:.1f} us, its PostgreSQL backend {pg_us:.1f} us, "
             f"the rest of the server meanwhile {pg_bg_us:.1f} us, VACUUM afterwards {vacuum_us:.1f} us")
@@ -214,9 +212,8 @@ class Command(BaseCommand):
 
     @staticmethod
     def _relay_argv() -> list[str]:
-        """The relay as production runs it: a Celery worker on the outbox queue, kicked after each commit."""
-        return [sys.executable, "-m", "celery", "-A", "exchange", "worker", "-Q", "outbox", "--pool", "solo", "--beat",
-                "--schedule", str(settings.DATA_DIR / "bench-celerybeat-schedule"), "--loglevel", "WARNING", "--hostname", f"bench-relay-{os.getpid()}@%h"]
+        """The relay as production runs it (``manage.py up``, docker-compose)."""
+        return [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_outbox_relay"]
 
     @staticmethod
     def _wait_for_relay(client, timeout_s: float = 60) -> None:

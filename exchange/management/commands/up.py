@@ -4,7 +4,7 @@ Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
 ``--web-processes`` daphne processes (HTTP, admin, WebSocket) sharing one
 listening socket (the kernel spreads connections between them), one matcher per market (under their
-supervisor), a Celery worker and Celery beat, waits until
+supervisor), the outbox relay, a Celery worker and Celery beat, waits until
 /health/ready answers, starts the demo market maker (with the demo, unless
 --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
 logins, and runs until Ctrl-C or SIGTERM. It then stops every process it
@@ -35,7 +35,8 @@ READY_TIMEOUT_S = 90.0
 
 
 class Command(BaseCommand):
-    help = "Run the exchange: services, migrations, demo data, web server, matchers, Celery worker and beat."
+    help = ("Run the exchange: services, migrations, demo data, web server, matchers, outbox relay, "
+            "Celery worker and beat.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=settings.EXCHANGE_HOST)
@@ -114,6 +115,7 @@ class Command(BaseCommand):
                  "--concurrency", "2", "--loglevel", "WARNING", "--hostname", "worker@%h"],
             ),
             ("matchers", [python, str(settings.BASE_DIR / "manage.py"), "run_matchers"]),
+            ("outbox-relay", [python, str(settings.BASE_DIR / "manage.py"), "run_outbox_relay"]),
             (
                 "celery-beat",
                 [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "WARNING",

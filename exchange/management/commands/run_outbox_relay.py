@@ -1,0 +1,33 @@
+"""``manage.py run_outbox_relay``: the outbox relay, until SIGTERM/SIGINT (exchange.outbox.relay)."""
+
+import logging
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from exchange.outbox.bus import get_bus
+from exchange.outbox.relay import outbox_relay_forever
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Relay outbox events to the event bus (Kafka, or Redis streams), polling while there are none."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--poll-ms", type=int, default=settings.OUTBOX_RELAY_POLL_MS,
+                            help="how often to look for new events when there are none (OUTBOX_RELAY_POLL_MS)")
+
+    def handle(self, *args, poll_ms: int, **options):
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        bus = get_bus()
+        logger.info("outbox relay started", extra={"bus": bus.name, "poll_ms": poll_ms})
+        try:
+            outbox_relay_forever(stop=stop, bus=bus, poll_s=poll_ms / 1000)
+        finally:
+            bus.close()
+        logger.info("outbox relay stopped")
