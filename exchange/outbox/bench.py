@@ -15,7 +15,7 @@
   Each transaction carries a number in its payloads; its commit time is
   recorded after COMMIT returns.
 - ``LatencyReader``: reads the bench streams as a consumer would and measures,
-  per event, the time from its transaction's commit to its arrival.
+  per event, the time from its transaction's commit to its arrival on the bus.
 """
 
 from __future__ import annotations
@@ -47,6 +47,14 @@ def postgres_server_pid() -> int | None:
     return pid if psutil.pid_exists(pid) else None
 
 
+def backend_pids(application_name: str) -> list[int]:
+    """The server processes serving this database's connections named ``application_name``."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                       [application_name])
+        return [pid for (pid,) in cursor.fetchall()]
+
+
 def backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -57,6 +65,18 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and of the children it has reaped."""
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+def processes_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of live processes (those gone meanwhile count as 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def server_cpu_s(postmaster_pid: int) -> float:
@@ -194,7 +214,10 @@ class LoadWriter:
 
 class LatencyReader(threading.Thread):
     """Reads ``streams`` from their start and records, for every bench event,
-    arrival time minus its transaction's commit time (ms)."""
+    its arrival on the bus minus its transaction's commit time (ms). The
+    arrival is the time in the stream entry's id (Redis's clock when the XADD
+    ran, in ms; the same machine's clock as the writers'), so the reader's own
+    delays do not count."""
 
     def __init__(self, client, streams: list[str], commits: dict[int, float]):
         super().__init__(daemon=True)
@@ -208,13 +231,13 @@ class LatencyReader(threading.Thread):
     def run(self) -> None:
         while not self._done.is_set():
             replies = self.client.xread(self.positions, count=5000, block=100)
-            arrived = time.time()
             for stream, entries in replies or []:
                 stream = stream.decode() if isinstance(stream, bytes) else stream
                 self.positions[stream] = entries[-1][0]
-                for _, fields in entries:
+                for entry_id, fields in entries:
                     match = _BENCH_TX.search(fields[b"event"])
                     if match:
+                        arrived = int(entry_id.split(b"-")[0]) / 1000
                         self._unmatched.append((int(match.group(1)), arrived))
                 self.received += len(entries)
             self._match()

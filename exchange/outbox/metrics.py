@@ -1,14 +1,17 @@
 """Outbox metrics on /metrics: backlog, relay lag, published and refused totals.
 
 The relay runs in its own process, /metrics is served by the web process:
-the totals are counted in Redis (one INCRBY pipeline per batch) and every
-figure is read at scrape time by a collector registered in the web
+the totals are counted in Redis (one INCRBY pipeline a second at most) and
+every figure is read at scrape time by a collector registered in the web
 process's registry.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -23,9 +26,30 @@ TOTALS = {
 }
 
 
+FLUSH_INTERVAL_S = 1.0
+_unflushed: Counter = Counter()
+_flushed_at = 0.0
+_lock = threading.Lock()
+
+
 def count(**amounts: int) -> None:
-    """Add to the Redis totals (names of TOTALS); never raises."""
-    amounts = {name: amount for name, amount in amounts.items() if amount}
+    """Add to the totals (names of TOTALS); never raises. Counts reach Redis at
+    most FLUSH_INTERVAL_S later (one INCRBY pipeline per interval, not per
+    batch); ``flush()`` sends them at once."""
+    with _lock:
+        _unflushed.update({name: amount for name, amount in amounts.items() if amount})
+        due = time.monotonic() - _flushed_at >= FLUSH_INTERVAL_S
+    if due:
+        flush()
+
+
+def flush() -> None:
+    """Send the counts not yet in Redis; never raises (they are kept for the next flush)."""
+    global _flushed_at
+    with _lock:
+        amounts = dict(_unflushed)
+        _unflushed.clear()
+        _flushed_at = time.monotonic()
     if not amounts:
         return
     try:
@@ -37,6 +61,8 @@ def count(**amounts: int) -> None:
         pipe.execute()
     except Exception:  # noqa: BLE001 - metrics must not fail the relay
         logger.debug("could not count outbox metrics", exc_info=True)
+        with _lock:
+            _unflushed.update(amounts)
 
 
 def snapshot() -> dict:
@@ -47,6 +73,7 @@ def snapshot() -> dict:
     from exchange.core.redis import get_redis
     from exchange.outbox.models import OutboxCursor, OutboxEvent
 
+    flush()  # this process's own counts (the relay's, when it runs here)
     table, cursor_table = OutboxEvent._meta.db_table, OutboxCursor._meta.db_table
     with connection.cursor() as cursor:
         # Pending: committed after the cursor's snapshot and not in the part of

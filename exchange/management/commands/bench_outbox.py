@@ -19,8 +19,9 @@ Two modes (docs/BENCHMARKS.md, "Outbox relay"):
   ``exchange.outbox.bench.LoadWriter``) and a reader measures the time from
   each event's commit to its arrival on the bus. Last line:
   ``rate=<int> latency_p50_ms=<f> latency_p99_ms=<f> latency_max_ms=<f>
-  relay_us=<f> pg_us=<f> bus=redis`` (``relay_us``: the relay process's CPU
-  per event; ``pg_us``: the whole server's, writes included).
+  relay_us=<f> relay_pg_us=<f> pg_us=<f> bus=redis`` (per event: the relay
+  process's CPU, its PostgreSQL backend's, and the whole server's, the
+  emitters' writes included).
 
 The Redis-stream bus by default, with streams under a ``bench:`` prefix that
 are deleted afterwards; ``--kafka host:port`` relays to that broker instead
@@ -41,6 +42,7 @@ from django.utils import timezone
 
 from exchange import processes
 from exchange.core.redis import get_redis
+from exchange.management.commands.run_outbox_relay import APPLICATION_NAME
 from exchange.outbox import bench
 from exchange.outbox.bus import KafkaBus, RedisStreamBus, stream_name
 from exchange.outbox.models import OutboxEvent, Topic
@@ -170,8 +172,10 @@ class Command(BaseCommand):
         try:
             self._wait_for_relay(client)
             reader.start()
+            relay_backends = bench.backend_pids(APPLICATION_NAME)
             clock = bench.CpuClock(
                 relay=lambda: bench.process_cpu_s(relay.pid),
+                relay_backend=postmaster and (lambda: bench.processes_cpu_s(relay_backends)),
                 server=postmaster and (lambda: bench.server_cpu_s(postmaster)),
                 writers=time.process_time,
             ).start()
@@ -193,6 +197,7 @@ class Command(BaseCommand):
         latencies = reader.latencies_ms
         missing = writer.events - len(latencies)
         relay_us = _per_event_us(spent["relay"], writer.events)
+        relay_pg_us = _per_event_us(spent.get("relay_backend", 0.0), writer.events)
         pg_us = _per_event_us(spent.get("server", 0.0), writer.events)
         p50, p99, p999 = (bench.percentile(latencies, f) for f in (0.5, 0.99, 0.999))
         self.stdout.write(
@@ -203,12 +208,13 @@ class Command(BaseCommand):
             f"commit -> bus latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, p99.9 {p999:.1f} ms, "
             f"max {max(latencies, default=float('nan')):.1f} ms")
         self.stdout.write(
-            f"CPU per event: relay process {relay_us:.1f} us, PostgreSQL server (writes included) {pg_us:.1f} us, "
+            f"CPU per event: relay process {relay_us:.1f} us, its PostgreSQL backend {relay_pg_us:.1f} us, "
+            f"the whole PostgreSQL server (the writes included) {pg_us:.1f} us, "
             f"emitters and reader (this process) {_per_event_us(spent['writers'], writer.events):.1f} us")
         self.stdout.write(
             f"rate={int(writer.events / written_s)} latency_p50_ms={p50:.1f} latency_p99_ms={p99:.1f} "
-            f"latency_max_ms={max(latencies, default=float('nan')):.1f} relay_us={relay_us:.1f} pg_us={pg_us:.1f} "
-            f"bus=redis")
+            f"latency_max_ms={max(latencies, default=float('nan')):.1f} relay_us={relay_us:.1f} "
+            f"relay_pg_us={relay_pg_us:.1f} pg_us={pg_us:.1f} bus=redis")
 
     @staticmethod
     def _relay_argv() -> list[str]:

@@ -41,5 +41,5 @@ def test_bench_outbox_load_runs_the_relay_process_and_measures_latency(bus, redi
     assert re.search(r"\b0 missing\b", text), text
     last = text.strip().splitlines()[-1]
     assert re.fullmatch(r"rate=\d+ latency_p50_ms=[\d.]+ latency_p99_ms=[\d.]+ latency_max_ms=[\d.]+ "
-                        r"relay_us=[\d.]+ pg_us=[\d.]+ bus=redis", last), last
+                        r"relay_us=[\d.]+ relay_pg_us=[\d.]+ pg_us=[\d.]+ bus=redis", last), last
     assert OutboxEvent.objects.count() == 0 and not redis_app.keys("bench:*")

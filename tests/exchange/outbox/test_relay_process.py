@@ -7,6 +7,8 @@ import signal
 
 from django.db import transaction
 
+from exchange.management.commands.run_outbox_relay import APPLICATION_NAME
+from exchange.outbox.bench import backend_pids
 from exchange.outbox.models import Topic
 from exchange.outbox.services import Event, outbox_emit_many
 from tests.e2e.harness import ROOT, child_env, wait_for
@@ -36,8 +38,10 @@ def test_two_relay_processes_publish_what_commits_once_in_order_and_stop_on_sigt
 
     relays = [spawn_relay(), spawn_relay()]
     try:
+        # Each relay names its database session once it runs (its signal handlers installed).
+        wait_for(lambda: len(backend_pids(APPLICATION_NAME)) == 2, timeout_s=60, what="both relay processes")
         emit("probe", 1)
-        wait_for(lambda: len(published_ids(redis_app)) == 1, timeout_s=60, what="a relay process to start")
+        wait_for(lambda: len(published_ids(redis_app)) == 1, timeout_s=30, what="the probe event on the bus")
         for i in range(40):
             emit(f"K{i % 3}", 5, start=i * 5)
         wait_for(lambda: len(published_ids(redis_app)) == 201, timeout_s=30, what="every event on the bus")
