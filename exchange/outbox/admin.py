@@ -42,9 +42,11 @@ class StatusFilter(admin.SimpleListFilter):
         if status in ("RETRY", "WAITING", "FAILED"):
             return queryset.filter(delivery=status)
         if status == "PENDING":
-            # Through the txid index: only transactions at or above the cursor's horizon can be pending.
-            horizon = RawSQL(f"txid >= pg_snapshot_xmin({_CURSOR.format(column='published_snapshot')})", [],
-                             output_field=BooleanField())
+            # Through the txid index: only transactions from the cursor's xmin on can be pending
+            # (a literal bound, so the planner sees how few rows that is).
+            xmin = OutboxCursor.objects.filter(id=1).values_list(
+                RawSQL("pg_snapshot_xmin(published_snapshot)::text", []), flat=True).first() or "2"
+            horizon = RawSQL("txid >= %s::xid8", [xmin], output_field=BooleanField())
             return queryset.filter(horizon, delivery__isnull=True, status="PENDING")
         if status == "PUBLISHED":
             return queryset.filter(status="PUBLISHED")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import hiredis
 import redis
@@ -45,9 +45,12 @@ Refusals = dict[int, str]
 
 
 class Bus(Protocol):
+    """``publish`` takes Messages, or any sequences that start with the same
+    five fields in the same order (the relay passes its rows as they come)."""
+
     name: str
 
-    def publish(self, messages: list[Message]) -> Refusals: ...
+    def publish(self, messages: Sequence[Message]) -> Refusals: ...
 
     def close(self) -> None: ...
 
@@ -82,12 +85,13 @@ class RedisStreamBus:
         self._client_factory = client_factory
         self.maxlen = str(maxlen or settings.OUTBOX_REDIS_STREAM_MAXLEN)
 
-    def publish(self, messages: list[Message]) -> Refusals:
-        streams = {topic: stream_name(topic) for topic in {message.topic for message in messages}}
+    def publish(self, messages: Sequence[Message]) -> Refusals:
+        streams = {topic: stream_name(topic) for topic in {message[0] for message in messages}}
         maxlen = self.maxlen
+        # Fields by position (topic, key, event_id, type, envelope): the relay passes its rows.
         packed = b"".join([
-            hiredis.pack_command(("XADD", streams[m.topic], "MAXLEN", "~", maxlen, "*", "event_id", m.event_id,
-                                  "type", m.event_type, "key", m.key, "event", m.value))
+            hiredis.pack_command(("XADD", streams[m[0]], "MAXLEN", "~", maxlen, "*", "event_id", m[2],
+                                  "type", m[3], "key", m[1], "event", m[4]))
             for m in messages
         ])
         pool = self._client_factory().connection_pool
@@ -196,7 +200,8 @@ class KafkaBus:
                                   errors.InvalidRecordError, errors.CorruptRecordError, errors.InvalidTopicError,
                                   errors.TopicAuthorizationFailedError))
 
-    def publish(self, messages: list[Message]) -> Refusals:
+    def publish(self, messages: Sequence[Message]) -> Refusals:
+        messages = [Message(*message[:5]) for message in messages]
         refused: Refusals = {}
         with self._lock:
             try:

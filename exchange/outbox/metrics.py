@@ -76,24 +76,26 @@ def snapshot() -> dict:
     flush()  # this process's own counts (the relay's, when it runs here)
     table, cursor_table = OutboxEvent._meta.db_table, OutboxCursor._meta.db_table
     with connection.cursor() as cursor:
-        # Pending: committed after the cursor's snapshot and not in the part of
-        # the current epoch already published (found through the txid index).
         cursor.execute(
-            f"""SELECT count(e.id), COALESCE(EXTRACT(EPOCH FROM now() - min(e.created_at)), 0), max(c.bus_attempts)
-                FROM (SELECT * FROM {cursor_table} WHERE id = 1
-                      UNION ALL  -- no cursor yet (a fresh database): every event is pending
-                      SELECT 1, '2:2:', NULL, 0, 0, 0, NULL, '', now()
-                      WHERE NOT EXISTS (SELECT 1 FROM {cursor_table} WHERE id = 1)) c
-                LEFT JOIN LATERAL (
-                    SELECT id, txid, created_at FROM {table}
-                    WHERE txid >= pg_snapshot_xmax(c.published_snapshot)
-                    UNION ALL
-                    SELECT id, txid, created_at FROM {table}
-                    WHERE txid = ANY(ARRAY(SELECT pg_snapshot_xip(c.published_snapshot)))
-                ) e ON NOT (c.epoch_snapshot IS NOT NULL AND pg_visible_in_snapshot(e.txid, c.epoch_snapshot)
-                            AND e.id <= c.epoch_after_id)"""
+            f"""SELECT pg_snapshot_xmax(published_snapshot)::text, ARRAY(SELECT pg_snapshot_xip(published_snapshot))::text[],
+                       epoch_snapshot::text, epoch_after_id, bus_attempts
+                FROM {cursor_table} WHERE id = 1"""
         )
-        pending, lag, bus_attempts = cursor.fetchone()
+        # No cursor yet (a fresh database): every event is pending.
+        xmax, xip, epoch, epoch_after_id, bus_attempts = cursor.fetchone() or ("2", [], None, 0, 0)
+        # Pending: committed after the cursor's snapshot (through the txid index:
+        # the bounds are literals, so the planner sees how few rows they select),
+        # less the part of the current epoch already published.
+        cursor.execute(
+            f"""SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(e.created_at)), 0)
+                FROM (SELECT id, txid, created_at FROM {table} WHERE txid >= %s::xid8
+                      UNION ALL
+                      SELECT id, txid, created_at FROM {table} WHERE txid = ANY(%s::xid8[])) e
+                WHERE NOT (%s::pg_snapshot IS NOT NULL AND pg_visible_in_snapshot(e.txid, %s::pg_snapshot)
+                           AND e.id <= %s)""",
+            [xmax, xip, epoch, epoch, epoch_after_id],
+        )
+        pending, lag = cursor.fetchone()
         cursor.execute(f"SELECT delivery, count(*) FROM {table} WHERE delivery IS NOT NULL GROUP BY delivery")
         set_aside = dict(cursor.fetchall())
     totals = {}

@@ -57,12 +57,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from exchange.outbox import metrics
-from exchange.outbox.bus import Bus, BusError, Message, Refusals, get_bus
+from exchange.outbox.bus import Bus, BusError, Refusals, get_bus
 from exchange.outbox.models import OutboxCursor, OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -72,24 +73,32 @@ RELAY_LOCK_ID = 0x6F7574626F78  # "outbox"
 TABLE = OutboxEvent._meta.db_table
 CURSOR = OutboxCursor._meta.db_table
 
-# id, topic, key, event_id, type, and the envelope (docs/EVENTS.md) built by
-# PostgreSQL. Concatenated rather than json_build_object(...): the same JSON
-# for about 1.5 us less per event (to_json quotes and escapes the strings).
+# A row is laid out as a bus Message (topic, key, event_id, type, and the
+# envelope of docs/EVENTS.md built by PostgreSQL), then the id: the rows go to
+# the bus as they are. The envelope is concatenated rather than
+# json_build_object(...): the same JSON for about 1.5 us less per event
+# (to_json quotes and escapes the strings).
 _COLUMNS = """
-    e.id, e.topic, e.key, e.event_id::text, e.event_type,
+    e.topic, e.key, e.event_id::text, e.event_type,
     '{"event_id": "' || e.event_id || '", "topic": ' || to_json(e.topic) || ', "type": ' || to_json(e.event_type)
         || ', "version": ' || e.version || ', "key": ' || to_json(e.key)
         || ', "sequence": ' || COALESCE(e.sequence::text, 'null') || ', "occurred_at": ' || to_json(e.created_at)
-        || ', "data": ' || e.payload::text || '}'
+        || ', "data": ' || e.payload::text || '}',
+    e.id
 """
+TOPIC, KEY, ID = 0, 1, 5  # in a row of _COLUMNS
 
 # The lock, and plans that walk indexes in order and stop after one batch
 # (with statistics that lag a burst of inserts the planner would otherwise
-# bitmap-scan and sort). The cursor's commit need not wait for the disk: lost
-# in a crash, it only makes the relay publish a batch again.
+# bitmap-scan and sort). Those plans are the prepared statements' generic
+# ones: planned once, not for every batch (PostgreSQL would otherwise keep
+# planning each execution anew, its estimate for an unknown snapshot being
+# worse). The cursor's commit need not wait for the disk: lost in a crash, it
+# only makes the relay publish a batch again.
 _BEGIN = """
     SELECT pg_try_advisory_xact_lock(%s), set_config('enable_bitmapscan', 'off', true),
-           set_config('enable_seqscan', 'off', true), set_config('synchronous_commit', 'off', true)
+           set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true),
+           set_config('synchronous_commit', 'off', true)
 """
 
 # The cursor before the first epoch: every real transaction id (3 and up) is
@@ -107,32 +116,40 @@ _CURSOR_READ = f"""
 
 # A new epoch: the snapshot C, the highest id given out when it was taken,
 # and the first page of the events committed in C and not in S (%(s)s). The
-# candidates come from the txid index only (a materialized CTE, so the
-# planner cannot walk the primary key in id order instead), then the page is
-# sorted and read by id.
+# candidates come from the txid index only: the subquery is planned on its own
+# (OFFSET 0), so that the planner cannot walk the primary key in id order
+# instead, filtering the whole table, as its generic plan otherwise may.
+# Every candidate this statement sees committed before its snapshot, C: no
+# visibility test is needed. The envelopes are built for the page only.
 _EPOCH_START = f"""
     WITH c AS MATERIALIZED (
         SELECT pg_current_snapshot() AS snapshot,
                COALESCE(pg_sequence_last_value(pg_get_serial_sequence('{TABLE}', 'id')::regclass), 0) AS last_id
-    ), candidates AS MATERIALIZED (
-        SELECT id FROM {TABLE} WHERE txid >= pg_snapshot_xmax(%(s)s::pg_snapshot)
-        UNION ALL
-        SELECT id FROM {TABLE} WHERE txid = ANY(ARRAY(SELECT pg_snapshot_xip(%(s)s::pg_snapshot)))
-    ), page AS (
-        -- Every candidate this statement sees committed before its snapshot, C: no visibility test needed.
-        SELECT id FROM candidates ORDER BY id LIMIT %(limit)s
     )
-    SELECT c.snapshot::text, c.last_id, p.*
-    FROM c LEFT JOIN (SELECT {_COLUMNS} FROM page JOIN {TABLE} e ON e.id = page.id) p ON true
+    SELECT p.*, c.snapshot::text, c.last_id
+    FROM c LEFT JOIN (
+        SELECT {_COLUMNS} FROM (
+            SELECT * FROM (
+                SELECT * FROM {TABLE} WHERE txid >= pg_snapshot_xmax(%(s)s::pg_snapshot)
+                UNION ALL
+                SELECT * FROM {TABLE} WHERE txid = ANY(ARRAY(SELECT pg_snapshot_xip(%(s)s::pg_snapshot)))
+                OFFSET 0
+            ) candidates
+            ORDER BY id
+            LIMIT %(limit)s
+        ) e
+    ) p ON true
     ORDER BY p.id
 """
 
 # The next page of an epoch: along the primary key, between the last id
-# published and the highest the epoch can hold.
+# published and the highest the epoch can hold. (The snapshots are parsed
+# once, in InitPlans, not for every row.)
 _EPOCH_NEXT = f"""
     SELECT {_COLUMNS} FROM {TABLE} e
     WHERE e.id > %(after)s AND e.id <= %(last)s
-      AND pg_visible_in_snapshot(e.txid, %(c)s::pg_snapshot) AND NOT pg_visible_in_snapshot(e.txid, %(s)s::pg_snapshot)
+      AND pg_visible_in_snapshot(e.txid, (SELECT %(c)s::pg_snapshot))
+      AND NOT pg_visible_in_snapshot(e.txid, (SELECT %(s)s::pg_snapshot))
     ORDER BY e.id
     LIMIT %(limit)s
 """
@@ -208,13 +225,17 @@ _EPOCH_PAGE = f"""
 """
 
 # Is there anything to publish? One statement, no transaction, no lock: what
-# the idle relay runs every OUTBOX_RELAY_POLL_MS. (ORDER BY txid LIMIT 1: the
-# planner walks the txid index from S's xmax rather than scan the table.)
+# the idle relay runs every OUTBOX_RELAY_POLL_MS. Scalar subqueries ordered by
+# txid with LIMIT 1, not EXISTS (which drops ORDER BY and LIMIT): the planner
+# must walk the txid index from S's xmax, whatever it guesses of that value,
+# and never scan the table.
 _PENDING = f"""
     SELECT c.epoch_snapshot IS NOT NULL
-        OR EXISTS (SELECT 1 FROM {TABLE} WHERE txid >= pg_snapshot_xmax(c.published_snapshot) ORDER BY txid LIMIT 1)
-        OR EXISTS (SELECT 1 FROM {TABLE} WHERE txid = ANY(ARRAY(SELECT pg_snapshot_xip(c.published_snapshot))))
-        OR EXISTS (SELECT 1 FROM {TABLE} WHERE delivery = 'RETRY' AND next_attempt_at <= now()),
+        OR (SELECT txid FROM {TABLE} WHERE txid >= pg_snapshot_xmax(c.published_snapshot)
+            ORDER BY txid LIMIT 1) IS NOT NULL
+        OR (SELECT txid FROM {TABLE} WHERE txid = ANY(ARRAY(SELECT pg_snapshot_xip(c.published_snapshot)))
+            ORDER BY txid LIMIT 1) IS NOT NULL
+        OR (SELECT id FROM {TABLE} WHERE delivery = 'RETRY' AND next_attempt_at <= now() LIMIT 1) IS NOT NULL,
         c.bus_retry_at
     FROM {CURSOR} c WHERE c.id = 1
 """
@@ -254,8 +275,8 @@ def outbox_relay(*, bus: Bus | None = None, batch_size: int | None = None, max_b
     result = RelayResult()
     while max_batches is None or result.batches < max_batches:
         before = (result.published, result.refused, result.failed, result.unconfirmed)
-        with connection.cursor() as cursor:
-            more = _batch(cursor, bus, batch_size, result)
+        with connection.wrap_database_errors:
+            more = _batch(_connection(), bus, batch_size, result)
         metrics.count(**{name: after - earlier for name, after, earlier in zip(
             ("published", "refused", "failed", "unconfirmed"),
             (result.published, result.refused, result.failed, result.unconfirmed), before)})
@@ -266,36 +287,60 @@ def outbox_relay(*, bus: Bus | None = None, batch_size: int | None = None, max_b
 
 def outbox_pending() -> tuple[bool, datetime | None]:
     """Whether the relay has anything to do, and until when it waits for the bus (cheap: one statement)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_PENDING)
+    with connection.wrap_database_errors, psycopg.Cursor(_connection()) as cursor:
+        cursor.execute(_PENDING, prepare=True)
         row = cursor.fetchone()
     return row if row is not None else (True, None)  # no cursor yet: the relay creates it
 
 
-def _batch(cursor, bus: Bus, batch_size: int, result: RelayResult) -> bool:
+# Django turns prepared statements off (for connection poolers): psycopg then
+# ignores prepare=True. This lets the relay's own statements, and only them,
+# be prepared on its connection (a statement is never auto-prepared at this
+# count). Behind a pooler in transaction mode, use one that keeps prepared
+# statements (PgBouncer 1.21+ with max_prepared_statements).
+_PREPARE_EXPLICIT_ONLY = 2**31
+
+
+def _connection() -> psycopg.Connection:
+    """Django's connection, used through psycopg directly (in autocommit mode,
+    as Django leaves it outside ``atomic``): with server-side binding the
+    relay's frequent statements are prepared (``prepare=True``), so
+    PostgreSQL does not parse and plan them on every poll and batch, and a
+    pipeline sends several statements in one round trip."""
+    connection.ensure_connection()
+    conn = connection.connection
+    if conn.prepare_threshold is None:
+        conn.prepare_threshold = _PREPARE_EXPLICIT_ONLY
+    return conn
+
+
+def _batch(conn: psycopg.Connection, bus: Bus, batch_size: int, result: RelayResult) -> bool:
     """One transaction: set-aside events that are due, then the next page of
     the epoch. Returns whether more may be waiting.
 
-    The transaction is plain SQL on the connection in autocommit mode, so that
-    it opens in the round trip of its first statements and commits in the one
-    of its last: three round trips to PostgreSQL for a batch, not five.
+    BEGIN goes in the round trip of the first statements and COMMIT in the one
+    of the last: three round trips to PostgreSQL for a batch, not five.
     """
-    # BEGIN, the lock, then the cursor: a statement of its own, whose snapshot
-    # sees the commit of the relay that held the lock before.
-    cursor.execute(f"BEGIN; {_BEGIN}; {_CURSOR_READ}", [RELAY_LOCK_ID])
-    cursor.nextset()
+    cursor, state_cursor = psycopg.Cursor(conn), psycopg.Cursor(conn)
+    with conn.pipeline():
+        cursor.execute("BEGIN")
+        cursor.execute(_BEGIN, [RELAY_LOCK_ID], prepare=True)
+        # A statement of its own, after the lock: its snapshot sees the commit
+        # of the relay that held the lock before.
+        state_cursor.execute(_CURSOR_READ, prepare=True)
     locked = cursor.fetchone()[0]
-    cursor.nextset()
-    row = cursor.fetchone()
+    row = state_cursor.fetchone()
     finish: list[tuple[str, list]] = []  # the last statements, sent with COMMIT
     try:
         more = _batch_work(cursor, bus, batch_size, result, locked, row, finish)
-        cursor.execute("; ".join([sql for sql, _ in finish] + ["COMMIT"]),
-                       [param for _, params in finish for param in params])
+        with conn.pipeline():
+            for sql, params in finish:
+                cursor.execute(sql, params, prepare=True)
+            cursor.execute("COMMIT")
     except BaseException:
         try:
-            cursor.execute("ROLLBACK")
-        except DatabaseError:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
             logger.debug("outbox relay: rollback failed (the connection is gone, and its transaction)", exc_info=True)
         raise
     return more
@@ -331,16 +376,15 @@ def _batch_work(cursor, bus: Bus, batch_size: int, result: RelayResult, locked: 
 def _publish_epoch(cursor, bus: Bus, batch_size: int, state: _Cursor, blocked: set, result: RelayResult,
                    finish: list) -> bool:
     if state.epoch_snapshot is None:
-        cursor.execute(_EPOCH_START, {"s": state.published_snapshot, "limit": batch_size})
-        fetched = cursor.fetchall()
-        snapshot, last_id = fetched[0][:2]
-        rows = [row[2:] for row in fetched if row[2] is not None]
-        if not rows:
+        cursor.execute(_EPOCH_START, {"s": state.published_snapshot, "limit": batch_size}, prepare=True)
+        rows = cursor.fetchall()  # each row: _COLUMNS, C, the last id given out
+        snapshot, last_id = rows[0][-2:]
+        if rows[0][ID] is None:
             return False  # nothing committed since S; S stays (no write while idle)
     else:
         snapshot, last_id = state.epoch_snapshot, state.epoch_last_id
         cursor.execute(_EPOCH_NEXT, {"after": state.epoch_after_id, "last": last_id, "c": snapshot,
-                                     "s": state.published_snapshot, "limit": batch_size})
+                                     "s": state.published_snapshot, "limit": batch_size}, prepare=True)
         rows = cursor.fetchall()
     result.batches += 1
     _publish(cursor, bus, rows, blocked, result)
@@ -348,7 +392,7 @@ def _publish_epoch(cursor, bus: Bus, batch_size: int, state: _Cursor, blocked: s
         finish.append((_EPOCH_DONE, [snapshot]))
         # The epoch is done. One that took several batches took time: look for what committed meanwhile.
         return state.epoch_snapshot is not None
-    finish.append((_EPOCH_PAGE, [snapshot, rows[-1][0], last_id]))
+    finish.append((_EPOCH_PAGE, [snapshot, rows[-1][ID], last_id]))
     return True
 
 
@@ -356,19 +400,19 @@ def _publish(cursor, bus: Bus, rows: list[tuple], blocked: set, result: RelayRes
     """Publish a page in its order. Rows of blocked keys wait behind their head;
     a refused row becomes its key's head and the key's later rows wait behind it
     (they are sent again after it, even those the bus stored meanwhile)."""
-    waiting = [row[0] for row in rows if (row[1], row[2]) in blocked]
-    sent = [row for row in rows if (row[1], row[2]) not in blocked]
+    waiting = [row[ID] for row in rows if (row[TOPIC], row[KEY]) in blocked]
+    sent = [row for row in rows if (row[TOPIC], row[KEY]) not in blocked] if blocked else rows
     refusals = _send(bus, sent, result)
     refused_ids, errors = [], []
     if refusals:
         newly_blocked: set[tuple[str, str]] = set()
         for index, row in enumerate(sent):
-            key = (row[1], row[2])
+            key = (row[TOPIC], row[KEY])
             if key in newly_blocked:
-                waiting.append(row[0])
+                waiting.append(row[ID])
             elif index in refusals:
                 newly_blocked.add(key)
-                refused_ids.append(row[0])
+                refused_ids.append(row[ID])
                 errors.append(refusals[index])
         blocked |= newly_blocked
     if waiting:
@@ -399,21 +443,21 @@ def _publish_set_aside(cursor, bus: Bus, batch_size: int, result: RelayResult) -
     delivered, refused_ids, errors = [], [], []
     stopped: set[tuple[str, str]] = set()  # keys with a refused row: the rest stays WAITING behind it
     for index, row in enumerate(rows):
-        key = (row[1], row[2])
+        key = (row[TOPIC], row[KEY])
         if key in stopped:
             continue
         if index in refusals:
             stopped.add(key)
-            refused_ids.append(row[0])
+            refused_ids.append(row[ID])
             errors.append(refusals[index])
         else:
-            delivered.append(row[0])
+            delivered.append(row[ID])
     cursor.execute(_DELIVERED, [delivered])
     if refused_ids:
         _refused(cursor, refused_ids, errors, result)
     result.published += len(delivered)
     promoted = 0
-    unfinished = {(row[1], row[2]) for row in rows} - stopped  # heads gone: any event left waiting?
+    unfinished = {(row[TOPIC], row[KEY]) for row in rows} - stopped  # heads gone: any event left waiting?
     if unfinished:
         topics, keys = zip(*sorted(unfinished))
         cursor.execute(_PROMOTE, [list(topics), list(keys)])
@@ -426,7 +470,7 @@ def _send(bus: Bus, rows: list[tuple], result: RelayResult) -> Refusals:
     if not rows:
         return {}
     try:
-        return bus.publish([Message(*row[1:]) for row in rows])
+        return bus.publish(rows)  # laid out as Messages
     except BusError:
         result.unconfirmed += len(rows)
         raise

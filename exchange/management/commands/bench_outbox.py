@@ -1,6 +1,10 @@
 """``manage.py bench_outbox``: what relaying outbox events costs, and how fast they reach the bus.
 
-Two modes (docs/BENCHMARKS.md, "Outbox relay"):
+Two modes (docs/BENCHMARKS.md, "Outbox relay"). Both start with ``--history``
+published events in the table (100,000; about 500 bytes each), as a
+production table holds days of them, so that index sizes and plans are
+realistic; they are deleted at the end with the run's own.
+
 
 - **drain** (default): whatever is already pending is relayed first and the
   table vacuumed (not timed). Then ``--events`` events shaped like the
@@ -25,7 +29,7 @@ Two modes (docs/BENCHMARKS.md, "Outbox relay"):
 
 The Redis-stream bus by default, with streams under a ``bench:`` prefix that
 are deleted afterwards; ``--kafka host:port`` relays to that broker instead
-(drain mode). The rows a run wrote are deleted at the end (not timed).
+(drain mode).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=500, help="relay batch size")
         parser.add_argument("--emit-batch", type=int, default=1000, help="drain mode: events per writing transaction")
         parser.add_argument("--keys", type=int, default=20, help="distinct keys (markets) the events spread over")
+        parser.add_argument("--history", type=int, default=100_000,
+                            help="published events already in the table, as in production (deleted afterwards)")
         parser.add_argument("--kafka", default="", help="drain mode: bootstrap servers; default: the Redis-stream bus")
         parser.add_argument("--rate", type=float, default=0, help="load mode: events/s to write while the relay runs")
         parser.add_argument("--seconds", type=float, default=20, help="load mode: how long to write")
@@ -90,6 +96,7 @@ class Command(BaseCommand):
         settings.OUTBOX_REDIS_STREAM_PREFIX = BENCH_PREFIX
         first_id = self._first_new_id()
         try:
+            self._history(options["history"], options["keys"])
             if options["rate"]:
                 if options["kafka"]:
                     raise CommandError("--kafka is for the drain mode")
@@ -105,6 +112,20 @@ class Command(BaseCommand):
     def _first_new_id() -> int:
         last = OutboxEvent.objects.order_by("-id").values_list("id", flat=True).first()
         return (last or 0) + 1
+
+    @staticmethod
+    def _history(count: int, keys: int) -> None:
+        """Published events of the past (transaction id 1: before every snapshot), so that the
+        table and its indexes have the size they have in production and the plans face them."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""INSERT INTO {bench.TABLE} (topic, key, event_type, payload, txid, created_at)
+                    SELECT 'order.events', 'BENCH' || mod(g, %s) || '-USDT', 'order.updated',
+                           jsonb_build_object('order_id', g, 'status', 'FILLED', 'padding', repeat('x', 380)), '1',
+                           now() - interval '1 hour'
+                    FROM generate_series(1, %s) AS g""",
+                [keys, count],
+            )
 
     def _settle(self, bus) -> None:
         """Relay what is already pending and vacuum the table, so the run measures only its own rows."""

@@ -18,7 +18,7 @@ def test_bench_outbox_drain_relays_every_event_it_writes(bus, redis_app, setting
         outbox_emit(topic=Topic.ORDERS, key="X", event_type="x", payload={})
     out = StringIO()
 
-    call_command("bench_outbox", events=250, batch_size=100, emit_batch=100, stdout=out)
+    call_command("bench_outbox", events=250, batch_size=100, emit_batch=100, history=1000, stdout=out)
 
     last = out.getvalue().strip().splitlines()[-1]
     assert re.fullmatch(r"events_per_s=\d+ emit_per_s=\d+ relay_us=[\d.]+ pg_us=[\d.]+ pg_bg_us=[\d.]+ "
@@ -35,7 +35,7 @@ def test_bench_outbox_load_runs_the_relay_process_and_measures_latency(bus, redi
     monkeypatch.setenv("DATABASE_URL", child_env()["DATABASE_URL"])
     out = StringIO()
 
-    call_command("bench_outbox", rate=400, seconds=1, matcher_batch=50, stdout=out)
+    call_command("bench_outbox", rate=400, seconds=1, matcher_batch=50, history=1000, stdout=out)
 
     text = out.getvalue()
     assert re.search(r"\b0 missing\b", text), text
