@@ -12,3 +12,15 @@ class ExchangeConfig(AppConfig):
         from exchange.outbox import metrics
 
         metrics.register()  # outbox backlog, lag and totals on /metrics
+
+        # What the order path caches per process (exchange/core/localcache.py).
+        from django.contrib.auth import get_user_model
+
+        from exchange.apikeys.models import ApiKey
+        from exchange.core import localcache
+        from exchange.models import Asset, Market
+
+        localcache.watch(get_user_model(), bookkeeping_fields=frozenset({"last_login"}))
+        localcache.watch(ApiKey, bookkeeping_fields=frozenset({"last_used_at"}))
+        localcache.watch(Market)
+        localcache.watch(Asset)

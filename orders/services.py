@@ -16,7 +16,6 @@ matchers never deadlock.
 
 from __future__ import annotations
 
-import json
 import uuid
 from decimal import Decimal
 
@@ -51,21 +50,22 @@ def market_for_trading(*, symbol: str) -> Market:
         raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market") from None
 
 
-def market_reference(*, market: Market) -> Reference:
-    """The last trade price (database) and best bid/ask (the matcher's depth in Redis)."""
-    last_price = MarketState.objects.filter(market=market).values_list("last_price", flat=True).first()
-    best_bid = best_ask = None
-    raw = get_redis().get(stream.depth_key(market.symbol))
-    if raw:
-        depth = json.loads(raw)
-        best_bid = Decimal(depth["bids"][0][0]) if depth["bids"] else None
-        best_ask = Decimal(depth["asks"][0][0]) if depth["asks"] else None
-    return Reference(last_price=last_price, best_bid=best_bid, best_ask=best_ask)
+def market_reference(*, market: Market, pulse: stream.Pulse | None) -> Reference:
+    """The prices an order is checked against: the last trade, best bid and ask, as the market's
+    matcher last published them with its heartbeat; without a heartbeat (no matcher has run
+    for a while) only the last trade price, from the database."""
+    if pulse is not None:
+        return Reference(last_price=pulse.last_price, best_bid=pulse.best_bid, best_ask=pulse.best_ask)
+    return Reference(last_price=MarketState.objects.filter(market=market).values_list("last_price", flat=True).first())
 
 
-def _require_matcher(market: Market) -> None:
+def market_pulse(market: Market) -> stream.Pulse | None:
+    return stream.pulse_parse(get_redis().get(stream.heartbeat_key(market.symbol)))
+
+
+def _require_matcher(market: Market, pulse: stream.Pulse | None) -> None:
     """Refuse (503) rather than accept orders that no matcher would sequence now."""
-    if settings.ORDERS_REQUIRE_LIVE_MATCHER and not stream.matcher_alive(market.symbol):
+    if settings.ORDERS_REQUIRE_LIVE_MATCHER and (pulse is None or not pulse.alive()):
         raise ServiceUnavailable(
             f"The matching engine for {market.symbol} is not running; retry shortly.", code="MATCHER_UNAVAILABLE"
         )
@@ -118,8 +118,9 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
     existing = _replay(user=user, market=market, request=request)
     if existing is not None:
         return existing, False
-    checked = order_check(market=market, request=request, reference=market_reference(market=market))
-    _require_matcher(market)
+    pulse = market_pulse(market)
+    checked = order_check(market=market, request=request, reference=market_reference(market=market, pulse=pulse))
+    _require_matcher(market, pulse)
     order_pre_trade_check(user=user, market=market, order=checked)
     fees = fee_rates_for(user=user, market=market)
     order = Order(
@@ -257,10 +258,12 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
                 status_code=409,
             )
         market = order.market
+        pulse = market_pulse(market)
         new_price, new_quantity = amend_check(
-            market=market, order=order, price=price, quantity=quantity, reference=market_reference(market=market)
+            market=market, order=order, price=price, quantity=quantity,
+            reference=market_reference(market=market, pulse=pulse),
         )
-        _require_matcher(market)
+        _require_matcher(market, pulse)
         needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                                    filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
         # The hold changes only in the matcher's batches, which lock this order
