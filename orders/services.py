@@ -111,9 +111,11 @@ def _replay(*, user, market: Market, request: OrderRequest) -> Order | None:
     return existing
 
 
-def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, bool]:
+def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | None = None,
+                api_key=None) -> tuple[Order, bool]:
     """Accept an order: returns ``(order, created)``; ``created`` is False for a
-    repeat of an earlier request with the same client_order_id."""
+    repeat of an earlier request with the same client_order_id. ``client_ip``
+    and ``api_key`` (None for a session) are recorded with the order."""
     market = market_for_trading(symbol=symbol)
     existing = _replay(user=user, market=market, request=request)
     if existing is not None:
@@ -138,6 +140,8 @@ def order_place(*, user, symbol: str, request: OrderRequest) -> tuple[Order, boo
         hold_amount=checked.hold_amount,
         maker_fee_rate=fees.maker,
         taker_fee_rate=fees.taker,
+        client_ip=client_ip or None,
+        api_key=api_key,
     )
     try:
         with transaction.atomic():

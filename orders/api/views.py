@@ -11,9 +11,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import TRADE
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import AmountField, DecimalString, StrictCharField, StrictInputSerializer
+from exchange.core.net import client_ip
 from exchange.core.schema import NOT_AUTHENTICATED, RATE_LIMITED, error_response
 from exchange.models import Market
 from exchange.selectors import market_get
@@ -224,7 +226,9 @@ class OrderCollectionApi(APIView):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         symbol = fields.pop("market")
-        order, created = services.order_place(user=request.user, symbol=symbol, request=OrderRequest(**fields))
+        order, created = services.order_place(
+            user=request.user, symbol=symbol, request=OrderRequest(**fields), client_ip=client_ip(request),
+            api_key=request.auth if isinstance(request.auth, ApiKey) else None)
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(

@@ -75,6 +75,8 @@ def test_a_bot_places_a_limit_order_that_is_held_then_rests_in_the_book(traders,
         "created_at": order["created_at"], "updated_at": order["updated_at"],
     }
     assert balance(bot, "USDT") == (FUNDS_USDT - D("150.75"), D("150.75"))
+    row = Order.objects.get(pk=order["id"])
+    assert (row.client_ip, row.api_key.key_id) == ("127.0.0.1", bot.key_id), "who placed it is recorded"
 
     drain(matcher)
 
