@@ -42,6 +42,7 @@ from typing import Callable, Generic, Hashable, TypeVar
 
 import redis
 from django.db import connection, transaction
+from django.test.signals import setting_changed
 
 from exchange.core.redis import get_redis
 
@@ -162,6 +163,13 @@ def watch(model, *, bookkeeping_fields: frozenset[str] = frozenset()) -> None:
     uid = f"localcache:{model._meta.label}"
     post_save.connect(on_save, sender=model, weak=False, dispatch_uid=uid)
     post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid)
+
+
+def _on_setting_changed(**kwargs) -> None:
+    clear_all()  # a test overriding settings (say the encryption keys) gets what it configured
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="localcache:setting_changed")
 
 
 def config_changed() -> None:
