@@ -20,7 +20,6 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.http import Http404
-from django.utils import timezone
 
 from exchange.core import localcache
 from exchange.core.errors import ApplicationError
@@ -32,8 +31,8 @@ from exchange.outbox.services import outbox_emit, outbox_kick_on_commit
 from exchange.selectors import market_get_cached
 from matching import stream
 from matching.models import MarketState
-from orders import placement
-from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, hold_reference
+from orders import entry
+from orders.models import RESTING_STATUSES, Order, OrderAmendment, hold_reference
 from orders.rules import OrderRequest, Reference, amend_check, amend_hold_needed
 from risk.services import order_pre_trade_check
 from wallet.fees import fee_rates_cached
@@ -54,12 +53,12 @@ def market_pulse(market: Market) -> stream.Pulse | None:
 
 
 def market_reference(*, market: Market, pulse: stream.Pulse | None) -> Reference:
-    """The prices an order is checked against (``placement.reference_of``); without a
+    """The prices an order is checked against (``entry.reference_of``); without a
     heartbeat, the last trade price from the database."""
     fallback = None
     if pulse is None:
         fallback = MarketState.objects.filter(market=market).values_list("last_price", flat=True).first()
-    return placement.reference_of(pulse, last_price_fallback=fallback)
+    return entry.reference_of(pulse, last_price_fallback=fallback)
 
 
 def _existing(*, user, request: OrderRequest) -> dict | None:
@@ -89,7 +88,7 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
     market = market_for_trading(symbol=symbol)
     try:
         pulse = market_pulse(market)
-        prepared = placement.placement_prepare(
+        prepared = entry.placement_prepare(
             user_id=user.pk, market=market, request=request, reference=market_reference(market=market, pulse=pulse),
             pulse=pulse, fees=fee_rates_cached(user=user, market=market), client_ip=client_ip,
             api_key_id=api_key.pk if api_key is not None else None)
@@ -99,12 +98,12 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
         existing = _existing(user=user, request=request)
         if existing is None:
             raise
-        return _order_from_row(placement.existing_outcome(existing, request, market), market), False
+        return _order_from_row(entry.existing_outcome(existing, request, market), market), False
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(placement.PLACE_SQL, prepared.params)
+            cursor.execute(entry.PLACE_SQL, prepared.params)
             row = dict(zip([column.name for column in cursor.description], cursor.fetchone()))
-        outcome = placement.placement_outcome(prepared, row)
+        outcome = entry.placement_outcome(prepared, row)
         order = _order_from_row(outcome.order, market)
         if outcome.created:
             order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
@@ -113,57 +112,39 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
     return order, outcome.created
 
 
-def _cancel_requested(*, market: Market, order_id: int, user_id: int, client_order_id: str, requested_at) -> None:
-    outbox_emit(topic=Topic.ORDERS, key=market.symbol, event_type="order.cancel_requested",
-                payload={"order_id": order_id, "client_order_id": client_order_id, "user_id": user_id,
-                         "market": market.symbol, "requested_at": requested_at})
+def _row(cursor) -> dict:
+    return dict(zip([column.name for column in cursor.description], cursor.fetchone()))
 
 
 def order_cancel(*, user, order_id: int) -> Order:
-    """Ask the matcher to cancel one of ``user``'s open orders."""
+    """Ask the matcher to cancel one of ``user``'s open orders (``entry.CANCEL_SQL``)."""
+    if not 0 < order_id <= entry.BIGINT_MAX:
+        raise entry.order_not_found()
     with transaction.atomic():
-        order = Order.objects.select_for_update(of=("self",)).filter(pk=order_id, user=user).select_related("market").first()
-        if order is None:
-            raise ApplicationError("ORDER_NOT_FOUND", "No such order.", status_code=404)
-        if order.status not in OPEN_STATUSES:
-            raise ApplicationError(
-                "ORDER_NOT_OPEN", f"The order is already {order.status}.", status_code=409, extra={"status": order.status}
-            )
-        if order.market.status == Market.Status.HALTED:
-            raise ApplicationError("MARKET_HALTED", "The market is halted: cancels resume with trading.", status_code=409)
-        if order.cancel_requested_at is None:
-            order.cancel_requested_at = timezone.now()
-            order.save(update_fields=["cancel_requested_at", "updated_at"])
-            _cancel_requested(market=order.market, order_id=order.pk, user_id=order.user_id,
-                              client_order_id=order.client_order_id, requested_at=order.cancel_requested_at)
-        stream.command_enqueue_on_commit(order.market.symbol, stream.CANCEL, order.pk)
+        with connection.cursor() as cursor:
+            cursor.execute(entry.CANCEL_SQL, [user.pk, order_id])
+            row = entry.cancel_outcome(_row(cursor))
+        outbox_kick_on_commit()
+        stream.command_enqueue_on_commit(row["symbol"], stream.CANCEL, order_id)
+    order = Order(**{name: row[name] for name in _ORDER_ATTNAMES})
+    order.market = market_get_cached(symbol=row["symbol"])
     return order
 
 
 def orders_cancel_all(*, user, symbol: str) -> int:
     """Ask the matcher to cancel every open order of ``user`` in a market; returns how many."""
+    localcache.refresh()
     market = market_for_trading(symbol=symbol)
     if market.status == Market.Status.HALTED:
-        raise ApplicationError("MARKET_HALTED", "The market is halted: cancels resume with trading.", status_code=409)
+        raise entry.market_halted_for_cancels()
     with transaction.atomic():
-        rows = list(
-            Order.objects.select_for_update()
-            .filter(user=user, market=market, status__in=OPEN_STATUSES)
-            .order_by("id")
-            .values_list("id", "client_order_id", "cancel_requested_at")
-        )
-        ids = [row[0] for row in rows]
-        now = timezone.now()
-        Order.objects.filter(id__in=ids, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=now, updated_at=now
-        )
-        for order_id, client_order_id, requested_at in rows:
-            if requested_at is None:
-                _cancel_requested(market=market, order_id=order_id, user_id=user.pk,
-                                  client_order_id=client_order_id, requested_at=now)
-        if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(entry.CANCEL_ALL_SQL, [user.pk, market.id, market.symbol])
+            (count,) = cursor.fetchone()
+        if count:
+            outbox_kick_on_commit()
             stream.command_enqueue_on_commit(market.symbol, stream.CANCEL_ALL, user.pk)
-    return len(ids)
+    return count
 
 
 def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None) -> OrderAmendment:
@@ -203,7 +184,7 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
             market=market, order=order, price=price, quantity=quantity,
             reference=market_reference(market=market, pulse=pulse),
         )
-        placement.require_matcher(market, pulse)
+        entry.require_matcher(market, pulse)
         needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                                    filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
         # The hold changes only in the matcher's batches, which lock this order

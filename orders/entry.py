@@ -1,10 +1,11 @@
-"""Accepting an order: the steps every door shares, without I/O.
+"""Order entry: the steps every door shares, without I/O.
 
-Two doors place orders: the Django view (sessions, and the reference
-implementation of the API's contract) through ``orders.services.order_place``,
+Two doors place and cancel orders: the Django views (sessions, and the
+reference implementation of the API's contract) through ``orders.services``,
 and the fast path for signed requests (``orders.fastpath``), which is async.
-Both run the same three steps; only how they talk to PostgreSQL and Redis
-differs:
+Both run the same steps; only how they talk to PostgreSQL and Redis differs.
+
+Placing:
 
 1. ``placement_prepare``: the market's rules (``orders.rules.order_check``),
    the matcher being alive, and the arguments of the placing statement;
@@ -14,6 +15,9 @@ differs:
 3. ``placement_outcome``: what that statement answered, as the order row, or
    the API error (insufficient funds, a client_order_id reused for another
    order).
+
+Cancelling one order: ``CANCEL_SQL`` (``orders_order_cancel``), then
+``cancel_outcome``; all of a user's orders in a market: ``CANCEL_ALL_SQL``.
 
 After commit the caller enqueues the command on the market's stream.
 """
@@ -34,10 +38,17 @@ from orders.models import MARKET_LIKE_TYPES, TimeInForce
 from orders.rules import CheckedOrder, OrderRequest, Reference, order_check
 from wallet.fees import FeeRates
 
+# Explicit types: a client that binds parameters on the server (psycopg's
+# async path) sends Python ints as int2/int4/int8 by size.
 PLACE_SQL = (
     "SELECT r.outcome, (r.placed).*, r.available, r.held, r.asset_code FROM orders_order_place("
-    + ", ".join(["%s"] * 19) + ") r"
+    "%s::integer, %s::bigint, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::numeric, "
+    "%s::numeric, %s::numeric, %s::numeric, %s::varchar, %s::bigint, %s::numeric, %s::numeric, %s::numeric, "
+    "%s::inet, %s::bigint, %s::text) r"
 )
+CANCEL_SQL = "SELECT r.outcome, (r.cancelled).*, r.symbol FROM orders_order_cancel(%s::integer, %s::bigint) r"
+CANCEL_ALL_SQL = "SELECT orders_cancel_all(%s::integer, %s::bigint, %s::varchar)"
+BIGINT_MAX = 2**63 - 1
 
 ACCEPTED, EXISTING, INSUFFICIENT_FUNDS = "ACCEPTED", "EXISTING", "INSUFFICIENT_FUNDS"
 
@@ -144,3 +155,26 @@ def placement_outcome(prepared: Prepared, row: dict) -> Outcome:
         f"{decimal_to_str(row['available'])} available.",
         extra={"asset": row["asset_code"]},
     )
+
+
+def cancel_outcome(row: dict) -> dict:
+    """Interpret CANCEL_SQL's row: the order (its cancel requested), or the API error."""
+    outcome = row["outcome"]
+    if outcome == "REQUESTED":
+        return row
+    if outcome == "NOT_FOUND":
+        raise order_not_found()
+    if outcome == "NOT_OPEN":
+        raise ApplicationError(
+            "ORDER_NOT_OPEN", f"The order is already {row['status']}.", status_code=409, extra={"status": row["status"]}
+        )
+    assert outcome == "MARKET_HALTED", outcome
+    raise market_halted_for_cancels()
+
+
+def order_not_found() -> ApplicationError:
+    return ApplicationError("ORDER_NOT_FOUND", "No such order.", status_code=404)
+
+
+def market_halted_for_cancels() -> ApplicationError:
+    return ApplicationError("MARKET_HALTED", "The market is halted: cancels resume with trading.", status_code=409)
