@@ -93,13 +93,6 @@ class PlacementBatcher:
             future.set_result(row)
 
 
-_batchers: dict[int, PlacementBatcher] = {}
-
-
 def batcher() -> PlacementBatcher:
     """This event loop's batcher."""
-    loop = id(asyncio.get_running_loop())
-    instance = _batchers.get(loop)
-    if instance is None:
-        instance = _batchers[loop] = PlacementBatcher()
-    return instance
+    return aio.loop_local("placement_batcher", PlacementBatcher)

@@ -31,8 +31,9 @@ from exchange.core.resp import PipelineClient
 # statement per connection at a time, and each is a single round trip.
 POOL_MIN, POOL_MAX = 2, 16
 
-_pools: dict[int, asyncpg.Pool] = {}
-_redis: dict[int, PipelineClient] = {}
+# What belongs to one event loop (pools, clients, the placement batcher), by the
+# loop's id; ``close()`` drops it all, so a new loop never inherits a dead one's.
+_loop_locals: dict[int, dict[str, object]] = {}
 _PLACEHOLDER = re.compile(r"%s")
 
 
@@ -62,20 +63,29 @@ def _connect_kwargs() -> dict:
     }
 
 
+def loop_local(name: str, factory):
+    """The running event loop's object ``name``, made by ``factory()`` on first use."""
+    values = _loop_locals.setdefault(id(asyncio.get_running_loop()), {})
+    value = values.get(name)
+    if value is None:
+        value = values[name] = factory()
+    return value
+
+
 async def database_pool() -> asyncpg.Pool:
     """The process's pool: each statement runs in its own transaction (autocommit)."""
-    loop = id(asyncio.get_running_loop())
-    pool = _pools.get(loop)
+    values = _loop_locals.setdefault(id(asyncio.get_running_loop()), {})
+    pool = values.get("pool")
     if pool is None:
         pool = await asyncpg.create_pool(min_size=POOL_MIN, max_size=POOL_MAX, command_timeout=10,
                                          **_connect_kwargs())
-        _pools[loop] = pool
+        values["pool"] = pool
     return pool
 
 
 async def fetch_one(sql: str, *args) -> dict | None:
     """Run one statement (``%s`` placeholders) in its own transaction; its first row as a dict."""
-    pool = _pools.get(id(asyncio.get_running_loop())) or await database_pool()
+    pool = _loop_locals.get(id(asyncio.get_running_loop()), {}).get("pool") or await database_pool()
     async with pool.acquire() as connection:
         row = await connection.fetchrow(numbered(sql), *args)
     return None if row is None else dict(row)
@@ -83,7 +93,7 @@ async def fetch_one(sql: str, *args) -> dict | None:
 
 async def fetch_all(sql: str, *args) -> list[dict]:
     """Run one statement (``%s`` placeholders) in its own transaction; its rows as dicts."""
-    pool = _pools.get(id(asyncio.get_running_loop())) or await database_pool()
+    pool = _loop_locals.get(id(asyncio.get_running_loop()), {}).get("pool") or await database_pool()
     async with pool.acquire() as connection:
         rows = await connection.fetch(numbered(sql), *args)
     return [dict(row) for row in rows]
@@ -91,11 +101,7 @@ async def fetch_all(sql: str, *args) -> list[dict]:
 
 def redis_client() -> PipelineClient:
     """The process's pipeline client of the application's Redis database (per event loop)."""
-    loop = id(asyncio.get_running_loop())
-    client = _redis.get(loop)
-    if client is None:
-        client = _redis[loop] = PipelineClient(settings.REDIS_APP_URL)
-    return client
+    return loop_local("redis", lambda: PipelineClient(settings.REDIS_APP_URL))
 
 
 async def in_thread(function, *args, **kwargs):
@@ -112,11 +118,9 @@ async def in_thread(function, *args, **kwargs):
 
 
 async def close() -> None:
-    """Close this event loop's clients (tests, shutdown)."""
-    loop = id(asyncio.get_running_loop())
-    pool = _pools.pop(loop, None)
-    if pool is not None:
-        await pool.close()
-    client = _redis.pop(loop, None)
-    if client is not None:
-        await client.close()
+    """Close this event loop's clients and forget its objects (tests, shutdown)."""
+    values = _loop_locals.pop(id(asyncio.get_running_loop()), {})
+    if values.get("pool") is not None:
+        await values["pool"].close()
+    if values.get("redis") is not None:
+        await values["redis"].close()

@@ -280,15 +280,12 @@ def test_concurrent_placements_are_batched_with_the_results_of_placing_them_alon
     requests += [("bob", limit(client_order_id=f"bob-{i % 5}")) for i in range(10)]
     requests += [("carol", limit("SELL", "101", "1")) for _ in range(20)]
     signed = []
-    last_ms: dict[str, int] = {}
-    for username, order in requests:  # a distinct signature for each request of a key
-        while time.time_ns() // 1_000_000 <= last_ms.get(username, 0):
-            time.sleep(0.0005)
-        last_ms[username] = time.time_ns() // 1_000_000
+    now_ms = time.time_ns() // 1_000_000
+    for index, (username, order) in enumerate(requests):  # a distinct timestamp, so signature, per request
         key, secret = keys[username]
         body = jsonlib.dumps(order).encode()
-        signed.append((body, {"Content-Type": "application/json",
-                              **signed_headers(key.key_id, secret, "POST", ORDERS, None, body)}))
+        signed.append((body, {"Content-Type": "application/json", **signed_headers(
+            key.key_id, secret, "POST", ORDERS, None, body, timestamp_ms=now_ms - 60 + index)}))
 
     client = AsgiClient()
 
