@@ -40,9 +40,23 @@ class _Protocol(asyncio.Protocol):
         self.waiting: deque[tuple[asyncio.Future, int, list]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self._out: list[bytes] = []
 
     def connection_made(self, transport):
         self.transport = transport
+
+    def send(self, future: asyncio.Future, count: int, data: bytes) -> None:
+        """Queue ``count`` commands; everything queued in one turn of the event loop goes out
+        in one write (the requests of a busy worker share a system call)."""
+        self.waiting.append((future, count, []))
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        data, self._out = b"".join(self._out), []
+        if self.lost is None and data:
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -115,8 +129,7 @@ class PipelineClient:
     @staticmethod
     async def _send(protocol: _Protocol, commands) -> list:
         future = asyncio.get_running_loop().create_future()
-        protocol.waiting.append((future, len(commands), []))
-        protocol.transport.write(encode(commands))
+        protocol.send(future, len(commands), encode(commands))
         async with asyncio.timeout(TIMEOUT_S):
             return await future
 
