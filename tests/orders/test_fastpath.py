@@ -310,3 +310,27 @@ def test_concurrent_placements_are_batched_with_the_results_of_placing_them_alon
     assert Order.objects.filter(user=traders[1]).count() == 5
     assert answers("carol") == ["201"] * 20
     assert orders == 60 and statements < 60, "placements waiting together went together"
+
+
+def test_redis_down_means_503_and_nothing_written(doors, settings, tmp_path):
+    """With Redis unreachable (no replay check, no rate limit, no heartbeat can be read) both doors
+    answer 503 SERVICE_UNAVAILABLE with Retry-After, for placements and cancels, and write nothing."""
+    from exchange.core.redis import get_redis
+    from wallet.models import Hold
+
+    from tests.matching.conftest import place
+
+    fast, django = doors
+    placed = [place(door.user, "BUY", price=100, quantity=1).pk for door in doors]  # before Redis goes
+    counts = Order.objects.count(), Hold.objects.count()
+    settings.REDIS_APP_URL = f"unix://{tmp_path}/no-redis.sock"
+    get_redis.cache_clear()
+    try:
+        for request in (lambda door, i: door.post(limit()), lambda door, i: door.delete(f"{ORDERS}/{placed[i]}"),
+                        lambda door, i: door.delete(query={"market": "BTC-USDT"})):
+            status, answer, headers = same_answer(request(fast, 0), request(django, 1))
+            assert (status, answer["code"], headers["retry-after"]) == (503, "SERVICE_UNAVAILABLE", "1")
+    finally:
+        get_redis.cache_clear()
+    assert (Order.objects.count(), Hold.objects.count()) == counts
+    assert Order.objects.filter(cancel_requested_at__isnull=False).count() == 0
