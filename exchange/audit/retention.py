@@ -34,7 +34,9 @@ from django.utils import timezone
 
 from exchange.audit import actions
 from exchange.audit.chain import GENESIS, position_message
-from exchange.audit.services import audit_log_record
+from exchange.audit.models import LegalHold
+from exchange.audit.services import audit_log_record, audit_origin, snapshot
+from exchange.core.errors import ApplicationError
 from exchange.audit.signing import sign
 
 FINAL_ORDER_STATUSES = ("FILLED", "CANCELED", "EXPIRED", "REJECTED")
@@ -182,3 +184,41 @@ def retention_enforce(*, now: datetime | None = None, chunk_size: int = 10_000) 
             after={"deleted": deleted, "cutoffs": {table: cutoff for table, cutoff in cutoffs.items()}},
             actor_system="retention")
     return deleted
+
+
+_HOLD_FIELDS = ("user", "starts_at", "ends_at", "reason", "released_at", "released_by", "release_reason")
+
+
+@transaction.atomic
+def legal_hold_set(*, user=None, starts_at: datetime | None = None, ends_at: datetime | None = None, reason: str,
+                   actor, audit: dict | None = None) -> LegalHold:
+    """Keep a user's data, a period's, or a user's in a period, from retention until released."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("REASON_REQUIRED", "Say which case or request the hold serves.", field="reason")
+    if user is None and starts_at is None and ends_at is None:
+        raise ApplicationError("HOLD_SCOPE_REQUIRED", "A hold names a user, a period, or both.", field="user")
+    if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+        raise ApplicationError("INVALID_RANGE", "The period must end after it starts.", field="ends_at")
+    hold = LegalHold.objects.create(user=user, starts_at=starts_at, ends_at=ends_at, reason=reason, created_by=actor)
+    audit_log_record(action=actions.LEGAL_HOLD_SET, object_type="exchange.legalhold", object_id=hold.pk,
+                     after=snapshot(hold, _HOLD_FIELDS), subject_user=user, **audit_origin(audit, staff=actor))
+    return hold
+
+
+@transaction.atomic
+def legal_hold_release(*, hold: LegalHold, actor, reason: str, audit: dict | None = None) -> LegalHold:
+    """Release a hold (it stays on record); releasing a released hold is refused."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("REASON_REQUIRED", "Say why the hold is released.", field="reason")
+    hold = LegalHold.objects.select_for_update().get(pk=hold.pk)
+    if hold.released_at is not None:
+        raise ApplicationError("HOLD_ALREADY_RELEASED", f"Legal hold {hold.pk} was already released.", status_code=409)
+    before = snapshot(hold, _HOLD_FIELDS)
+    hold.released_at, hold.released_by, hold.release_reason = timezone.now(), actor, reason
+    hold.save(update_fields=["released_at", "released_by", "release_reason"])
+    audit_log_record(action=actions.LEGAL_HOLD_RELEASE, object_type="exchange.legalhold", object_id=hold.pk,
+                     before=before, after=snapshot(hold, _HOLD_FIELDS), subject_user=hold.user_id,
+                     **audit_origin(audit, staff=actor))
+    return hold

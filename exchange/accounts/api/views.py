@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from exchange.accounts.authentication import enforce_csrf
 from exchange.accounts.services import user_register
+from exchange.audit.services import audit_context
 from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import SESSION_ONLY, ApiKeyPermission
 from exchange.core.errors import ApplicationError
@@ -85,7 +86,7 @@ class RegisterApi(APIView):
         enforce_csrf(request._request)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        user = user_register(**data.validated_data)
+        user = user_register(**data.validated_data, audit=audit_context(request))
         login(request._request, user, backend="django.contrib.auth.backends.ModelBackend")
         return Response(UserOutput(user).data, status=status.HTTP_201_CREATED)
 
