@@ -321,6 +321,8 @@ class FeeOverrideAdmin(AuditedModelAdmin):
     search_fields = ("user__username",)
     autocomplete_fields = ("user",)
     list_select_related = ("user", "market")
+    # Set by the database (db_default): the add form asked for it and could not be saved without it.
+    readonly_fields = ("created_at",)
 
     def audit_market(self, override) -> str:
         return override.market.symbol if override.market_id else ""
