@@ -297,7 +297,7 @@ def export_request(*, table: str, params: dict[str, str]) -> ExportRequest:
                          given={name: given[name] for name in FILTERS if name in given})
 
 
-def export_start(request: ExportRequest, *, audit: dict) -> Iterator[bytes]:
+def export_start(request: ExportRequest, *, audit: dict, reason: str = "") -> Iterator[bytes]:
     """Record the export (EXPORT, committed now) and return its byte chunks.
 
     The chunks are produced lazily on the caller's database connection: the
@@ -306,7 +306,8 @@ def export_start(request: ExportRequest, *, audit: dict) -> Iterator[bytes]:
     """
     with transaction.atomic():
         audit_log_record(action=actions.EXPORT, object_type="exchange.export", object_id=request.table.name,
-                         after={"format": request.format, "filters": request.given}, **audit)
+                         after={"format": request.format, "filters": request.given,
+                                **({"reason": reason} if reason else {})}, **audit)
     return export_chunks(request)
 
 
