@@ -350,3 +350,56 @@ def test_legal_holds_placed_and_released(client, superuser, alice):  # noqa: F81
     assert_from_request(released, staff=superuser)
     hold.refresh_from_db()
     assert hold.released_by == superuser
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def test_the_demo_loader_audits_what_it_creates_once():
+    """load_demo's assets, markets, users and roles are audited as the command's; a second run,
+    which creates nothing, writes no ASSET/MARKET/USER/ROLE rows."""
+    call_command("load_demo", stdout=None)
+    first = AuditLog.objects.count()
+    call_command("load_demo", stdout=None)
+
+    rows = AuditLog.objects.filter(action__in=["ASSET_CREATE", "MARKET_CREATE", "USER_CREATE", "ROLE_CREATE"])
+    assert {row.actor_system for row in rows} == {"manage.py load_demo"}
+    assert sorted(rows.filter(action="MARKET_CREATE").values_list("market", flat=True)) == ["BTC-USDT", "ETH-USDT"]
+    assert "password" not in rows.filter(action="USER_CREATE").first().after
+    assert AuditLog.objects.count() == first
+
+
+def test_sync_roles_audits_a_role_whose_permissions_it_changes():
+    call_command("sync_roles", stdout=None)
+    support = Group.objects.get(name=SUPPORT)
+    support.permissions.clear()
+
+    call_command("sync_roles", stdout=None)
+
+    row = last("ROLE_CHANGE")
+    assert (row.object_id, row.before, row.actor_system) == (str(support.pk), {"permissions": []}, "manage.py sync_roles")
+    assert "orders.view_order" in row.after["permissions"]
+
+
+def test_back_office_sign_in_and_failed_sign_in(client):
+    """The admin's own login page goes through the same signals: LOGIN as staff, LOGIN_FAILED anonymous."""
+    UserFactory(username="olga", is_staff=True)
+
+    client.post("/admin/login/", {"username": "olga", "password": "not-it"}, **FROM)
+    client.post("/admin/login/", {"username": "olga", "password": "correct-horse-battery"}, **FROM)
+
+    olga = User.objects.get(username="olga")
+    failed = last("LOGIN_FAILED")
+    assert (failed.actor_system, failed.subject_user_id, failed.ip) == ("anonymous", olga.pk, IP)
+    assert_from_request(last("LOGIN"), staff=olga)
+
+
+def test_the_address_behind_trusted_proxies(settings, api, alice):  # noqa: F811
+    """With NUM_PROXIES set, the address recorded is the one the outermost trusted proxy saw
+    (exchange.core.net.client_ip), not what the client wrote in X-Forwarded-For."""
+    settings.NUM_PROXIES = 1
+
+    api.post("/api/v1/api-keys", {"label": "bot"}, format="json", REMOTE_ADDR="10.0.0.2",
+             HTTP_X_FORWARDED_FOR="6.6.6.6, 192.0.2.44", HTTP_USER_AGENT=AGENT)
+
+    assert last("API_KEY_CREATE").ip == "192.0.2.44"
