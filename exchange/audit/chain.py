@@ -18,8 +18,13 @@ actor_system, subject_user_id, ip, user_agent, request_id, "before",
 "after"]`` (before/after as the text of their jsonb, or null).
 docs/AUDIT.md shows how to recompute it from an export.
 
-The chainer publishes every link on ``audit.logs`` in the same transaction
-(one outbox INSERT per batch), so a copy of each hash leaves the database.
+The chainer publishes every link on ``audit.logs`` in the same transaction,
+so a copy of each hash leaves the database: one ``INSERT ... SELECT`` per
+batch builds the events from the rows and their new links in PostgreSQL
+(the outbox's bulk-emitter path, like the matcher's and the ledger's:
+``outbox_kick_on_commit`` after it). Building them in Python and passing
+them through ``outbox_emit_many`` cost about 0.4 ms per row, mostly in the
+driver's escaping of the JSON text array: ten times the rest of chaining.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from django.db import connection, transaction
 
 from exchange.audit.signing import sign, signature_valid
 from exchange.core.horizon import below_horizon
-from exchange.outbox.models import Topic
-from exchange.outbox.services import Event, outbox_emit_many
+from exchange.outbox.models import OutboxEvent, Topic
+from exchange.outbox.services import outbox_kick_on_commit
 
 GENESIS = bytes(32)
 # The key of every audit.logs event: one partition, so consumers see the chain in order.
@@ -46,10 +51,6 @@ CONTENT_SQL = """
     a.action, a.object_type, a.object_id, a.market, a.actor_user_id, a.actor_api_key_id, a.actor_staff_id,
     a.actor_system, a.subject_user_id, host(a.ip), a.user_agent, a.request_id, a.before::text, a.after::text
 """
-CONTENT_NAMES = ("id", "txid", "created_at", "action", "object_type", "object_id", "market", "actor_user_id",
-                 "actor_api_key_id", "actor_staff_id", "actor_system", "subject_user_id", "ip", "user_agent",
-                 "request_id", "before", "after")
-
 
 def content_bytes(seq: int, row: tuple) -> bytes:
     """The bytes a link hashes after the previous hash: ``row`` as selected by CONTENT_SQL."""
@@ -79,10 +80,30 @@ _NEXT_ROWS = f"""
     ORDER BY a.txid, a.id
     LIMIT %s
 """
+# The hashes travel as one bytea (the previous hash, then each new one, 32 bytes apiece):
+# a bytea[] parameter costs the driver a regex substitution per element.
 _INSERT_LINKS = """
     INSERT INTO exchange_auditchainlink (seq, log_id, prev_hash, hash, chained_at)
-    SELECT l.seq, l.log_id, l.prev_hash, l.hash, now()
-    FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::bytea[]) AS l(seq, log_id, prev_hash, hash)
+    SELECT %(first_seq)s + l.n - 1, l.log_id,
+           substring(%(hashes)s::bytea FROM (l.n::int - 1) * 32 + 1 FOR 32),
+           substring(%(hashes)s::bytea FROM l.n::int * 32 + 1 FOR 32), now()
+    FROM unnest(%(log_ids)s::bigint[]) WITH ORDINALITY AS l(log_id, n)
+"""
+# One audit.logs event per new link (docs/AUDIT.md, "On the bus"), built by PostgreSQL.
+_EMIT = f"""
+    INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
+    SELECT '{Topic.AUDIT.value}', '{BUS_KEY}', a.action, 1, jsonb_build_object(
+               'seq', l.seq, 'hash', encode(l.hash, 'hex'), 'prev_hash', encode(l.prev_hash, 'hex'),
+               'id', a.id, 'txid', a.txid::text,
+               'created_at', to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'action', a.action, 'object_type', a.object_type, 'object_id', a.object_id, 'market', a.market,
+               'actor_user_id', a.actor_user_id, 'actor_api_key_id', a.actor_api_key_id,
+               'actor_staff_id', a.actor_staff_id, 'actor_system', a.actor_system,
+               'subject_user_id', a.subject_user_id, 'ip', host(a.ip), 'user_agent', a.user_agent,
+               'request_id', a.request_id, 'before', a.before, 'after', a.after), l.seq
+    FROM exchange_auditchainlink l JOIN exchange_auditlog a ON a.id = l.log_id
+    WHERE l.seq BETWEEN %s AND %s
+    ORDER BY l.seq
 """
 _HEAD_UPDATE = """
     UPDATE exchange_auditchainhead SET seq = %s, txid = %s, log_id = %s, hash = %s, signature = %s, updated_at = now()
@@ -90,19 +111,12 @@ _HEAD_UPDATE = """
 """
 
 
-def _event(seq: int, prev_hash: bytes, hash_: bytes, row: tuple) -> Event:
-    content = dict(zip(CONTENT_NAMES, row))
-    for name in ("before", "after"):
-        content[name] = None if content[name] is None else json.loads(content[name])
-    return Event(topic=Topic.AUDIT, key=BUS_KEY, event_type=content["action"], sequence=seq,
-                 payload={"seq": seq, "hash": hash_.hex(), "prev_hash": prev_hash.hex(), **content})
-
-
 def audit_chain_batch(*, batch_size: int) -> int:
     """Chain up to ``batch_size`` rows in one transaction; returns how many.
 
     Cost: one locked read of the head, one index range scan of the log, one
-    INSERT of the links, one of the outbox rows, one UPDATE of the head.
+    INSERT of the links, one INSERT ... SELECT of the outbox rows, one UPDATE
+    of the head; in Python, one JSON encoding and one SHA-256 per row.
     Concurrent chainers queue on the head's row lock; writers never wait.
     """
     with transaction.atomic(), connection.cursor() as cursor:
@@ -114,18 +128,16 @@ def audit_chain_batch(*, batch_size: int) -> int:
         rows = cursor.fetchall()
         if not rows:
             return 0
-        seqs, log_ids, prev_hashes, hashes, events = [], [], [], [], []
+        first_seq = seq + 1
+        hashes = [prev_hash]
         for row in rows:
             seq += 1
-            hash_ = link_hash(prev_hash, seq, row)
-            seqs.append(seq)
-            log_ids.append(row[0])
-            prev_hashes.append(prev_hash)
-            hashes.append(hash_)
-            events.append(_event(seq, prev_hash, hash_, row))
-            prev_hash = hash_
-        cursor.execute(_INSERT_LINKS, [seqs, log_ids, prev_hashes, hashes])
-        outbox_emit_many(events)
+            prev_hash = link_hash(prev_hash, seq, row)
+            hashes.append(prev_hash)
+        cursor.execute(_INSERT_LINKS, {"first_seq": first_seq, "hashes": b"".join(hashes),
+                                       "log_ids": [row[0] for row in rows]})
+        cursor.execute(_EMIT, [first_seq, seq])
+        outbox_kick_on_commit()
         last_txid, last_id = int(rows[-1][1]), rows[-1][0]
         cursor.execute(_HEAD_UPDATE, [seq, last_txid, last_id, prev_hash,
                                       sign(position_message(seq, last_txid, last_id, prev_hash))])
