@@ -72,7 +72,13 @@ _HEAD_ENSURE = """
     INSERT INTO exchange_auditchainhead (id, seq, txid, log_id, hash, signature, updated_at)
     VALUES (1, 0, 0, 0, %s, '', now()) ON CONFLICT (id) DO NOTHING
 """
-_HEAD_LOCK = "SELECT seq, txid, log_id, hash FROM exchange_auditchainhead WHERE id = 1 FOR UPDATE"
+_HEAD = "SELECT seq, txid, log_id, hash FROM exchange_auditchainhead WHERE id = 1"
+_HEAD_LOCK = _HEAD + " FOR UPDATE"
+# Is anything waiting? Asked before locking, so an idle run writes nothing (no transaction id, no WAL).
+_ANY_NEW = f"""
+    SELECT EXISTS (SELECT 1 FROM exchange_auditlog a
+                   WHERE (a.txid, a.id) > (%s::text::xid8, %s) AND {below_horizon("a.txid")})
+"""
 _NEXT_ROWS = f"""
     SELECT {CONTENT_SQL}
     FROM exchange_auditlog a
@@ -114,12 +120,18 @@ _HEAD_UPDATE = """
 def audit_chain_batch(*, batch_size: int) -> int:
     """Chain up to ``batch_size`` rows in one transaction; returns how many.
 
-    Cost: one locked read of the head, one index range scan of the log, one
+    Cost: a read of the head and one index probe (all an idle run does), a
+    locked read of the head, one index range scan of the log, one
     INSERT of the links, one INSERT ... SELECT of the outbox rows, one UPDATE
     of the head; in Python, one JSON encoding and one SHA-256 per row.
     Concurrent chainers queue on the head's row lock; writers never wait.
     """
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_HEAD)
+        _, txid, log_id, _ = cursor.fetchone() or (0, 0, 0, GENESIS)
+        cursor.execute(_ANY_NEW, [str(txid), log_id])
+        if not cursor.fetchone()[0]:
+            return 0
         cursor.execute(_HEAD_ENSURE, [GENESIS])
         cursor.execute(_HEAD_LOCK)
         seq, txid, log_id, prev_hash = cursor.fetchone()
@@ -190,7 +202,7 @@ class Verification:
 PROBLEMS_MAX = 1000
 
 _CHECKPOINT = "SELECT seq, txid, log_id, hash, signature FROM exchange_auditcheckpoint ORDER BY seq DESC LIMIT 1"
-_HEAD = "SELECT seq, txid, log_id, hash, signature FROM exchange_auditchainhead WHERE id = 1"
+_HEAD_SIGNED = "SELECT seq, txid, log_id, hash, signature FROM exchange_auditchainhead WHERE id = 1"
 _LINKS = f"""
     SELECT l.seq, l.log_id, l.prev_hash, l.hash, a.id IS NOT NULL, {CONTENT_SQL}
     FROM exchange_auditchainlink l
@@ -228,7 +240,7 @@ def audit_verify(*, fetch_size: int = 5000) -> Verification:
         with connection.cursor() as cursor:
             if not outer:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cursor.execute(_HEAD)
+            cursor.execute(_HEAD_SIGNED)
             head = cursor.fetchone()
             cursor.execute(_CHECKPOINT)
             checkpoint = cursor.fetchone()

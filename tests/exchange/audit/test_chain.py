@@ -200,3 +200,19 @@ def test_rows_not_yet_chained_are_pending_not_problems():
     result = audit_verify()
 
     assert result.ok and result.pending == 2
+
+
+def test_an_idle_chaining_run_writes_nothing():
+    """Beat runs the chainer every second: with nothing new it only reads (no transaction id is
+    taken, so no WAL and no row lock)."""
+    record()
+    audit_chain()
+
+    def next_xid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            return cursor.fetchone()[0]
+
+    before = next_xid()
+    assert audit_chain() == 0
+    assert next_xid() == before
