@@ -56,7 +56,8 @@ def roles_sync(*, audit: dict | None = None) -> dict[str, Group]:
         before = _names(group.permissions.select_related("content_type"))
         permissions = []
         for app_label, verbs in grants.items():
-            for permission in Permission.objects.filter(content_type__app_label=app_label).select_related("content_type"):
+            candidates = Permission.objects.filter(content_type__app_label=app_label).select_related("content_type")
+            for permission in candidates:
                 if permission.codename.split("_", 1)[0] in verbs:
                     permissions.append(permission)
         group.permissions.set(permissions)

@@ -267,7 +267,8 @@ def _withdrawal_action(name: str, *, verb: str, form_class, service, single: boo
             done, failed = 0, []
             for withdrawal in queryset.order_by("id"):
                 try:
-                    service(withdrawal=withdrawal, actor=request.user, audit=audit_context(request), **form.cleaned_data)
+                    service(withdrawal=withdrawal, actor=request.user, audit=audit_context(request),
+                            **form.cleaned_data)
                 except ApplicationError as error:
                     failed.append(f"{withdrawal.pk}: {error.message}")
                     continue

@@ -143,7 +143,8 @@ def api_key_revoke(*, user, key_id: str, audit: dict | None = None) -> ApiKey:
 def api_key_revoke_many(*, api_keys: QuerySet[ApiKey], audit: dict | None = None) -> int:
     """Back office: revoke every key of ``api_keys`` not yet revoked; returns how many."""
     now = timezone.now()
-    revoked = list(api_keys.filter(revoked_at__isnull=True).select_for_update(of=("self",)).select_related("user").order_by("id"))
+    revoked = list(api_keys.filter(revoked_at__isnull=True).select_for_update(of=("self",))
+                   .select_related("user").order_by("id"))
     ApiKey.objects.filter(id__in=[api_key.pk for api_key in revoked]).update(revoked_at=now)
     for api_key in revoked:
         api_key.revoked_at = now

@@ -70,7 +70,8 @@ class AuditedModelAdmin(admin.ModelAdmin):
         changed = [name for name in changed_fields(before, after) if name not in ignored]
         if not changed:
             return []
-        return [(f"{self.audit_prefix}_UPDATE", {k: before.get(k) for k in changed}, {k: after.get(k) for k in changed})]
+        return [(f"{self.audit_prefix}_UPDATE", {name: before.get(name) for name in changed},
+                 {name: after.get(name) for name in changed})]
 
     def audit_record(self, request, obj, object_id, before: dict | None, after: dict | None) -> None:
         assert self.audit_prefix, f"{type(self).__name__} must set audit_prefix"

@@ -290,10 +290,9 @@ def export_request(*, table: str, params: dict[str, str]) -> ExportRequest:
         values["user"] = _user_id("user", given["user"])
     for name in values:
         if name not in spec.filters:
-            parameter = _PARAMETER_OF[name]
-            raise ApplicationError("UNSUPPORTED_FILTER", f"The {table} export cannot be filtered by "
-                                                         f"{parameter if name != 'actor_system' else 'a system actor'}.",
-                                   field=parameter)
+            what = "a system actor" if name == "actor_system" else _PARAMETER_OF[name]
+            raise ApplicationError("UNSUPPORTED_FILTER", f"The {table} export cannot be filtered by {what}.",
+                                   field=_PARAMETER_OF[name])
     return ExportRequest(table=spec, format=export_format, start=start, end=end, values=values,
                          given={name: given[name] for name in FILTERS if name in given})
 

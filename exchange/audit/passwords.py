@@ -22,7 +22,7 @@ class PasswordChangeAudit:
         return None
 
     def get_help_text(self) -> str:
-        return ""
+        return "Password changes are recorded in the audit trail (never the password itself)."
 
     def password_changed(self, password, user=None):
         if user is None or user.pk is None:

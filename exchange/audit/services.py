@@ -168,9 +168,8 @@ def snapshot(obj, fields: Iterable[str] | None = None) -> dict[str, Any]:
     names = set(fields) if fields is not None else None
     data = {}
     for field in obj._meta.concrete_fields:
-        if field.name in SECRET_FIELDS or (names is not None and field.name not in names and field.attname not in names):
-            continue
-        if field.get_internal_type() == "BinaryField":
+        wanted = names is None or field.name in names or field.attname in names
+        if not wanted or field.name in SECRET_FIELDS or field.get_internal_type() == "BinaryField":
             continue
         data[field.attname] = getattr(obj, field.attname)
     # One encoding pass turns Decimals, datetimes and UUIDs into what the row will store.

@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 
 from exchange.accounts.authentication import enforce_csrf
 from exchange.accounts.services import user_register
-from exchange.audit.services import audit_context
 from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import SESSION_ONLY, ApiKeyPermission
+from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
 from exchange.core.schema import NOT_AUTHENTICATED, RATE_LIMITED, error_response
 

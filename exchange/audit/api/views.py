@@ -163,7 +163,8 @@ class LedgerExportApi(_ExportApi):
         action="Journal transaction kinds, comma-separated: HOLD, RELEASE, TRADE, DEPOSIT, WITHDRAWAL_APPROVE, "
                "WITHDRAWAL_COMPLETE, ADJUSTMENT.",
         user="Whose accounts: a username (or id).",
-        example_csv="entry_id,transaction_id,created_at,kind,reference,...\n3,2,2026-01-02T03:04:05.000000Z,DEPOSIT,...\n",
+        example_csv=("entry_id,transaction_id,created_at,kind,reference,...\n"
+                     "3,2,2026-01-02T03:04:05.000000Z,DEPOSIT,...\n"),
     )
     def get(self, request):
         return super().get(request)

@@ -82,7 +82,8 @@ def test_the_asgi_server_streams_an_export_in_chunks():
 
     async def call():
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": "/api/v1/compliance/audit-logs", "raw_path": b"/api/v1/compliance/audit-logs",
+                 "scheme": "http", "path": "/api/v1/compliance/audit-logs",
+                 "raw_path": b"/api/v1/compliance/audit-logs",
                  "query_string": b"format=jsonl", "root_path": "",
                  "headers": [(b"host", b"testserver"), (b"cookie", f"sessionid={cookie}".encode())],
                  "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}

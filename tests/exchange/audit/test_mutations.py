@@ -344,7 +344,8 @@ def test_legal_holds_placed_and_released(client, superuser, alice):  # noqa: F81
                                                "confirm": "yes", "reason": "case closed"}, **FROM)
 
     placed = last("LEGAL_HOLD_SET")
-    assert (placed.subject_user_id, placed.after["reason"], hold.created_by) == (alice.pk, "subpoena 2026-17", superuser)
+    assert (placed.subject_user_id, placed.after["reason"]) == (alice.pk, "subpoena 2026-17")
+    assert hold.created_by == superuser
     released = last("LEGAL_HOLD_RELEASE")
     assert released.before["released_at"] is None and released.after["release_reason"] == "case closed"
     assert_from_request(released, staff=superuser)
@@ -377,7 +378,8 @@ def test_sync_roles_audits_a_role_whose_permissions_it_changes():
     call_command("sync_roles", stdout=None)
 
     row = last("ROLE_CHANGE")
-    assert (row.object_id, row.before, row.actor_system) == (str(support.pk), {"permissions": []}, "manage.py sync_roles")
+    assert (row.object_id, row.before) == (str(support.pk), {"permissions": []})
+    assert row.actor_system == "manage.py sync_roles"
     assert "orders.view_order" in row.after["permissions"]
 
 
