@@ -19,6 +19,7 @@ from exchange.apikeys.selectors import api_key_get_for_user
 from exchange.audit import actions
 from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
+from exchange.core.localcache import config_changed
 
 IP_ALLOWLIST_ENTRIES_MAX = 30
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -149,6 +150,8 @@ def api_key_revoke_many(*, api_keys: QuerySet[ApiKey], audit: dict | None = None
     for api_key in revoked:
         api_key.revoked_at = now
         _record_revoke(api_key, audit=audit)
+    if revoked:
+        config_changed()  # keys are cached per process for authentication
     return len(revoked)
 
 

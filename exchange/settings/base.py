@@ -189,16 +189,14 @@ REST_FRAMEWORK = {
     ],
     # Redis sliding windows per API key, user or IP (exchange/core/throttling.py);
     # a view adds a scope of its own with `throttle_scope = "orders"`.
-    "DEFAULT_THROTTLE_CLASSES": [
-        "exchange.core.throttling.AnonRateThrottle",
-        "exchange.core.throttling.UserRateThrottle",
-        "exchange.core.throttling.ScopedRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["exchange.core.throttling.RedisThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("THROTTLE_RATE_ANON", "100/s"),
         "user": os.environ.get("THROTTLE_RATE_USER", "300/s"),
         "orders": os.environ.get("THROTTLE_RATE_ORDERS", "100/s"),
         "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
+        # Failed API-key authentications per client IP and per key id.
+        "auth_failures": os.environ.get("THROTTLE_RATE_AUTH_FAILURES", "30/m"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
