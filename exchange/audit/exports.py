@@ -21,6 +21,7 @@ export can be checked offline (docs/AUDIT.md).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone as dt_timezone
 from typing import Iterator
@@ -39,6 +40,7 @@ FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 CHUNK_BYTES = 60 * 1024
 FILTERS = ("start", "end", "actor", "action", "market", "user")
 SYSTEM_PREFIX = "system:"
+ACTION_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
 def _iso(column: str) -> str:
@@ -235,7 +237,7 @@ def _user_id(name: str, text: str) -> int:
     """A user by username (case-insensitive) or, failing that, by numeric id."""
     User = get_user_model()
     user = User.objects.filter(username__iexact=text).only("id").first()
-    if user is None and text.isdigit():
+    if user is None and text.isascii() and text.isdigit():
         user = User.objects.filter(pk=int(text)).only("id").first()
     if user is None:
         raise ApplicationError("UNKNOWN_USER", f"There is no user {text!r}.", field=name)
@@ -259,6 +261,10 @@ def export_request(*, table: str, params: dict[str, str]) -> ExportRequest:
         raise ApplicationError("UNKNOWN_FILTER", f"{unknown[0]} is not a filter; use {', '.join(FILTERS)}.",
                                field=unknown[0])
     given = {name: str(value).strip() for name, value in params.items() if value is not None and str(value).strip()}
+    for name, value in given.items():
+        # PostgreSQL refuses text with a NUL character: refused here, not as a 500.
+        if not value.isprintable():
+            raise ApplicationError("INVALID_CHARACTER", f"{name} contains a control character.", field=name)
     export_format = given.pop("format", "csv").lower()
     if export_format not in FORMATS:
         raise ApplicationError("INVALID_FORMAT", "format must be csv or jsonl.", field="format")
@@ -276,7 +282,7 @@ def export_request(*, table: str, params: dict[str, str]) -> ExportRequest:
             values["actor_user"] = _user_id("actor", actor)
     if "action" in given:
         codes = [code.strip().upper() for code in given["action"].split(",") if code.strip()]
-        bad = [code for code in codes if not code.replace("_", "").isalnum()]
+        bad = [code for code in codes if not ACTION_CODE.fullmatch(code)]
         if not codes or bad:
             raise ApplicationError("INVALID_ACTION", "action must be one or more codes separated by commas, e.g. "
                                                      "WITHDRAWAL_APPROVE,BALANCE_ADJUST.", field="action")

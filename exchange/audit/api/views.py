@@ -56,6 +56,7 @@ def _schema(*, operation_id: str, summary: str, columns: str, actor=None, action
         ("INVALID_RANGE", "end must be after start.", "end"),
         ("UNKNOWN_USER", "There is no user 'mallory'.", "user"),
         ("UNKNOWN_FILTER", "page is not a filter; use start, end, actor, action, market, user.", "page"),
+        ("INVALID_CHARACTER", "user contains a control character.", "user"),
     ]
     if action:
         errors.append(("INVALID_ACTION", "action must be one or more codes separated by commas, e.g. "

@@ -129,6 +129,9 @@ def test_every_export_is_itself_audited(compliance):
     ({"user": "nobody"}, "UNKNOWN_USER", "user"),
     ({"actor": "nobody"}, "UNKNOWN_USER", "actor"),
     ({"action": "drop table"}, "INVALID_ACTION", "action"),
+    ({"action": "ÉTAT"}, "INVALID_ACTION", "action"),
+    ({"user": "alice\x00"}, "INVALID_CHARACTER", "user"),
+    ({"actor": "system:matcher\x00"}, "INVALID_CHARACTER", "actor"),
     ({"market": "BTC/USDT"}, "INVALID_MARKET", "market"),
     ({"page": "2"}, "UNKNOWN_FILTER", "page"),
 ])
