@@ -41,6 +41,29 @@ _INSERT = """
 _encoder = EventJSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+def _text(value, length: int) -> str:
+    """Text as a column takes it: NUL characters (which PostgreSQL refuses) dropped, cut to ``length``."""
+    return ("" if value is None else str(value)).replace("\x00", "")[:length]
+
+
+def _json(value) -> str | None:
+    """``value`` as JSON text for a jsonb column (which refuses \\u0000: NUL characters are dropped)."""
+    if value is None:
+        return None
+    text = _encoder.encode(value)
+    return _encoder.encode(_without_nul(json.loads(text))) if "\\u0000" in text else text
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 def _pk(value) -> int | None:
     """A model instance or an id as the id (None stays None)."""
     if value is None:
@@ -73,8 +96,10 @@ def audit_log_record(
     defaults to ``actor_user`` (a user acting on their own account). Without
     any actor the row names the running process (``current_process()``);
     without a request id, the current request's or task's
-    (``exchange.core.logging.request_id_var``). An address that is not an IP
-    address is dropped rather than failing the caller's action.
+    (``exchange.core.logging.request_id_var``). Whatever a client sent is
+    made storable rather than allowed to fail the caller's action: an
+    address that is not an IP address is dropped, NUL characters removed,
+    texts cut to their column's length.
     """
     assert action and action.isupper() and " " not in action, f"audit action {action!r} is not UPPER_SNAKE"
     assert object_type, "audit rows name the type of their object"
@@ -85,10 +110,10 @@ def audit_log_record(
     address = parse_ip(ip) if ip else None
     request_id = request_id or request_id_var.get() or ""
     values = [
-        action, object_type, "" if object_id is None else str(object_id), market or "",
-        _pk(actor_user), _pk(actor_api_key), _pk(actor_staff), actor_system[:64], _pk(subject_user),
-        None if before is None else _encoder.encode(before), None if after is None else _encoder.encode(after),
-        None if address is None else str(address), (user_agent or "")[:USER_AGENT_LENGTH_MAX], request_id[:64],
+        action, object_type, _text(object_id, 128), _text(market, 33),
+        _pk(actor_user), _pk(actor_api_key), _pk(actor_staff), _text(actor_system, 64), _pk(subject_user),
+        _json(before), _json(after),
+        None if address is None else str(address), _text(user_agent, USER_AGENT_LENGTH_MAX), _text(request_id, 64),
     ]
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, values)

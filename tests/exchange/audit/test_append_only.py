@@ -95,3 +95,15 @@ def test_writers_cannot_forge_the_chain_columns_or_the_time():
         created_at, txid = cursor.fetchone()
     assert created_at == row.created_at and int(txid) == row.txid
     assert not AuditChainLink.objects.filter(log_id=row.pk).exists()  # chained later, after commit
+
+
+def test_what_a_client_sends_cannot_fail_the_audited_action():
+    """NUL characters (PostgreSQL refuses them in text and jsonb), an address that is not one
+    and an oversized user agent are made storable instead of failing the caller's transaction."""
+    row = record(object_id=0, user_agent="bot\x00" + "x" * 1000, ip="not-an-ip", request_id="r\x00id",
+                 after={"username": "ali\x00ce", "nested": ["\x00"]})
+
+    stored = AuditLog.objects.get(pk=row.pk)
+    assert (stored.object_id, stored.ip, stored.request_id) == ("0", None, "rid")
+    assert stored.user_agent == "bot" + "x" * 509
+    assert stored.after == {"username": "alice", "nested": [""]}
