@@ -59,3 +59,8 @@ def market_get_cached(*, symbol: str) -> Market:
     if not SYMBOL.fullmatch(symbol):
         raise Http404("No such market.")
     return _markets.get(symbol)
+
+
+def market_peek(*, symbol: str) -> Market | None:
+    """The market from this process's cache only (None: not cached, or no such symbol)."""
+    return _markets.peek(str(symbol).upper())

@@ -91,6 +91,11 @@ def fee_rates_cached(*, user, market: Market) -> FeeRates:
     return _fee_rates.get((user.pk, market.id), lambda: fee_rates_for(user=user, market=market))
 
 
+def fee_rates_peek(*, user_id: int, market: Market) -> FeeRates | None:
+    """The cached rates, or None when this process has none (load them with ``fee_rates_cached``)."""
+    return _fee_rates.peek((user_id, market.id))
+
+
 _FEE_CONTEXT = decimal.Context(prec=80, rounding=ROUND_DOWN)
 
 

@@ -124,6 +124,11 @@ def observe(token: bytes | str | None) -> bool:
     return True
 
 
+def current_token():
+    """The token this process last saw (compare two reads to learn whether caches were dropped between)."""
+    return _state["seen"]
+
+
 def refresh(*, force: bool = False) -> None:
     """Read the token from Redis if it was last read more than CHECK_EVERY_S ago (or ``force``).
 

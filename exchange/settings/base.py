@@ -96,7 +96,6 @@ CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}}
 # --- Django ------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -304,8 +303,7 @@ MATCHER_MAX_CONSECUTIVE_FAILURES = 5
 ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
-# daphne processes `manage.py up` runs on the one port: Django's synchronous
-# views run one at a time per process, so one per core.
+# Web workers `manage.py up` runs on the one port (exchange/server.py): one per core.
 EXCHANGE_WEB_PROCESSES = env_int("EXCHANGE_WEB_PROCESSES", min(4, os.cpu_count() or 1))
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"
