@@ -5,9 +5,10 @@ agent, request id, before/after of ~150 bytes), then measures, in order:
 
 1. chaining them (``audit_chain``: hashing, links, audit.logs outbox rows);
 2. ``audit_verify`` over the whole chain;
-3. exporting all of them as CSV, then as JSON Lines, through the real ASGI
-   application (what daphne runs): GET /api/v1/compliance/audit-logs as a
-   signed-in Compliance user, the body discarded as it arrives.
+3. exporting all of them as CSV, then as JSON Lines, through the ASGI
+   application the web server runs (``exchange.asgi.application``): GET
+   /api/v1/compliance/audit-logs as a signed-in Compliance user, the body
+   discarded as it arrives.
 
 For each step: wall time, rows/s, and CPU seconds of this process and of
 the PostgreSQL server (its postmaster's children, read from /proc, when the
@@ -193,7 +194,7 @@ class Command(BaseCommand):
 
     async def _export(self, cookie: str, export_format: str) -> tuple[int, int]:
         """GET the export through the ASGI application; returns (bytes, body messages)."""
-        from django.core.asgi import get_asgi_application
+        from exchange.asgi import application
 
         path = "/api/v1/compliance/audit-logs"
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
@@ -217,6 +218,6 @@ class Command(BaseCommand):
                 state["bytes"] += len(message["body"])
                 state["messages"] += 1
 
-        await get_asgi_application()(scope, receive, send)
+        await application(scope, receive, send)
         assert state["status"] == 200, state
         return state["bytes"], state["messages"]

@@ -12,7 +12,6 @@ import warnings
 from datetime import timedelta
 
 import pytest
-from django.core.asgi import get_asgi_application
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -69,8 +68,9 @@ def test_orders_trades_and_ledger_exports_of_a_matcher_run(traders, matcher):  #
 
 
 def test_the_asgi_server_streams_an_export_in_chunks():
-    """Under ASGI (what daphne runs) a large export leaves in many body messages as it is read,
-    not gathered first; Django's buffering fallback (and its warning) is never used."""
+    """Through the ASGI application the web server runs (``exchange.asgi``), a large export
+    leaves in many body messages as it is read, not gathered first; Django's buffering fallback
+    (and its warning) is never used."""
     with connection.cursor() as cursor:
         cursor.execute("""INSERT INTO exchange_auditlog (action, object_type, object_id, actor_system, after)
                           SELECT 'BALANCE_ADJUST', 'wallet.ledgertransaction', n::text, 'bench',
@@ -98,7 +98,9 @@ def test_the_asgi_server_streams_an_export_in_chunks():
         async def send(message):
             messages.append(message)
 
-        await get_asgi_application()(scope, receive, send)
+        await application(scope, receive, send)
+
+    from exchange.asgi import application
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
