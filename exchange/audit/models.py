@@ -228,7 +228,3 @@ class LegalHold(models.Model):
         start = self.starts_at.date() if self.starts_at else "..."
         end = self.ends_at.date() if self.ends_at else "..."
         return f"hold #{self.pk}: {who}, {start} to {end}{' (released)' if self.released_at else ''}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.released_at is None

@@ -19,7 +19,7 @@ from exchange.models import Asset, Market
 from exchange.roles import OPERATORS, SUPPORT
 from tests.factories import UserFactory, api_key_for
 from tests.wallet.conftest import alice, bob, btc, fund, market, operator, usdt  # noqa: F401  (fixtures)
-from wallet.models import FeeOverride, FeeTier, Withdrawal
+from wallet.models import FeeOverride, FeeTier
 from wallet.services import withdrawal_approve, withdrawal_request
 
 pytestmark = pytest.mark.django_db
