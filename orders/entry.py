@@ -46,6 +46,13 @@ PLACE_SQL = (
     "%s::numeric, %s::numeric, %s::numeric, %s::varchar, %s::bigint, %s::numeric, %s::numeric, %s::numeric, "
     "%s::inet, %s::bigint, %s::text) r"
 )
+# Several placements in one statement (orders_order_place_many: the same arguments as arrays).
+PLACE_MANY_SQL = (
+    "SELECT b.ordinal, b.outcome, (b.placed).*, b.available, b.held, b.asset_code FROM orders_order_place_many("
+    "%s::integer[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
+    "%s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::varchar[], %s::bigint[], %s::numeric[], "
+    "%s::numeric[], %s::numeric[], %s::inet[], %s::bigint[], %s::text[]) b ORDER BY b.ordinal"
+)
 CANCEL_SQL = "SELECT r.outcome, (r.cancelled).*, r.symbol FROM orders_order_cancel(%s::integer, %s::bigint) r"
 CANCEL_ALL_SQL = "SELECT orders_cancel_all(%s::integer, %s::bigint, %s::varchar)"
 BIGINT_MAX = 2**63 - 1

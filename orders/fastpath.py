@@ -61,7 +61,7 @@ from exchange.models import Market
 from exchange.outbox.services import KICK_KEY
 from exchange.selectors import market_get_cached, market_peek
 from matching import stream
-from orders import entry
+from orders import batching, entry
 from orders.representations import order_representation
 from orders.rules import OrderRequest
 from wallet.fees import fee_rates_cached, fee_rates_peek
@@ -388,7 +388,7 @@ async def _place(request: _Request):
         if existing is None:
             raise
         return 200, _render(entry.existing_outcome(existing, order_request, market), market), []
-    outcome = entry.placement_outcome(prepared, await aio.fetch_one(entry.PLACE_SQL, *prepared.params))
+    outcome = entry.placement_outcome(prepared, await batching.batcher().place(prepared.params))
     if not outcome.created:
         return 200, _render(outcome.order, market), []
     order_id = outcome.order["id"]

@@ -33,7 +33,7 @@ from matching import stream
 from matching.models import MarketState
 from orders import entry
 from orders.models import RESTING_STATUSES, Order, OrderAmendment, hold_reference
-from orders.rules import OrderRequest, Reference, amend_check, amend_hold_needed
+from orders.rules import EXACT, OrderRequest, Reference, amend_check, amend_hold_needed
 from risk.services import order_pre_trade_check
 from wallet.fees import fee_rates_cached
 from wallet.selectors import hold_remaining
@@ -190,7 +190,7 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
         # The hold changes only in the matcher's batches, which lock this order
         # row first: with the row locked here, what it holds is stable.
         held = hold_remaining(reference=hold_reference(order.pk))
-        extra = max(Decimal(0), needed - held)
+        extra = max(Decimal(0), EXACT.subtract(needed, held))
         if extra:
             hold_increase(reference=hold_reference(order.pk), amount=extra)
         amendment = OrderAmendment.objects.create(

@@ -81,6 +81,14 @@ async def fetch_one(sql: str, *args) -> dict | None:
     return None if row is None else dict(row)
 
 
+async def fetch_all(sql: str, *args) -> list[dict]:
+    """Run one statement (``%s`` placeholders) in its own transaction; its rows as dicts."""
+    pool = _pools.get(id(asyncio.get_running_loop())) or await database_pool()
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(numbered(sql), *args)
+    return [dict(row) for row in rows]
+
+
 def redis_client() -> PipelineClient:
     """The process's pipeline client of the application's Redis database (per event loop)."""
     loop = id(asyncio.get_running_loop())

@@ -165,9 +165,9 @@ class SignedHttp:
 
 
 @contextmanager
-def running_stack(symbols=("BTC-USDT", "ETH-USDT")):
+def running_stack(symbols=("BTC-USDT", "ETH-USDT"), **env_overrides):
     """The web server and the matchers of ``symbols`` as real processes, ready; stopped on exit."""
-    running = Stack()
+    running = Stack(**env_overrides)
     running.start_web()
     running.start_matchers()
     try:

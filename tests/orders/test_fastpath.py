@@ -262,3 +262,54 @@ def test_the_fast_path_places_what_the_matcher_then_trades(doors, matcher, marke
     assert Order.objects.get(pk=buy["id"]).status == "FILLED"
     assert Order.objects.get(pk=sell["id"]).status == "FILLED"
     assert Order.objects.get(pk=buy["id"]).client_ip == "127.0.0.1"
+
+
+def test_concurrent_placements_are_batched_with_the_results_of_placing_them_alone(traders, matcher):
+    """Sixty placements at once on one worker: they go to the database in a few statements, and
+    each gets what placing it alone would give. Alice can afford 20 of her 30 buys (each holds
+    50,000 of her 1,000,000 USDT): exactly 20 are accepted, the rest INSUFFICIENT_FUNDS; bob's
+    ten repeat five client_order_ids twice: five orders, each repeat answered 200 with its
+    order; carol's 20 sells all pass. Every ledger invariant holds (fixture)."""
+    import asyncio
+    import json as jsonlib
+
+    from exchange.apikeys.signing import signed_headers
+
+    keys = {user.username: api_key_for(user, permissions=("read", "trade")) for user in traders}
+    requests = [("alice", limit(price="500", quantity="100")) for _ in range(30)]
+    requests += [("bob", limit(client_order_id=f"bob-{i % 5}")) for i in range(10)]
+    requests += [("carol", limit("SELL", "101", "1")) for _ in range(20)]
+    signed = []
+    last_ms: dict[str, int] = {}
+    for username, order in requests:  # a distinct signature for each request of a key
+        while time.time_ns() // 1_000_000 <= last_ms.get(username, 0):
+            time.sleep(0.0005)
+        last_ms[username] = time.time_ns() // 1_000_000
+        key, secret = keys[username]
+        body = jsonlib.dumps(order).encode()
+        signed.append((body, {"Content-Type": "application/json",
+                              **signed_headers(key.key_id, secret, "POST", ORDERS, None, body)}))
+
+    client = AsgiClient()
+
+    async def all_at_once():
+        from orders import batching
+
+        responses = await asyncio.gather(*(
+            client._request("POST", ORDERS, "", body, headers, "127.0.0.1") for body, headers in signed))
+        return responses, batching.batcher().statements, batching.batcher().orders
+
+    try:
+        responses, statements, orders = asyncio.run_coroutine_threadsafe(all_at_once(), client.loop).result(60)
+    finally:
+        client.close()
+
+    def answers(name):
+        return sorted(str(r.json().get("code", r.status_code)) for (user, _), r in zip(requests, responses)
+                      if user == name)
+
+    assert answers("alice") == ["201"] * 20 + ["INSUFFICIENT_FUNDS"] * 10
+    assert answers("bob") == ["200"] * 5 + ["201"] * 5
+    assert Order.objects.filter(user=traders[1]).count() == 5
+    assert answers("carol") == ["201"] * 20
+    assert orders == 60 and statements < 60, "placements waiting together went together"
