@@ -21,6 +21,8 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.http import Http404
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core import localcache
 from exchange.core.errors import ApplicationError
 from exchange.core.redis import get_redis
@@ -77,21 +79,20 @@ def _order_from_row(row: dict, market: Market) -> Order:
 _ORDER_ATTNAMES = tuple(field.attname for field in Order._meta.concrete_fields)
 
 
-def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | None = None,
-                api_key=None) -> tuple[Order, bool]:
+def order_place(*, user, symbol: str, request: OrderRequest, audit: dict | None = None) -> tuple[Order, bool]:
     """Accept an order: returns ``(order, created)``; ``created`` is False for a
     repeat of an earlier request with the same client_order_id (whatever the
-    market's state now). ``client_ip`` and ``api_key`` (None for a session)
-    are recorded with the order. One statement writes everything
-    (``orders.placement``); the command is enqueued after commit."""
+    market's state now). ``audit`` (``audit_context(request)``) says who asks:
+    the address and API key are recorded with the order and in its
+    ``PLACE_ORDER`` audit row. One statement writes everything
+    (``orders.entry``); the command is enqueued after commit."""
     localcache.refresh()
     market = market_for_trading(symbol=symbol)
     try:
         pulse = market_pulse(market)
         prepared = entry.placement_prepare(
             user_id=user.pk, market=market, request=request, reference=market_reference(market=market, pulse=pulse),
-            pulse=pulse, fees=fee_rates_cached(user=user, market=market), client_ip=client_ip,
-            api_key_id=api_key.pk if api_key is not None else None)
+            pulse=pulse, fees=fee_rates_cached(user=user, market=market), origin=entry.Origin.of(audit))
         order_pre_trade_check(user=user, market=market, order=prepared.checked)
     except ApplicationError:
         # A retry of an order accepted earlier gets that order, whatever changed since.
@@ -116,13 +117,14 @@ def _row(cursor) -> dict:
     return dict(zip([column.name for column in cursor.description], cursor.fetchone()))
 
 
-def order_cancel(*, user, order_id: int) -> Order:
-    """Ask the matcher to cancel one of ``user``'s open orders (``entry.CANCEL_SQL``)."""
+def order_cancel(*, user, order_id: int, audit: dict | None = None) -> Order:
+    """Ask the matcher to cancel one of ``user``'s open orders (``entry.CANCEL_SQL``; its first
+    request writes a ``CANCEL_ORDER`` audit row naming who asked, from ``audit``)."""
     if not 0 < order_id <= entry.BIGINT_MAX:
         raise entry.order_not_found()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(entry.CANCEL_SQL, [user.pk, order_id])
+            cursor.execute(entry.CANCEL_SQL, [user.pk, order_id, *entry.Origin.of(audit).cancel_params()])
             row = entry.cancel_outcome(_row(cursor))
         outbox_kick_on_commit()
         stream.command_enqueue_on_commit(row["symbol"], stream.CANCEL, order_id)
@@ -131,15 +133,17 @@ def order_cancel(*, user, order_id: int) -> Order:
     return order
 
 
-def orders_cancel_all(*, user, symbol: str) -> int:
-    """Ask the matcher to cancel every open order of ``user`` in a market; returns how many."""
+def orders_cancel_all(*, user, symbol: str, audit: dict | None = None) -> int:
+    """Ask the matcher to cancel every open order of ``user`` in a market; returns how many
+    (a ``CANCEL_ORDER`` audit row for each order flagged now)."""
     localcache.refresh()
     market = market_for_trading(symbol=symbol)
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(entry.CANCEL_ALL_SQL, [user.pk, market.id, market.symbol])
+            cursor.execute(entry.CANCEL_ALL_SQL,
+                           [user.pk, market.id, market.symbol, *entry.Origin.of(audit).cancel_params()])
             (count,) = cursor.fetchone()
         if count:
             outbox_kick_on_commit()
@@ -147,7 +151,8 @@ def orders_cancel_all(*, user, symbol: str) -> int:
     return count
 
 
-def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None) -> OrderAmendment:
+def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None,
+                audit: dict | None = None) -> OrderAmendment:
     """Ask the matcher to change a resting order's price and/or total quantity.
 
     The amendment records absolute terms (what was left unchanged is filled in
@@ -204,6 +209,11 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
                              "user_id": order.user_id, "market": market.symbol, "amendment_id": amendment.pk,
                              "new_price": new_price, "new_quantity": new_quantity, "extra_hold": extra,
                              "requested_at": amendment.created_at})
+        audit_log_record(action=actions.AMEND_ORDER, object_type="orders.order", object_id=order.pk,
+                         market=market.symbol, before={"price": order.price, "quantity": order.quantity},
+                         after={"amendment_id": amendment.pk, "price": new_price, "quantity": new_quantity,
+                                "extra_hold": extra},
+                         subject_user=user, **audit_origin(audit, user=user))
         stream.command_enqueue_on_commit(market.symbol, stream.AMEND, amendment.pk)
     return amendment
 
