@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from decimal import Decimal
 
 import redis
 from django.conf import settings
@@ -62,10 +64,17 @@ def command_enqueue_on_commit(symbol: str, kind: str, row_id: int) -> None:
     transaction.on_commit(enqueue)
 
 
-def heartbeat_write(symbol: str, *, sequence: int, pid: int, backlog: int) -> None:
-    get_redis().set(
+def heartbeat_write(symbol: str, *, sequence: int, pid: int, backlog: int, last_price: str | None = None,
+                    best_bid: str | None = None, best_ask: str | None = None, client=None) -> None:
+    """The matcher's heartbeat, which also carries the reference prices new orders are checked
+    against (last trade, best bid, best ask: decimal strings or None), so that order entry
+    learns whether the matcher is alive and where the market is from one small key.
+
+    ``client`` may be a pipeline, to send it with other writes."""
+    (client or get_redis()).set(
         heartbeat_key(symbol),
-        json.dumps({"at": time.time(), "sequence": sequence, "pid": pid, "backlog": backlog}),
+        json.dumps({"at": time.time(), "sequence": sequence, "pid": pid, "backlog": backlog,
+                    "last_price": last_price, "best_bid": best_bid, "best_ask": best_ask}),
         ex=max(10, int(settings.MATCHER_STALE_AFTER_S * 3)),
     )
 
@@ -75,6 +84,32 @@ def heartbeat_read(symbol: str) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """A market's heartbeat as order entry reads it."""
+
+    at: float
+    last_price: Decimal | None
+    best_bid: Decimal | None
+    best_ask: Decimal | None
+
+    def alive(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) - self.at <= settings.MATCHER_STALE_AFTER_S
+
+
+def pulse_parse(raw: bytes | str | None) -> Pulse | None:
+    """The heartbeat value as a Pulse; None when there is none (the matcher never beat, or long ago)."""
+    if not raw:
+        return None
+    beat = json.loads(raw)
+
+    def price(name):
+        value = beat.get(name)
+        return None if value is None else Decimal(value)
+
+    return Pulse(beat["at"], price("last_price"), price("best_bid"), price("best_ask"))
+
+
 def matcher_alive(symbol: str) -> bool:
-    beat = heartbeat_read(symbol)
-    return bool(beat) and time.time() - beat["at"] <= settings.MATCHER_STALE_AFTER_S
+    pulse = pulse_parse(get_redis().get(heartbeat_key(symbol)))
+    return pulse is not None and pulse.alive()

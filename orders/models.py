@@ -106,6 +106,11 @@ class Order(models.Model):
     priority_sequence = models.BigIntegerField(null=True, blank=True)
     last_sequence = models.BigIntegerField(null=True, blank=True, help_text="Sequence of the last event applied.")
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Who placed it, for surveillance and audit: the client's address and the
+    # API key that signed the request (null for a browser session).
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    api_key = models.ForeignKey("exchange.ApiKey", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="orders", db_index=False)
     triggered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=False)
     updated_at = models.DateTimeField(auto_now=True)

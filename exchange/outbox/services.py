@@ -30,6 +30,11 @@ from exchange.outbox.models import EventJSONEncoder, OutboxCursor, OutboxEvent, 
 
 logger = logging.getLogger(__name__)
 
+# The Redis key the Celery relay's wake-up used. Nothing reads it now; the
+# order-entry fast path (orders/fastpath.py) still sets it in its after-commit
+# pipeline, and can stop (then this and OUTBOX_KICK_* in the settings go).
+KICK_KEY = "outbox:kick"
+
 
 @dataclass(frozen=True)
 class Event:

@@ -96,7 +96,6 @@ CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}}
 # --- Django ------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -124,6 +123,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "exchange.audit.middleware.CurrentRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -153,6 +153,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Accepts every password; records each change in the audit trail (PASSWORD_CHANGE).
+    {"NAME": "exchange.audit.passwords.PasswordChangeAudit"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -186,16 +188,14 @@ REST_FRAMEWORK = {
     ],
     # Redis sliding windows per API key, user or IP (exchange/core/throttling.py);
     # a view adds a scope of its own with `throttle_scope = "orders"`.
-    "DEFAULT_THROTTLE_CLASSES": [
-        "exchange.core.throttling.AnonRateThrottle",
-        "exchange.core.throttling.UserRateThrottle",
-        "exchange.core.throttling.ScopedRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["exchange.core.throttling.RedisThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("THROTTLE_RATE_ANON", "100/s"),
         "user": os.environ.get("THROTTLE_RATE_USER", "300/s"),
         "orders": os.environ.get("THROTTLE_RATE_ORDERS", "100/s"),
         "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
+        # Failed API-key authentications per client IP and per key id.
+        "auth_failures": os.environ.get("THROTTLE_RATE_AUTH_FAILURES", "30/m"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
@@ -261,10 +261,40 @@ OUTBOX_REDIS_STREAM_MAXLEN = env_int("OUTBOX_REDIS_STREAM_MAXLEN", 100_000)
 OUTBOX_REDIS_STREAM_PREFIX = os.environ.get("OUTBOX_REDIS_STREAM_PREFIX", "bus:")
 OUTBOX_KAFKA_TIMEOUT_MS = env_int("OUTBOX_KAFKA_TIMEOUT_MS", 10_000)
 OUTBOX_KAFKA_PARTITIONS = env_int("OUTBOX_KAFKA_PARTITIONS", 6)
+# The Celery relay's wake-up is gone (the relay polls). Still read by the
+# order-entry fast path (orders/fastpath.py), which sets the old kick flag:
+# off, so that it queues no task; both go when it stops.
+OUTBOX_KICK_ENABLED = False
+OUTBOX_KICK_TTL_MS = 5000
 CELERY_BEAT_SCHEDULE["outbox-prune"] = {
     "task": "exchange.outbox.tasks.outbox_prune",
     "schedule": 24 * 3600.0,
     "options": {"queue": "outbox", "expires": 3600},
+}
+
+# --- Audit trail and retention (exchange/audit, docs/AUDIT.md) ---------------
+
+# Secrets (comma-separated, first signs) for the HMAC of the audit chain's head
+# and retention checkpoints; unset: derived from SECRET_KEY. See exchange/audit/signing.py.
+AUDIT_SIGNING_KEYS = env_list("AUDIT_SIGNING_KEY", [])
+AUDIT_CHAIN_BATCH_SIZE = env_int("AUDIT_CHAIN_BATCH_SIZE", 5000)
+AUDIT_CHAIN_INTERVAL_S = float(os.environ.get("AUDIT_CHAIN_INTERVAL_S", "1"))
+# Days each table keeps its rows (reference 004 §10.3: audit 7 years, orders
+# and trades 5); 0 keeps them forever. Legal holds override all of them.
+RETENTION_AUDIT_DAYS = env_int("RETENTION_AUDIT_DAYS", 2557)
+RETENTION_ORDERS_DAYS = env_int("RETENTION_ORDERS_DAYS", 1827)
+RETENTION_TRADES_DAYS = env_int("RETENTION_TRADES_DAYS", 1827)
+RETENTION_INTERVAL_S = float(os.environ.get("RETENTION_INTERVAL_S", str(24 * 3600)))
+CELERY_IMPORTS.append("exchange.audit.tasks")
+CELERY_BEAT_SCHEDULE["audit-chain"] = {
+    "task": "exchange.audit.tasks.audit_chain",
+    "schedule": AUDIT_CHAIN_INTERVAL_S,
+    "options": {"expires": AUDIT_CHAIN_INTERVAL_S * 5},
+}
+CELERY_BEAT_SCHEDULE["retention-enforce"] = {
+    "task": "exchange.audit.tasks.retention_enforce",
+    "schedule": RETENTION_INTERVAL_S,
+    "options": {"expires": 3600},
 }
 
 # --- Operations --------------------------------------------------------------
@@ -278,8 +308,7 @@ MATCHER_MAX_CONSECUTIVE_FAILURES = 5
 ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
-# daphne processes `manage.py up` runs on the one port: Django's synchronous
-# views run one at a time per process, so one per core.
+# Web workers `manage.py up` runs on the one port (exchange/server.py): one per core.
 EXCHANGE_WEB_PROCESSES = env_int("EXCHANGE_WEB_PROCESSES", min(4, os.cpu_count() or 1))
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"

@@ -115,6 +115,8 @@ class Matcher:
         self._last_heartbeat = 0.0
         self._batches_since_trim = 0
         self._last_acked_id: str | None = None
+        # Reference prices for order entry, carried by the heartbeat (decimal strings).
+        self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
 
     # --------------------------------------------------------------- startup
@@ -249,13 +251,15 @@ class Matcher:
         if force or now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
             self._last_heartbeat = now
             try:
-                stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0)
+                stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0,
+                                       **self._reference)
             except redis.RedisError:
                 pass
 
     def _publish(self, result: BatchResult | None) -> None:
-        """Depth snapshot and live messages (exchange/live), after commit. Losing
-        them is harmless: clients see a sequence gap and resync from the snapshot.
+        """Depth snapshot, heartbeat and live messages (exchange/live), after commit.
+        Losing them is harmless: clients see a sequence gap and resync from the
+        snapshot, and order entry reads the reference prices again at the next batch.
 
         The depth key is written first and the WebSocket messages only once it
         is: a subscriber joins its group before it reads the snapshot, so the
@@ -271,13 +275,23 @@ class Matcher:
             "asks": [[decimal_to_str(units.ticks_to_price(p)), decimal_to_str(units.lots_to_quantity(q))] for p, q in asks],
             "timestamp": to_micros(timezone.now()),
         }
+        last_price = self.book.last_trade_price_ticks
+        self._reference = {
+            "last_price": None if last_price is None else decimal_to_str(units.ticks_to_price(last_price)),
+            "best_bid": depth["bids"][0][0] if depth["bids"] else None,
+            "best_ask": depth["asks"][0][0] if depth["asks"] else None,
+        }
         try:
-            self.redis.set(stream.depth_key(self.symbol), json.dumps(depth))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(stream.depth_key(self.symbol), json.dumps(depth))
+            stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0,
+                                   client=pipe, **self._reference)
+            pipe.execute()
         except redis.RedisError as exc:
             logger.warning("publishing failed", extra={"symbol": self.symbol, "error": str(exc)})
             return
-        self.live.publish(result, best_bid=depth["bids"][0][0] if depth["bids"] else None,
-                          best_ask=depth["asks"][0][0] if depth["asks"] else None)
+        self._last_heartbeat = time.monotonic()
+        self.live.publish(result, best_bid=self._reference["best_bid"], best_ask=self._reference["best_ask"])
 
     # ------------------------------------------------------------------ run
 

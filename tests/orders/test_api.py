@@ -75,6 +75,8 @@ def test_a_bot_places_a_limit_order_that_is_held_then_rests_in_the_book(traders,
         "created_at": order["created_at"], "updated_at": order["updated_at"],
     }
     assert balance(bot, "USDT") == (FUNDS_USDT - D("150.75"), D("150.75"))
+    row = Order.objects.get(pk=order["id"])
+    assert (row.client_ip, row.api_key.key_id) == ("127.0.0.1", bot.key_id), "who placed it is recorded"
 
     drain(matcher)
 
@@ -404,6 +406,13 @@ def test_amend_quantity_down_keeps_priority_price_change_applies_and_filled_part
     drain(matcher)
     assert OrderAmendment.objects.get(pk=response.json()["id"]).status == "APPLIED"
     assert balance(alice_bot, "USDT") == (FUNDS_USDT - 150, D(150))
+    from exchange.apikeys.models import ApiKey
+    from exchange.audit.models import AuditLog
+
+    audited = AuditLog.objects.get(action="AMEND_ORDER", object_id=str(first["id"]))
+    assert (audited.actor_user_id, audited.actor_api_key_id, audited.subject_user_id) == (
+        alice.pk, ApiKey.objects.get(key_id=alice_bot.key_id).pk, alice.pk)
+    assert (audited.before, audited.after["quantity"]) == ({"price": "100", "quantity": "2"}, "1.5")
 
     placed(session_client(carol), limit("SELL", 100, 1))
     drain(matcher)
@@ -565,3 +574,27 @@ def test_redis_down_means_503_and_nothing_written(traders, redis_app, redis_down
         assert response.status_code == 503, response.content
         assert response.json()["code"] == "SERVICE_UNAVAILABLE" and response["Retry-After"] == "1"
     assert (Order.objects.count(), Hold.objects.count()) == counts
+
+
+def test_klines_read_at_most_limit_intervals_from_start_time(market, api_client):
+    """With start_time, klines are the `limit` intervals from it: a start_time in year 1
+    finds nothing instead of aggregating every candle since (it used to read the whole
+    history up to now and return its last `limit` intervals)."""
+    from datetime import timedelta
+
+    from orders.models import Candle
+
+    first = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+    for minute in range(10):
+        price = D(100 + minute)
+        Candle.objects.create(market=market, opened_at=first + timedelta(minutes=minute), open=price, high=price,
+                              low=price, close=price, volume=D(1), quote_volume=price, trade_count=1,
+                              first_sequence=minute, last_sequence=minute)
+    candles = api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "start_time": first.isoformat(),
+                                                         "limit": 3}).json()
+    assert [c["open"] for c in candles] == ["100", "101", "102"]
+    assert api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "start_time": "0001-01-01T00:00:00Z",
+                                                      "limit": 1000}).json() == []
+    latest = api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "limit": 2,
+                                                        "end_time": (first + timedelta(minutes=10)).isoformat()}).json()
+    assert [c["open"] for c in latest] == ["108", "109"]

@@ -27,7 +27,7 @@ CARRY_OVER = """
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange', '0005_outbox'),
+        ('exchange', '0007_audit_market_status_applied'),
     ]
 
     operations = [
