@@ -133,7 +133,8 @@ _PLACEMENT = f"""
 _MATCHER_BATCH = f"""
     INSERT INTO {TABLE} (topic, key, event_type, version, payload, sequence)
     SELECT 'order.events', 'BENCH' || mod(g, %s) || '-USDT', 'order.updated', 1, jsonb_build_object(
-        'bench_tx', %s::bigint, 'order_id', 10000000 + g, 'client_order_id', 'bench-' || g, 'user_id', 1000 + mod(g, 200),
+        'bench_tx', %s::bigint, 'order_id', 10000000 + g, 'client_order_id', 'bench-' || g,
+        'user_id', 1000 + mod(g, 200),
         'market', 'BENCH' || mod(g, %s) || '-USDT', 'side', 'BUY', 'type', 'LIMIT', 'status', 'PARTIALLY_FILLED',
         'status_reason', '', 'price', '65000.12', 'stop_price', NULL, 'quantity', '0.015', 'quote_quantity', NULL,
         'filled_quantity', '0.005', 'filled_notional', '325.0006', 'average_price', '65000.12',

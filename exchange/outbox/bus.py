@@ -69,8 +69,9 @@ class RedisStreamBus:
     their replies read back: redis-py's pipeline object spends about 15 us of
     Python per command, this about 4 (docs/BENCHMARKS.md). An error reply
     about the command (WRONGTYPE, ERR) refuses that message; one about the
-    server (OOM, READONLY, LOADING...) or a broken connection makes the batch
-    unconfirmed (``BusError``).
+    server (OOM, READONLY, LOADING..., which redis-py raises as subclasses of
+    ResponseError, or the codes in UNAVAILABLE) or a broken connection makes
+    the batch unconfirmed (``BusError``).
     """
 
     name = "redis"
@@ -99,23 +100,25 @@ class RedisStreamBus:
             connection = pool.get_connection()
         except (redis.RedisError, OSError) as error:
             raise BusError(f"redis: {error}") from error
-        refused: Refusals = {}
+        errors: dict[int, redis.ResponseError] = {}
         try:
             connection.send_packed_command([packed])
             for index in range(len(messages)):
                 try:
                     connection.read_response(disable_decoding=True)
                 except redis.ResponseError as error:  # the reply was read whole: the next ones follow
-                    refused[index] = str(error)
+                    errors[index] = error
         except (redis.RedisError, OSError) as error:
             connection.disconnect()  # replies may be left unread: never reuse it
             raise BusError(f"redis: {error}") from error
         finally:
             pool.release(connection)
-        unavailable = next((error for error in refused.values() if error.startswith(self.UNAVAILABLE)), None)
-        if unavailable:
-            raise BusError(f"redis: {unavailable}")
-        return {index: f"redis: {error}" for index, error in refused.items()}
+        unavailable = next((error for error in errors.values()
+                            if type(error) is not redis.ResponseError or str(error).startswith(self.UNAVAILABLE)),
+                           None)
+        if unavailable is not None:
+            raise BusError(f"redis: {type(unavailable).__name__}: {unavailable}")
+        return {index: f"redis: {error}" for index, error in errors.items()}
 
     def close(self) -> None:
         pass

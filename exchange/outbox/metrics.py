@@ -77,7 +77,8 @@ def snapshot() -> dict:
     table, cursor_table = OutboxEvent._meta.db_table, OutboxCursor._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT pg_snapshot_xmax(published_snapshot)::text, ARRAY(SELECT pg_snapshot_xip(published_snapshot))::text[],
+            f"""SELECT pg_snapshot_xmax(published_snapshot)::text,
+                       ARRAY(SELECT pg_snapshot_xip(published_snapshot))::text[],
                        epoch_snapshot::text, epoch_after_id, bus_attempts
                 FROM {cursor_table} WHERE id = 1"""
         )

@@ -149,7 +149,8 @@ _PRUNE_CHUNK = """
         DELETE FROM {table} t USING chunk WHERE t.id = chunk.id AND chunk.at < %(cutoff)s AND {condition}
         RETURNING t.id
     )
-    SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM gone), COALESCE((SELECT bool_or(at < %(cutoff)s) FROM chunk), false)
+    SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM gone),
+           COALESCE((SELECT bool_or(at < %(cutoff)s) FROM chunk), false)
 """
 
 # Published: no delivery state, and written by a transaction the cursor's

@@ -203,6 +203,27 @@ def test_a_refused_event_is_set_aside_its_key_waits_and_requeue_sends_them_in_or
     assert [e["data"]["n"] for e in stream_events(redis_app, Topic.MARKETS) if e["key"] == "M1"] == [0, 1, 2, 3]
 
 
+def test_redis_out_of_memory_is_an_unavailable_bus_not_a_refusal(bus, redis_app):
+    """An error reply about the server (OOM with maxmemory reached) is not about
+    the messages: nothing is set aside, the cursor stays and backs off; once
+    Redis has memory again everything goes out."""
+    emit("A", 3)
+    policy = redis_app.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_app.config_set("maxmemory-policy", "noeviction")
+    redis_app.config_set("maxmemory", "1")
+    try:
+        full = outbox_relay(bus=bus)
+    finally:
+        redis_app.config_set("maxmemory", "0")
+        redis_app.config_set("maxmemory-policy", policy)
+
+    assert (full.published, full.refused, full.unconfirmed, full.bus_unavailable) == (0, 0, 3, True)
+    assert not OutboxEvent.objects.exclude(delivery=None).exists()
+    assert "OutOfMemory" in cursor_state().bus_error
+    OutboxCursor.objects.update(bus_retry_at=timezone.now() - timedelta(seconds=1))
+    assert outbox_relay(bus=bus).published == 3
+
+
 def test_a_long_wait_behind_a_head_drains_in_batches(bus, redis_app):
     """When more events wait behind a head than fit in a batch, each batch sends
     the head (or the first one still waiting, promoted) and what follows it,
