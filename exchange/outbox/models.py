@@ -2,8 +2,9 @@
 
 An ``OutboxEvent`` is written in the transaction of the change it describes
 and published later by the relay (``exchange.outbox.relay``): it exists
-exactly when the change committed. ``OutboxCursor`` is how far the relay got. Its ``payload`` is the versioned JSON body
+exactly when the change committed. Its ``payload`` is the versioned JSON body
 documented per ``event_type`` in docs/EVENTS.md; amounts are decimal strings.
+``OutboxCursor`` is how far the relay got.
 """
 
 from __future__ import annotations
