@@ -36,7 +36,7 @@ from matching.models import MarketState
 from orders.models import OPEN_STATUSES, RESTING_STATUSES, Order, OrderAmendment, OrderStatus, hold_reference
 from orders.models import MARKET_LIKE_TYPES, TimeInForce
 from orders.rules import OrderRequest, Reference, amend_check, amend_hold_needed, order_check
-from risk.services import order_pre_trade_check
+from risk.pretrade import cancel_check, order_amend_check, order_pre_trade_check
 from wallet.fees import fee_rates_for
 from wallet.selectors import hold_remaining
 from wallet.services import funds_hold, hold_increase
@@ -121,14 +121,18 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
     if existing is not None:
         return existing, False
     pulse = market_pulse(market)
-    checked = order_check(market=market, request=request, reference=market_reference(market=market, pulse=pulse))
+    reference = market_reference(market=market, pulse=pulse)
+    checked = order_check(market=market, request=request, reference=reference)
     _require_matcher(market, pulse)
-    order_pre_trade_check(user=user, market=market, order=checked)
+    client_order_id = request.client_order_id or uuid.uuid4().hex
+    # Reserved in the risk counters now; given back below if the database refuses the order.
+    reservation = order_pre_trade_check(user=user, market=market, order=checked, reference=reference,
+                                        client_order_id=client_order_id)
     fees = fee_rates_for(user=user, market=market)
     order = Order(
         user=user,
         market=market,
-        client_order_id=request.client_order_id or uuid.uuid4().hex,
+        client_order_id=client_order_id,
         side=checked.side,
         type=checked.type,
         time_in_force=checked.time_in_force,
@@ -159,10 +163,14 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
             stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
     except IntegrityError:
         # Two requests with the same client_order_id raced; the other won.
+        reservation.release()
         existing = _replay(user=user, market=market, request=request)
         if existing is None:
             raise
         return existing, False
+    except BaseException:
+        reservation.release()
+        raise
     return order, True
 
 
@@ -209,6 +217,13 @@ def orders_cancel_all(*, user, symbol: str) -> int:
     market = market_for_trading(symbol=symbol)
     if market.status == Market.Status.HALTED:
         raise ApplicationError("MARKET_HALTED", "The market is halted: cancels resume with trading.", status_code=409)
+    cancel_check(user=user)
+    return orders_cancel_all_request(user=user, market=market)
+
+
+def orders_cancel_all_request(*, user, market: Market) -> int:
+    """Flag every open order of ``user`` in ``market`` for cancellation and enqueue the
+    CANCEL_ALL command; returns how many. Also the kill switch's (risk: freezing a user)."""
     with transaction.atomic():
         rows = list(
             Order.objects.select_for_update()
@@ -231,6 +246,18 @@ def orders_cancel_all(*, user, symbol: str) -> int:
 
 
 def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None) -> OrderAmendment:
+    """``_order_amend``; what its risk check reserved is given back if the amendment is refused."""
+    reservations = []
+    try:
+        return _order_amend(user=user, order_id=order_id, price=price, quantity=quantity, reservations=reservations)
+    except BaseException:
+        for reservation in reservations:  # the risk counters' part of a refused amendment
+            reservation.release()
+        raise
+
+
+def _order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None,
+                 reservations: list) -> OrderAmendment:
     """Ask the matcher to change a resting order's price and/or total quantity.
 
     The amendment records absolute terms (what was left unchanged is filled in
@@ -263,11 +290,13 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
             )
         market = order.market
         pulse = market_pulse(market)
+        reference = market_reference(market=market, pulse=pulse)
         new_price, new_quantity = amend_check(
-            market=market, order=order, price=price, quantity=quantity,
-            reference=market_reference(market=market, pulse=pulse),
+            market=market, order=order, price=price, quantity=quantity, reference=reference,
         )
         _require_matcher(market, pulse)
+        reservations.append(order_amend_check(user=user, order=order, new_price=new_price, new_quantity=new_quantity,
+                                              reference=reference))
         needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                                    filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
         # The hold changes only in the matcher's batches, which lock this order
