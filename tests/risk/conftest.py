@@ -1,0 +1,57 @@
+"""Fixtures for risk: the orders fixtures (a market, funded traders, an in-process matcher),
+clean per-process caches, and helpers to place orders and run the event consumer.
+
+Tests commit for real (``transactional_db``): the pre-trade check reads its
+limits and restrictions through the per-process caches, the counters live in
+the real Redis, and the consumer reads the events the relay published to the
+Redis-stream bus, as in production.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+
+from exchange.core import localcache
+from exchange.outbox.bus import reset_bus
+from exchange.outbox.relay import outbox_relay
+from matching import stream
+from orders.rules import OrderRequest
+from orders.services import order_place
+from tests.matching.conftest import drain, fund, market, matcher, traders  # noqa: F401 (fixtures and helpers)
+from tests.orders.conftest import heartbeat, sound_ledger  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """No limit or restriction cached by an earlier test (its rows are gone, and truncation sends no signal)."""
+    localcache.clear_all()
+    yield
+    localcache.clear_all()
+
+
+@pytest.fixture
+def live_market(market, redis_app):
+    """The market with a fresh matcher heartbeat (order entry needs one) and a last price of 100."""
+    stream.heartbeat_write(market.symbol, sequence=0, pid=0, backlog=0, last_price="100")
+    return market
+
+
+def place(user, side: str = "BUY", order_type: str = "LIMIT", *, symbol: str = "BTC-USDT", **fields):
+    """order_place with amounts given as text or numbers; returns the order."""
+    amounts = {name: D(str(value)) for name, value in fields.items()
+               if name in ("price", "quantity", "quote_quantity", "stop_price") and value is not None}
+    others = {name: value for name, value in fields.items() if name not in amounts}
+    order, _ = order_place(user=user, symbol=symbol, request=OrderRequest(side=side, type=order_type, **amounts,
+                                                                          **others))
+    return order
+
+
+def publish_and_consume() -> int:
+    """Relay the outbox to the Redis-stream bus, then run the risk consumer once."""
+    from risk.consumer import consume
+
+    reset_bus()
+    outbox_relay()
+    return consume()
