@@ -125,10 +125,10 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
     checked = order_check(market=market, request=request, reference=reference)
     _require_matcher(market, pulse)
     client_order_id = request.client_order_id or uuid.uuid4().hex
+    fees = fee_rates_for(user=user, market=market)
     # Reserved in the risk counters now; given back below if the database refuses the order.
     reservation = order_pre_trade_check(user=user, market=market, order=checked, reference=reference,
                                         client_order_id=client_order_id)
-    fees = fee_rates_for(user=user, market=market)
     order = Order(
         user=user,
         market=market,
