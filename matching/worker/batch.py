@@ -183,10 +183,10 @@ class BatchApplier:
                 row = orders.get(command.row_id)
                 if row is None or status_now.get(row["id"]) != OrderStatus.PENDING:
                     result.skipped += 1
-                elif row["cancel_requested_at"] is not None:
-                    self._cancel_unsequenced(row, changes, status_now)
                 elif row["user_id"] in refused:
                     self._end_unsequenced(row, changes, status_now, OrderStatus.REJECTED, refused[row["user_id"]])
+                elif row["cancel_requested_at"] is not None:
+                    self._cancel_unsequenced(row, changes, status_now)
                 else:
                     run(self._new_order_command(row))
             elif kind == "cancel":
