@@ -271,7 +271,8 @@ def restriction_lift(*, restriction: TradingRestriction, reason: str, actor=None
     has no halt of its own."""
     reason = _reason(reason)
     kinds = TradingRestriction.Kind
-    restriction = TradingRestriction.objects.select_for_update().select_related("market").get(pk=restriction.pk)
+    restriction = TradingRestriction.objects.select_for_update(of=("self",)).select_related("market").get(
+        pk=restriction.pk)
     if restriction.lifted_at is not None:
         return restriction, False
     before = _restriction_snapshot(restriction)
