@@ -207,7 +207,10 @@ def cancel_check(order: dict, *, market_id: int) -> None:
         return
     alert = RiskAlert.objects.filter(kind=AlertKind.SPOOFING, user_id=user_id, market_id=market_id).exclude(
         status=RiskAlert.Status.RESOLVED).first()
-    evidence = suspicious if alert is None else [item for item in suspicious if item["order_id"] == order["order_id"]]
+    known = {item.get("order_id") for item in alert.evidence} if alert is not None else set()
+    evidence = [item for item in suspicious if item["order_id"] not in known]
+    if not evidence:
+        return  # counted already (the orders' events arrive after they were all cancelled)
     severity = Severity.HIGH if len(suspicious) >= 2 * settings.min_count else Severity.MEDIUM
     _raise(AlertKind.SPOOFING, severity, user_id=user_id, market_id=market_id,
            summary=f"{order['market']}: {len(suspicious)} orders of {_d(settings.min_notional)} or more cancelled "

@@ -38,14 +38,55 @@ def live_market(market, redis_app):
     return market
 
 
-def place(user, side: str = "BUY", order_type: str = "LIMIT", *, symbol: str = "BTC-USDT", **fields):
+def place(user, side: str = "BUY", order_type: str = "LIMIT", *, symbol: str = "BTC-USDT", client_ip=None,
+          **fields):
     """order_place with amounts given as text or numbers; returns the order."""
     amounts = {name: D(str(value)) for name, value in fields.items()
                if name in ("price", "quantity", "quote_quantity", "stop_price") and value is not None}
     others = {name: value for name, value in fields.items() if name not in amounts}
     order, _ = order_place(user=user, symbol=symbol, request=OrderRequest(side=side, type=order_type, **amounts,
-                                                                          **others))
+                                                                          **others), client_ip=client_ip)
     return order
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (in a thread of this process) consuming the ``risk`` queue from the
+    Redis broker; ``run_task(task)`` sends a task through the broker and waits for it."""
+    from celery.contrib.testing.worker import start_worker
+
+    from exchange.celery import app
+
+    app.conf.task_always_eager = False
+    with start_worker(app, pool="solo", queues=["risk"], perform_ping_check=False, shutdown_timeout=30):
+        yield app
+
+
+def run_task(task, timeout_s: float = 60.0):
+    """Send ``task`` to the ``risk`` queue and wait until the worker has run it; returns its result."""
+    import threading
+    import uuid
+
+    from celery.signals import task_postrun
+
+    done = threading.Event()
+    outcome = {}
+    sent = {}
+
+    def finished(task_id=None, retval=None, state=None, **kwargs):
+        if task_id == sent.get("id"):
+            outcome.update(state=state, retval=retval)
+            done.set()
+
+    sent["id"] = uuid.uuid4().hex
+    task_postrun.connect(finished, weak=False)
+    try:
+        task.apply_async(queue="risk", task_id=sent["id"])
+        assert done.wait(timeout_s), f"{task.name} did not run within {timeout_s} s"
+    finally:
+        task_postrun.disconnect(finished)
+    assert outcome["state"] == "SUCCESS", outcome
+    return outcome["retval"]
 
 
 def publish_and_consume() -> int:
