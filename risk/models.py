@@ -23,6 +23,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import Q
 
@@ -317,3 +318,21 @@ class SurveillanceExemption(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} exempt from {self.kind or 'every rule'}"
+
+
+class Trader(User):
+    """A user as the risk back office shows them: restrictions, limits, alerts (a proxy: no table)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "trader (risk)"
+        verbose_name_plural = "traders (risk)"
+
+
+class MarketSwitch(Market):
+    """A market as the kill-switch page shows it (a proxy: no table)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "market kill switch"
+        verbose_name_plural = "market kill switches"

@@ -114,11 +114,21 @@ def limit_value_parse(name: str, value) -> int | Decimal:
 
 @transaction.atomic
 def risk_limit_set(*, scope: str, values: dict, market: Market | None = None, kyc_tier: int | None = None,
-                   user=None, actor=None, source: str = "admin") -> RiskLimit:
-    """Set some limits at one scope (the others there are kept). ``values``: limit name -> value."""
+                   user=None, actor=None, source: str = "admin") -> RiskLimit | None:
+    """Set some limits at one scope (the others there are kept). ``values``: limit name ->
+    value, or None to clear it there; a scope left with no limit has its row deleted (and
+    None is returned)."""
     if not values:
         raise ApplicationError("NOTHING_TO_SET", "Give at least one limit.", field=None)
-    parsed = {name: limit_value_parse(name, value) for name, value in values.items()}
+    parsed = {name: None if value is None else limit_value_parse(name, value) for name, value in values.items()}
+    if all(value is None for value in parsed.values()):
+        for name in parsed:
+            if name not in LIMIT_FIELDS:
+                raise ApplicationError("UNKNOWN_LIMIT", f"There is no limit {name!r}.", field=name)
+        if not RiskLimit.objects.filter(**_limit_target(scope, market, kyc_tier, user)).exists():
+            raise ApplicationError("NOTHING_TO_SET", "Give at least one limit.", field=None)
+        return risk_limit_clear(scope=scope, names=list(parsed), market=market, kyc_tier=kyc_tier, user=user,
+                                actor=actor, source=source)
     target = _limit_target(scope, market, kyc_tier, user)
     row = RiskLimit.objects.select_for_update().filter(**target).first()
     before = _limit_snapshot(row)
@@ -137,6 +147,8 @@ def risk_limit_set(*, scope: str, values: dict, market: Market | None = None, ky
             setattr(row, name, value)
         row.updated_by = actor
         row.save()
+    if all(getattr(row, name) is None for name in LIMIT_FIELDS):
+        return risk_limit_clear(scope=scope, market=market, kyc_tier=kyc_tier, user=user, actor=actor, source=source)
     _audit(action="RISK_LIMIT_SET", object_type="RiskLimit", object_id=row.pk, before=before,
            after=_limit_snapshot(row), market=market.symbol if market else "", actor=actor, source=source)
     localcache.config_changed()
