@@ -71,7 +71,7 @@ from matching.models import MarketState
 from orders.models import OPEN_STATUSES, PRICED_TYPES, Order, Side, Trade
 from risk.limits import from_units, to_units
 
-TTL_MS = 7 * 24 * 3600 * 1000  # idle counters expire after a week; they are rebuilt when needed
+TTL_MS = 7 * 24 * 3600 * 1000  # counters expire a week after the last day they were used; rebuilt when needed
 
 
 def counters_key(user_id: int) -> str:
@@ -98,13 +98,16 @@ local function neg(s)
   if s == '0' then return s end
   return '-' .. s
 end
-local function roll(main, day)
-  if redis.call('HGET', main, 'day') == day then return end
+-- A new day: the daily fields start again, and the keys' expiry moves a week on (so
+-- the keys of a user who trades every day never expire, and an idle user's go).
+local function roll(main, open, day, ttl)
   for _, f in ipairs(redis.call('HKEYS', main)) do
     local head = string.sub(f, 1, 2)
     if f == 'n' or head == 'v:' or head == 'p:' then redis.call('HDEL', main, f) end
   end
   redis.call('HSET', main, 'day', day)
+  redis.call('PEXPIRE', main, ttl)
+  redis.call('PEXPIRE', open, ttl)
 end
 local function entry_of(open, coid)
   local entry = redis.call('HGET', open, coid)
@@ -124,40 +127,37 @@ local function int(x) return string.format('%.0f', x) end
 # client order id is already open (a replay: nothing reserved, the database answers it).
 RESERVE_NEW = _LUA_COMMON + """
 local main, open, rate = KEYS[1], KEYS[2], KEYS[3]
-local coid, asset, side, quote = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
-if redis.call('HEXISTS', main, 'ready') == 0 then return {1} end
-if redis.call('HEXISTS', open, coid) == 1 then return {3} end
-roll(main, ARGV[1])
+local day, coid, asset, side = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local value_field, position_field, exposure_field = 'v:' .. ARGV[6], 'p:' .. asset, 'x' .. side .. ':' .. asset
+local f = redis.call('HMGET', main, 'ready', 'day', 'n', value_field, position_field, exposure_field)
+if not f[1] then return {1} end
+local orders, value, position = tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0')
+if f[2] ~= day then
+  roll(main, open, day, ARGV[13])
+  orders, value, position = 0, 0, 0
+end
 local max_open, max_orders, max_value = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local max_position, max_rate = tonumber(ARGV[11]), tonumber(ARGV[12])
-local open_now = redis.call('HLEN', open)
-if max_open >= 0 and open_now + 1 > max_open then return {2, 'RISK_MAX_OPEN_ORDERS', int(open_now)} end
-local orders = num(main, 'n')
+if max_open >= 0 then
+  local open_now = redis.call('HLEN', open)
+  if open_now + 1 > max_open then return {2, 'RISK_MAX_OPEN_ORDERS', int(open_now)} end
+end
 if max_orders >= 0 and orders + 1 > max_orders then return {2, 'RISK_DAILY_ORDER_COUNT', int(orders)} end
-local rate_now = 0
 if max_rate >= 0 then
-  rate_now = tonumber(redis.call('GET', rate) or '0')
+  local rate_now = tonumber(redis.call('GET', rate) or '0')
   if rate_now + 1 > max_rate then return {2, 'RISK_ORDER_RATE', int(rate_now)} end
 end
-local value_field = 'v:' .. quote
-local value = num(main, value_field)
 if max_value >= 0 and value + tonumber(ARGV[7]) > max_value then return {2, 'RISK_DAILY_NOTIONAL', int(value)} end
-local exposure
-if side == 'b' then exposure = num(main, 'p:' .. asset) + num(main, 'xb:' .. asset)
-else exposure = num(main, 'xs:' .. asset) - num(main, 'p:' .. asset) end
+local exposure = tonumber(f[6] or '0')
+if side == 'b' then exposure = position + exposure else exposure = exposure - position end
 if max_position >= 0 and exposure + tonumber(ARGV[5]) > max_position then
   return {2, 'RISK_MAX_POSITION', int(exposure)}
 end
-redis.call('HSET', open, coid, asset .. ':' .. side .. ':' .. ARGV[5])
+if redis.call('HSETNX', open, coid, asset .. ':' .. side .. ':' .. ARGV[5]) == 0 then return {3} end
 redis.call('HINCRBY', main, 'n', 1)
 redis.call('HINCRBY', main, value_field, ARGV[7])
-redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, ARGV[5])
-if max_rate >= 0 then
-  redis.call('INCR', rate)
-  redis.call('PEXPIRE', rate, 2000)
-end
-redis.call('PEXPIRE', main, ARGV[13])
-redis.call('PEXPIRE', open, ARGV[13])
+redis.call('HINCRBY', main, exposure_field, ARGV[5])
+if max_rate >= 0 and redis.call('INCR', rate) == 1 then redis.call('PEXPIRE', rate, 2000) end
 return {0}
 """
 
@@ -184,8 +184,9 @@ return 0
 # Reply: {0, 1|0 (whether the order's entry was found and grown)}; {1} cold; {2, code, used}.
 RESERVE_AMEND = _LUA_COMMON + """
 local main, open = KEYS[1], KEYS[2]
-if redis.call('HEXISTS', main, 'ready') == 0 then return {1} end
-roll(main, ARGV[1])
+local today = redis.call('HMGET', main, 'ready', 'day')
+if not today[1] then return {1} end
+if today[2] ~= ARGV[1] then roll(main, open, ARGV[1], ARGV[8]) end
 local max_value, max_position = tonumber(ARGV[6]), tonumber(ARGV[7])
 local value_field = 'v:' .. ARGV[4]
 local value = num(main, value_field)
@@ -202,8 +203,6 @@ if asset then
   redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, ARGV[3])
 end
 redis.call('HINCRBY', main, value_field, ARGV[5])
-redis.call('PEXPIRE', main, ARGV[8])
-redis.call('PEXPIRE', open, ARGV[8])
 if asset then return {0, 1} end
 return {0, 0}
 """
@@ -237,7 +236,7 @@ local mark = 'tw:' .. ARGV[1]
 if tonumber(redis.call('HGET', main, mark) or '-1') >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', main, mark, ARGV[2])
 local today = redis.call('HGET', main, 'day')
-if (not today) or ARGV[3] > today then roll(main, ARGV[3]); today = ARGV[3] end
+if (not today) or ARGV[3] > today then roll(main, open, ARGV[3], ARGV[4]); today = ARGV[3] end
 for i = 5, #ARGV, 4 do
   local coid, base, leg_side, quantity = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if ARGV[3] == today then
@@ -251,8 +250,6 @@ for i = 5, #ARGV, 4 do
     redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, int(-take))
   end
 end
-redis.call('PEXPIRE', main, ARGV[4])
-redis.call('PEXPIRE', open, ARGV[4])
 return 1
 """
 

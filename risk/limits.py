@@ -59,6 +59,8 @@ class EffectiveLimits:
     # The counter limits as the Lua script takes them: integers, -1 for none.
     max_daily_notional_units: int = -1
     max_position_units: int = -1
+    # (max open orders, max orders today, max value today, max position, max orders per second)
+    script_args: tuple = (-1, -1, -1, -1, -1)
 
     @property
     def counted(self) -> bool:
@@ -97,10 +99,16 @@ class LimitBook:
                     values[name], scopes[name] = getattr(row, name), scope.value
                     break
         daily, position = values.get("max_daily_notional"), values.get("max_position")
+        daily_units = -1 if daily is None else to_units(daily)
+        position_units = -1 if position is None else to_units(position)
+
+        def count(name):
+            return -1 if values.get(name) is None else values[name]
+
         return EffectiveLimits(
-            **values, scopes=scopes,
-            max_daily_notional_units=-1 if daily is None else to_units(daily),
-            max_position_units=-1 if position is None else to_units(position),
+            **values, scopes=scopes, max_daily_notional_units=daily_units, max_position_units=position_units,
+            script_args=(count("max_open_orders"), count("max_daily_orders"), daily_units, position_units,
+                         count("max_orders_per_second")),
         )
 
     def rows_for_user(self, *, user_id: int, kyc_tier: int) -> list[RiskLimit]:

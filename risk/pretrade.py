@@ -199,8 +199,14 @@ class Plan:
                       limit_name=limit_name, limit_value=limit_value)
 
 
+_day_cache = [-1, ""]  # (second, its UTC day): formatting a day costs more than the rest of a plan
+
+
 def _day(now_ms: int) -> str:
-    return counters.day_of(now_ms / 1000)
+    second = now_ms // 1000
+    if _day_cache[0] != second:
+        _day_cache[:] = [second, counters.day_of(second)]
+    return _day_cache[1]
 
 
 def pre_trade_plan(*, user_id: int, kyc_tier: int, market, side: str, order_type: str, quantity: Decimal | None,
@@ -232,9 +238,7 @@ def pre_trade_plan(*, user_id: int, kyc_tier: int, market, side: str, order_type
         script=RESERVE_NEW,
         keys=keys,
         args=[day, client_order_id, market.base_id, "b" if side == Side.BUY else "s", to_units(reserved),
-              market.quote_id, value_units, _or_none(limits.max_open_orders), _or_none(limits.max_daily_orders),
-              limits.max_daily_notional_units, limits.max_position_units, _or_none(limits.max_orders_per_second),
-              counters.TTL_MS],
+              market.quote_id, value_units, *limits.script_args, counters.TTL_MS],
         limits=limits,
         base_code=market.base.code,
         quote_code=market.quote.code,
@@ -275,10 +279,6 @@ def amend_plan(*, user_id: int, kyc_tier: int, market, order_type: str, client_o
         release_args=[day, client_order_id, extra_position, market.quote_id, extra_value],
         amend=True,
     )
-
-
-def _or_none(value: int | None) -> int:
-    return -1 if value is None else value
 
 
 # --------------------------------------------------- the synchronous convenience
