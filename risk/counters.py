@@ -17,7 +17,8 @@ a cluster) and a per-second key:
 ``risk:{U}:r:<second>``  orders placed in that second (2 s expiry; kept only while a
     per-second limit applies)
 
-Amounts are integers of 10^-8 of the asset (``limits.to_units``).
+Amounts are integers of 10^-8 of the asset (``limits.to_units``), of any size,
+added and compared exactly by the scripts (see ``_LUA_ARITHMETIC``).
 
 Who writes what:
 
@@ -45,8 +46,10 @@ and a fill leaves the entry as it enters ``p``, so the potential position
 (``p`` + ``x``) does not move with a fill, whenever its event arrives. A
 rebuild reads each market's last sequence first, then counts only the fills
 at or below it, and sets ``tw`` to it: the consumer applies exactly the fills
-after it. Orders that changed after that point are counted as of it (their
-fills after it are subtracted back), so no fill is counted twice or missed.
+after it. Open orders that filled after that point are counted as of it (the
+later fills are left to the consumer), so no fill is counted twice or missed;
+an order that ended between the two reads is left out, and its last fills
+count when their events arrive (a lag's worth, right after a rebuild).
 
 What is not exact (documented in docs/RISK.md): the value placed today is
 rebuilt from the orders' terms (a market order's value from its fills); an
@@ -90,14 +93,52 @@ def day_of(epoch_s: float) -> str:
     return time.strftime("%Y%m%d", time.gmtime(epoch_s))
 
 
-# Shared Lua: string negation (amounts are passed as strings and added with
-# HINCRBY, exact in int64), the day roll, the parse of an open-order entry.
-_LUA_COMMON = """
-local function neg(s)
-  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
-  if s == '0' then return s end
-  return '-' .. s
+# Shared Lua. Amounts (values, positions, what orders could add) are integer
+# strings of 10^-8 units that can exceed 64 bits (an order may be worth up to
+# 10^20, and a token's supply may be 10^15 or more), so the scripts add and
+# compare them exactly as pairs {hi, lo} = hi x 10^15 + lo, 0 <= lo < 10^15,
+# each part exact in Lua's doubles. Counts (orders) are small numbers.
+# (Each script defines only the helpers it uses: defining a function costs at
+# every call.)
+_LUA_ARITHMETIC = """
+local B = 1e15
+local ZERO = {0, 0}
+local function amount(s)
+  if not s then return ZERO end
+  local negative = string.sub(s, 1, 1) == '-'
+  if negative then s = string.sub(s, 2) end
+  local n = #s
+  local hi, lo = 0, tonumber(s)
+  if n > 15 then hi, lo = tonumber(string.sub(s, 1, n - 15)), tonumber(string.sub(s, n - 14)) end
+  if negative then
+    if lo > 0 then return {-hi - 1, B - lo} end
+    return {-hi, 0}
+  end
+  return {hi, lo}
 end
+local function negated(a)
+  if a[2] > 0 then return {-a[1] - 1, B - a[2]} end
+  return {-a[1], 0}
+end
+local function plus(a, b)
+  local hi, lo = a[1] + b[1], a[2] + b[2]
+  if lo >= B then hi, lo = hi + 1, lo - B end
+  return {hi, lo}
+end
+local function less(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local function text(a)
+  if a[1] < 0 then return '-' .. text(negated(a)) end
+  if a[1] == 0 then return string.format('%.0f', a[2]) end
+  return string.format('%.0f', a[1]) .. string.format('%015.0f', a[2])
+end
+-- Over a limit given as text ('-1': no limit)?
+local function over(limit, a) return limit ~= '-1' and less(amount(limit), a) end
+"""
+_LUA_FIELDS = """
+local function field(key, name) return amount(redis.call('HGET', key, name)) end
+local function add(key, name, delta) redis.call('HSET', key, name, text(plus(field(key, name), delta))) end
+"""
+_LUA_ROLL = """
 -- A new day: the daily fields start again, and the keys' expiry moves a week on (so
 -- the keys of a user who trades every day never expire, and an idle user's go).
 local function roll(main, open, day, ttl)
@@ -109,14 +150,16 @@ local function roll(main, open, day, ttl)
   redis.call('PEXPIRE', main, ttl)
   redis.call('PEXPIRE', open, ttl)
 end
+"""
+_LUA_ENTRIES = """
+-- An open order's entry: its base asset, side, and what it could still add to the position.
 local function entry_of(open, coid)
   local entry = redis.call('HGET', open, coid)
   if not entry then return nil end
   local asset, side, rem = string.match(entry, '^(%d+):(%a):(%-?%d+)$')
-  return asset, side, rem
+  return asset, side, amount(rem)
 end
-local function num(main, field) return tonumber(redis.call('HGET', main, field) or '0') end
-local function int(x) return string.format('%.0f', x) end
+local function entry_set(open, coid, asset, side, rem) redis.call('HSET', open, coid, asset .. ':' .. side .. ':' .. text(rem)) end
 """
 
 # KEYS: counters, open orders, this second's count.
@@ -125,54 +168,52 @@ local function int(x) return string.format('%.0f', x) end
 #       12 max orders per second (-1: no limit), 13 expiry ms.
 # Reply: {0} reserved; {1} cold; {2, code, used} refused, nothing reserved; {3} the
 # client order id is already open (a replay: nothing reserved, the database answers it).
-RESERVE_NEW = _LUA_COMMON + """
+RESERVE_NEW = _LUA_ARITHMETIC + _LUA_ROLL + """
 local main, open, rate = KEYS[1], KEYS[2], KEYS[3]
 local day, coid, asset, side = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local reserved, added_value = amount(ARGV[5]), amount(ARGV[7])
 local value_field, position_field, exposure_field = 'v:' .. ARGV[6], 'p:' .. asset, 'x' .. side .. ':' .. asset
 local f = redis.call('HMGET', main, 'ready', 'day', 'n', value_field, position_field, exposure_field)
 if not f[1] then return {1} end
-local orders, value, position = tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0')
+local orders, value, position, open_side = tonumber(f[3] or '0'), amount(f[4]), amount(f[5]), amount(f[6])
 if f[2] ~= day then
   roll(main, open, day, ARGV[13])
-  orders, value, position = 0, 0, 0
+  orders, value, position = 0, ZERO, ZERO
 end
-local max_open, max_orders, max_value = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local max_position, max_rate = tonumber(ARGV[11]), tonumber(ARGV[12])
+local max_open, max_orders, max_rate = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[12])
 if max_open >= 0 then
   local open_now = redis.call('HLEN', open)
-  if open_now + 1 > max_open then return {2, 'RISK_MAX_OPEN_ORDERS', int(open_now)} end
+  if open_now + 1 > max_open then return {2, 'RISK_MAX_OPEN_ORDERS', tostring(open_now)} end
 end
-if max_orders >= 0 and orders + 1 > max_orders then return {2, 'RISK_DAILY_ORDER_COUNT', int(orders)} end
+if max_orders >= 0 and orders + 1 > max_orders then return {2, 'RISK_DAILY_ORDER_COUNT', tostring(orders)} end
 if max_rate >= 0 then
   local rate_now = tonumber(redis.call('GET', rate) or '0')
-  if rate_now + 1 > max_rate then return {2, 'RISK_ORDER_RATE', int(rate_now)} end
+  if rate_now + 1 > max_rate then return {2, 'RISK_ORDER_RATE', tostring(rate_now)} end
 end
-if max_value >= 0 and value + tonumber(ARGV[7]) > max_value then return {2, 'RISK_DAILY_NOTIONAL', int(value)} end
-local exposure = tonumber(f[6] or '0')
-if side == 'b' then exposure = position + exposure else exposure = exposure - position end
-if max_position >= 0 and exposure + tonumber(ARGV[5]) > max_position then
-  return {2, 'RISK_MAX_POSITION', int(exposure)}
-end
+local new_value = plus(value, added_value)
+if over(ARGV[10], new_value) then return {2, 'RISK_DAILY_NOTIONAL', text(value)} end
+local exposure
+if side == 'b' then exposure = plus(position, open_side) else exposure = plus(open_side, negated(position)) end
+if over(ARGV[11], plus(exposure, reserved)) then return {2, 'RISK_MAX_POSITION', text(exposure)} end
 if redis.call('HSETNX', open, coid, asset .. ':' .. side .. ':' .. ARGV[5]) == 0 then return {3} end
-redis.call('HINCRBY', main, 'n', 1)
-redis.call('HINCRBY', main, value_field, ARGV[7])
-redis.call('HINCRBY', main, exposure_field, ARGV[5])
+redis.call('HSET', main, 'n', tostring(orders + 1), value_field, text(new_value),
+           exposure_field, text(plus(open_side, reserved)))
 if max_rate >= 0 and redis.call('INCR', rate) == 1 then redis.call('PEXPIRE', rate, 2000) end
 return {0}
 """
 
 # KEYS: counters, open orders, the second's count. ARGV: 1 day, 2 client order id, 3 quote asset,
 # 4 value, 5 whether the second's count was incremented (1|0).
-RELEASE_NEW = _LUA_COMMON + """
+RELEASE_NEW = _LUA_ARITHMETIC + _LUA_FIELDS + _LUA_ENTRIES + """
 local main, open, rate = KEYS[1], KEYS[2], KEYS[3]
 local asset, side, rem = entry_of(open, ARGV[2])
 if asset then
   redis.call('HDEL', open, ARGV[2])
-  redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, neg(rem))
+  add(main, 'x' .. side .. ':' .. asset, negated(rem))
 end
 if redis.call('HGET', main, 'day') == ARGV[1] then
   redis.call('HINCRBY', main, 'n', -1)
-  redis.call('HINCRBY', main, 'v:' .. ARGV[3], neg(ARGV[4]))
+  add(main, 'v:' .. ARGV[3], negated(amount(ARGV[4])))
 end
 if ARGV[5] == '1' and redis.call('EXISTS', rate) == 1 then redis.call('DECR', rate) end
 return 0
@@ -182,46 +223,43 @@ return 0
 # KEYS: counters, open orders. ARGV: 1 day, 2 client order id, 3 extra position, 4 quote asset,
 # 5 extra value, 6 max value today, 7 max position, 8 expiry ms.
 # Reply: {0, 1|0 (whether the order's entry was found and grown)}; {1} cold; {2, code, used}.
-RESERVE_AMEND = _LUA_COMMON + """
+RESERVE_AMEND = _LUA_ARITHMETIC + _LUA_FIELDS + _LUA_ROLL + _LUA_ENTRIES + """
 local main, open = KEYS[1], KEYS[2]
+local extra_position, extra_value = amount(ARGV[3]), amount(ARGV[5])
 local today = redis.call('HMGET', main, 'ready', 'day')
 if not today[1] then return {1} end
 if today[2] ~= ARGV[1] then roll(main, open, ARGV[1], ARGV[8]) end
-local max_value, max_position = tonumber(ARGV[6]), tonumber(ARGV[7])
 local value_field = 'v:' .. ARGV[4]
-local value = num(main, value_field)
-if max_value >= 0 and value + tonumber(ARGV[5]) > max_value then return {2, 'RISK_DAILY_NOTIONAL', int(value)} end
+local value = field(main, value_field)
+if over(ARGV[6], plus(value, extra_value)) then return {2, 'RISK_DAILY_NOTIONAL', text(value)} end
 local asset, side, rem = entry_of(open, ARGV[2])
 if asset then
+  local position, open_side = field(main, 'p:' .. asset), field(main, 'x' .. side .. ':' .. asset)
   local exposure
-  if side == 'b' then exposure = num(main, 'p:' .. asset) + num(main, 'xb:' .. asset)
-  else exposure = num(main, 'xs:' .. asset) - num(main, 'p:' .. asset) end
-  if max_position >= 0 and exposure + tonumber(ARGV[3]) > max_position then
-    return {2, 'RISK_MAX_POSITION', int(exposure)}
-  end
-  redis.call('HSET', open, ARGV[2], asset .. ':' .. side .. ':' .. int(tonumber(rem) + tonumber(ARGV[3])))
-  redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, ARGV[3])
+  if side == 'b' then exposure = plus(position, open_side) else exposure = plus(open_side, negated(position)) end
+  if over(ARGV[7], plus(exposure, extra_position)) then return {2, 'RISK_MAX_POSITION', text(exposure)} end
+  entry_set(open, ARGV[2], asset, side, plus(rem, extra_position))
+  redis.call('HSET', main, 'x' .. side .. ':' .. asset, text(plus(open_side, extra_position)))
 end
-redis.call('HINCRBY', main, value_field, ARGV[5])
+redis.call('HSET', main, value_field, text(plus(value, extra_value)))
 if asset then return {0, 1} end
 return {0, 0}
 """
 
 # KEYS: counters, open orders. ARGV: 1 day, 2 client order id, 3 extra position, 4 quote asset,
 # 5 extra value, 6 whether the entry was grown (1|0).
-RELEASE_AMEND = _LUA_COMMON + """
+RELEASE_AMEND = _LUA_ARITHMETIC + _LUA_FIELDS + _LUA_ENTRIES + """
 local main, open = KEYS[1], KEYS[2]
 if ARGV[6] == '1' then
   local asset, side, rem = entry_of(open, ARGV[2])
   if asset then
-    local take = math.min(tonumber(rem), tonumber(ARGV[3]))
-    redis.call('HSET', open, ARGV[2], asset .. ':' .. side .. ':' .. int(tonumber(rem) - take))
-    redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, int(-take))
+    local take = amount(ARGV[3])
+    if less(rem, take) then take = rem end
+    entry_set(open, ARGV[2], asset, side, plus(rem, negated(take)))
+    add(main, 'x' .. side .. ':' .. asset, negated(take))
   end
 end
-if redis.call('HGET', main, 'day') == ARGV[1] then
-  redis.call('HINCRBY', main, 'v:' .. ARGV[4], neg(ARGV[5]))
-end
+if redis.call('HGET', main, 'day') == ARGV[1] then add(main, 'v:' .. ARGV[4], negated(amount(ARGV[5]))) end
 return 0
 """
 
@@ -229,7 +267,7 @@ return 0
 # ARGV: 1 market id, 2 trade sequence, 3 the trade's day, 4 expiry ms, then per leg of this
 # user (two for a self-trade): client order id, base asset, side b|s, quantity.
 # Reply: -1 cold (nothing done), 0 already counted, 1 applied.
-FILL = _LUA_COMMON + """
+FILL = _LUA_ARITHMETIC + _LUA_FIELDS + _LUA_ROLL + _LUA_ENTRIES + """
 local main, open = KEYS[1], KEYS[2]
 if redis.call('HEXISTS', main, 'ready') == 0 then return -1 end
 local mark = 'tw:' .. ARGV[1]
@@ -238,16 +276,17 @@ redis.call('HSET', main, mark, ARGV[2])
 local today = redis.call('HGET', main, 'day')
 if (not today) or ARGV[3] > today then roll(main, open, ARGV[3], ARGV[4]); today = ARGV[3] end
 for i = 5, #ARGV, 4 do
-  local coid, base, leg_side, quantity = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local coid, base, leg_side, quantity = ARGV[i], ARGV[i + 1], ARGV[i + 2], amount(ARGV[i + 3])
   if ARGV[3] == today then
-    if leg_side == 'b' then redis.call('HINCRBY', main, 'p:' .. base, quantity)
-    else redis.call('HINCRBY', main, 'p:' .. base, neg(quantity)) end
+    if leg_side == 'b' then add(main, 'p:' .. base, quantity) else add(main, 'p:' .. base, negated(quantity)) end
   end
   local asset, side, rem = entry_of(open, coid)
   if asset then
-    local take = math.max(0, math.min(tonumber(rem), tonumber(quantity)))
-    redis.call('HSET', open, coid, asset .. ':' .. side .. ':' .. int(tonumber(rem) - take))
-    redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, int(-take))
+    local take = quantity
+    if less(rem, take) then take = rem end
+    if less(take, ZERO) then take = ZERO end
+    entry_set(open, coid, asset, side, plus(rem, negated(take)))
+    add(main, 'x' .. side .. ':' .. asset, negated(take))
   end
 end
 return 1
@@ -255,13 +294,13 @@ return 1
 
 # An order that ended. KEYS: counters, open orders. ARGV: 1 client order id.
 # Reply: -1 cold, 0 not counted (already closed, or never reserved), 1 closed now.
-CLOSE = _LUA_COMMON + """
+CLOSE = _LUA_ARITHMETIC + _LUA_FIELDS + _LUA_ENTRIES + """
 local main, open = KEYS[1], KEYS[2]
 if redis.call('HEXISTS', main, 'ready') == 0 then return -1 end
 local asset, side, rem = entry_of(open, ARGV[1])
 if not asset then return 0 end
 redis.call('HDEL', open, ARGV[1])
-redis.call('HINCRBY', main, 'x' .. side .. ':' .. asset, neg(rem))
+add(main, 'x' .. side .. ':' .. asset, negated(rem))
 return 1
 """
 

@@ -26,8 +26,7 @@ from exchange.profiles import kyc_tier_of
 from risk.models import LIMIT_FIELDS, SCOPE_PRECEDENCE, RiskLimit, Scope, TradingRestriction
 
 # Counters in Redis are integers of this many parts of an asset (10^-8), whatever
-# the asset's precision: exact in Redis (int64) up to 9.2e10 units of an asset,
-# and compared in the Lua script's doubles exactly up to 9e7 units.
+# the asset's precision, of any size (risk/counters.py adds them exactly).
 UNITS_PER_ONE = 10**8
 _UNIT = Decimal(1) / UNITS_PER_ONE
 MEMO_MAX = 100_000  # resolved (user, tier, market) combinations kept per process

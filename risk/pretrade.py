@@ -6,7 +6,7 @@ pipeline it sends anyway. No database access, except when a per-process cache
 is cold (one query, then served from memory) or the user's Redis counters are
 cold (``CountersCold``: the caller rebuilds them, once).
 
-The asynchronous order path (the lead's) uses the pieces::
+An asynchronous order path uses the pieces::
 
     plan = pre_trade_plan(user_id=..., kyc_tier=..., market=market, side=..., order_type=...,
                           quantity=..., quote_quantity=..., price=..., stop_price=..., hold_amount=...,
@@ -25,7 +25,8 @@ wired into today's ``orders.services.order_place``.
 Rejections (docs/RISK.md): static ones at once, with 400 (the order itself
 breaks a limit) or 403/409 (the account or the exchange is stopped); counter
 ones from the script's reply, with 409 (429 for the per-second rate). Nothing
-is reserved when an order is refused.
+is reserved when an order is refused; the refusal is counted for /metrics
+(``metrics.reject_count``: one HINCRBY, on refusals only).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from exchange.core.errors import ApplicationError
 from orders.models import OrderType, Side
 from orders.rules import Reference
 from risk import counters, limits as limits_module, metrics
-from risk.counters import CLOSE, RELEASE_AMEND, RELEASE_NEW, RESERVE_AMEND, RESERVE_NEW  # noqa: F401 (re-exported)
-from risk.limits import EffectiveLimits, Restrictions, to_units
+from risk.counters import RELEASE_AMEND, RELEASE_NEW, RESERVE_AMEND, RESERVE_NEW
+from risk.limits import EffectiveLimits, to_units
 
 
 class CountersCold(Exception):
@@ -83,10 +84,10 @@ def _text(value) -> str:
 # --------------------------------------------------------------- static checks
 
 
-def restrictions_check(*, user_id: int, market_id: int | None, cancel: bool, state: Restrictions | None = None) -> None:
+def restrictions_check(*, user_id: int, market_id: int | None, cancel: bool) -> None:
     """The kill switches: the exchange halted, the user frozen or (unless ``cancel``)
     cancel-only, the market halted. Pure CPU over the cached restrictions."""
-    state = state or limits_module.restrictions()
+    state = limits_module.restrictions()
     if state.exchange_halted:
         raise _refuse("RISK_EXCHANGE_HALTED", "The exchange is halted: no orders or cancels are accepted.",
                       status=409, field_name=None)
@@ -147,18 +148,11 @@ class Reservation:
     release_keys: list = field(default_factory=list)
     release_args: list = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return self.release_script is None
-
     def release(self, client=None) -> None:
         """Undo the reservation (the order was not accepted after all). Idempotent per order."""
         if self.release_script is not None:
             counters.script(self.release_script, client)(keys=self.release_keys, args=self.release_args, client=client)
             self.release_script = None
-
-
-NOTHING_RESERVED = Reservation()
 
 
 @dataclass(slots=True)

@@ -193,3 +193,38 @@ def test_events_for_cold_counters_are_counted_once_after_a_rebuild(live_market, 
     assert (main["p:" + base], main["xb:" + base]) == ("40000000", "60000000")
     assert list(entries.values()) == [f"{base}:b:60000000"]
     assert raw(bob)[0]["p:" + base] == "-40000000" and raw(bob)[1] == {}
+
+
+def test_amounts_beyond_int64_units_are_counted_without_error(live_market, traders):
+    """An order worth almost 10^20 (beyond what 64-bit integers of 10^-8 hold) is checked and
+    reserved without error, refused by the ledger, and its reservation given back exactly."""
+    alice = traders[0]
+    place(alice, "BUY", price="100", quantity="1")
+    before = raw(alice)
+    refused_with("INSUFFICIENT_FUNDS", place, alice, "BUY", "MARKET", quote_quantity="99999999999999999999")
+    assert raw(alice) == before
+
+
+def test_the_scripts_add_and_compare_amounts_of_any_size_exactly(redis_app):
+    """The scripts' amounts ({hi, lo} pairs) add, negate, compare and print exactly like Python's
+    integers, for signed values from 0 to 10^30 units, and across the 10^15 boundary."""
+    import random
+
+    probe = redis_app.register_script(counters._LUA_ARITHMETIC + """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local a, b = amount(ARGV[i]), amount(ARGV[i + 1])
+  out[#out + 1] = text(plus(a, b))
+  out[#out + 1] = text(plus(a, negated(b)))
+  out[#out + 1] = less(a, b) and '1' or '0'
+end
+return out
+""")
+    rng = random.Random(7)
+    edges = [0, 1, -1, 10**15 - 1, 10**15, -(10**15), 10**15 + 1, 2**53, 2**63, -(2**63), 10**28, -(10**28) + 1]
+    pairs = [(a, b) for a in edges for b in edges]
+    pairs += [(rng.randint(-10**30, 10**30), rng.randint(-10**30, 10**30)) for _ in range(300)]
+    pairs += [(rng.randint(-10**16, 10**16), rng.randint(-10**16, 10**16)) for _ in range(300)]
+    reply = probe(args=[str(value) for pair in pairs for value in pair])
+    expected = [item for a, b in pairs for item in (str(a + b), str(a - b), "1" if a < b else "0")]
+    assert [item.decode() for item in reply] == expected

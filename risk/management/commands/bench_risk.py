@@ -13,8 +13,9 @@ anyway), and ``plan.verdict``.
 
 Reported: p50/p99 of the CPU part (plan + verdict, in this process), of the
 Lua call's round trip, and of the three together; the script's own time in
-Redis per call (INFO commandstats); CPU per call of this process and of the
-Redis server. Then, as on the order path, a pipeline of the change token and
+Redis per call (INFO commandstats), next to a script that does nothing (the
+scale on a shared machine); CPU per call of this process and of the Redis
+server. Then, as on the order path, a pipeline of the change token and
 a throttle script timed with and without the risk check in it (alternately,
 ``--calls``/2 each), whose difference is what the check adds to an order.
 The last line is machine-readable:
@@ -115,6 +116,15 @@ class Command(BaseCommand):
             process_after.ru_stime - process_before.ru_stime)
         lua_server_us = (usec_after - usec_before) / max(1, calls_after - calls_before)
 
+        # For scale on a shared machine: what Redis spends on a script that does nothing.
+        trivial = client.register_script("return 1")
+        trivial(client=client)
+        calls_before, usec_before = _evalsha_stats(client)
+        for _ in range(min(calls, 20_000)):
+            trivial(client=client)
+        calls_after, usec_after = _evalsha_stats(client)
+        trivial_us = (usec_after - usec_before) / max(1, calls_after - calls_before)
+
         # In a pipeline, as on the order path: the change token and a throttle script (stand-ins for
         # what the order sends anyway) with and without the risk script, alternately.
         from exchange.core.localcache import VERSION_KEY
@@ -149,7 +159,8 @@ class Command(BaseCommand):
         self.stdout.write(f"plan + verdict (CPU, this process): p50 {_percentile(cpu_part, 0.5):.1f} us, "
                           f"p99 {_percentile(cpu_part, 0.99):.1f} us")
         self.stdout.write(f"Lua call round trip (standalone):   p50 {_percentile(rtt, 0.5):.1f} us, "
-                          f"p99 {_percentile(rtt, 0.99):.1f} us; in Redis {lua_server_us:.1f} us per call")
+                          f"p99 {_percentile(rtt, 0.99):.1f} us; in Redis {lua_server_us:.1f} us per call "
+                          f"(a script that does nothing: {trivial_us:.1f} us)")
         self.stdout.write(f"all three:                          p50 {_percentile(total, 0.5):.1f} us, "
                           f"p99 {_percentile(total, 0.99):.1f} us")
         self.stdout.write(f"CPU per check: this process {process_cpu / calls * 1e6:.1f} us, "
