@@ -242,6 +242,21 @@ def pre_trade_plan(*, user_id: int, kyc_tier: int, market, side: str, order_type
     )
 
 
+def placement_plan(*, user_id: int, kyc_tier: int, market, order, reference: Reference, client_order_id: str,
+                   now_ms: int) -> Plan:
+    """``pre_trade_plan`` for an order that met the market's rules (an orders.rules.CheckedOrder),
+    valued as ``counters.order_value`` does."""
+    estimate = order.stop_price or reference.last_price or (
+        reference.best_ask if order.side == Side.BUY else reference.best_bid)
+    return pre_trade_plan(
+        user_id=user_id, kyc_tier=kyc_tier, market=market, side=order.side, order_type=order.type,
+        quantity=order.quantity, quote_quantity=order.quote_quantity, price=order.price, stop_price=order.stop_price,
+        hold_amount=order.hold_amount,
+        notional=counters.order_value(order_type=order.type, price=order.price, quantity=order.quantity,
+                                      quote_quantity=order.quote_quantity, price_estimate=estimate),
+        reference=reference, now_ms=now_ms, client_order_id=client_order_id)
+
+
 def amend_plan(*, user_id: int, kyc_tier: int, market, order_type: str, client_order_id: str, old_price: Decimal,
                old_quantity: Decimal, new_price: Decimal, new_quantity: Decimal, reference: Reference,
                now_ms: int) -> Plan:
@@ -296,17 +311,9 @@ def order_pre_trade_check(*, user, market, order, reference: Reference, client_o
                           now_ms: int | None = None) -> Reservation:
     """Check and reserve a new order (an orders.rules.CheckedOrder) with the synchronous Redis client."""
     localcache.refresh()
-    estimate = order.stop_price or reference.last_price or (
-        reference.best_ask if order.side == Side.BUY else reference.best_bid)
-    plan = pre_trade_plan(
-        user_id=user.pk, kyc_tier=limits_module.kyc_tier(user.pk), market=market, side=order.side,
-        order_type=order.type, quantity=order.quantity, quote_quantity=order.quote_quantity, price=order.price,
-        stop_price=order.stop_price, hold_amount=order.hold_amount,
-        notional=counters.order_value(order_type=order.type, price=order.price, quantity=order.quantity,
-                                      quote_quantity=order.quote_quantity, price_estimate=estimate),
-        reference=reference, now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000,
-        client_order_id=client_order_id)
-    return run(plan)
+    return run(placement_plan(user_id=user.pk, kyc_tier=limits_module.kyc_tier(user.pk), market=market, order=order,
+                              reference=reference, client_order_id=client_order_id,
+                              now_ms=now_ms if now_ms is not None else time.time_ns() // 1_000_000))
 
 
 def order_amend_check(*, user, order, new_price: Decimal, new_quantity: Decimal, reference: Reference,
