@@ -18,4 +18,6 @@ RUN pip install . && useradd --system --home /app exchange \
     && chown -R exchange /app
 USER exchange
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "exchange.asgi:application"]
+# One uvicorn worker per core on SO_REUSEPORT sockets (exchange/server.py); the client
+# address counts X-Forwarded-For only through NUM_PROXIES (set it behind a proxy).
+CMD ["python", "-m", "exchange.server", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,4 +1,7 @@
-"""ASGI entry point: HTTP (API, admin, pages) and WebSocket in one daphne server."""
+"""ASGI entry point: HTTP (API, admin, pages) and WebSocket in one server.
+
+Signed order placement and cancels take the fast path (``orders.fastpath``);
+every other HTTP request goes to Django."""
 
 import os
 
@@ -14,10 +17,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from exchange.live.security import BrowserAllowedHostsOriginValidator  # noqa: E402
 from exchange.routing import websocket_urlpatterns  # noqa: E402
+from orders.fastpath import FastOrderEntry  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": FastOrderEntry(django_asgi_app),
         "websocket": BrowserAllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -16,13 +16,21 @@ Funds held per order (the engine may never consume more):
   the last trade price, else the best ask);
 - market-like SELL by quote amount: the base needed to raise that amount at
   reference x (1 - price band), which is also the engine's quantity cap.
+
+Every amount is computed exactly: the public functions run in ``EXACT``,
+which has room for any product of two 38-digit amounts and raises instead of
+rounding (Python's default context keeps 28 digits and would silently round
+a notional below what the engine then settles). The one division, a
+ceiling, rounds up on purpose (``_CEILING``).
 """
 
 from __future__ import annotations
 
+import decimal
+import functools
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from exchange.core.errors import ApplicationError
 from exchange.models import AMOUNT_DIGITS, AMOUNT_PLACES
@@ -34,6 +42,22 @@ CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Every amount an order leads to (hold, notional, fills, fees) is stored in a
 # column of AMOUNT_DIGITS digits, AMOUNT_PLACES of them decimals.
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
+
+EXACT = decimal.Context(
+    prec=80, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero])
+_CEILING = decimal.Context(prec=80, rounding=ROUND_CEILING)
+
+
+def exact(function):
+    """Run ``function`` in EXACT: every amount it computes is exact, or it raises."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with decimal.localcontext(EXACT):
+            return function(*args, **kwargs)
+
+    return wrapper
+
 
 _STATUS_ERRORS = {
     "HALTED": ("MARKET_HALTED", "The market is halted: no orders are accepted."),
@@ -189,6 +213,7 @@ def _check_shape(request: OrderRequest) -> str | None:
     return time_in_force
 
 
+@exact
 def order_check(*, market, request: OrderRequest, reference: Reference) -> CheckedOrder:
     """Validate ``request`` against ``market``'s rules; compute what it must hold."""
     units = MarketUnits.of(market)
@@ -241,7 +266,7 @@ def order_check(*, market, request: OrderRequest, reference: Reference) -> Check
             if reference_price is None:
                 _no_reference()
             floor_ticks = units.price_to_ticks(reference_price) * (1 - market.price_band)
-            lots = max(1, units.ceil_to_int(units.quote_to_tl(request.quote_quantity) / floor_ticks))
+            lots = max(1, units.ceil_to_int(_CEILING.divide(units.quote_to_tl(request.quote_quantity), floor_ticks)))
             hold_amount = units.lots_to_quantity(lots)
 
     check_amount_fits(hold_amount, "quote_quantity" if request.quote_quantity is not None else "quantity")
@@ -276,6 +301,7 @@ def _no_reference():
     )
 
 
+@exact
 def amend_check(*, market, order, price: Decimal | None, quantity: Decimal | None, reference: Reference) -> tuple[Decimal, Decimal]:
     """Validate an amendment of a resting limit order; return the new (price, quantity)."""
     if price is None and quantity is None:
@@ -304,12 +330,14 @@ def amend_check(*, market, order, price: Decimal | None, quantity: Decimal | Non
     return new_price, new_quantity
 
 
+@exact
 def hold_needed(*, side: str, price: Decimal, quantity: Decimal, filled_quantity: Decimal) -> Decimal:
     """What a resting limit order must keep held for its unfilled part."""
     remaining = quantity - filled_quantity
     return price * remaining if side == Side.BUY else remaining
 
 
+@exact
 def amend_hold_needed(*, side: str, price: Decimal, quantity: Decimal, filled_quantity: Decimal,
                       new_price: Decimal, new_quantity: Decimal) -> Decimal:
     """What an order must hold while an amendment to (new_price, new_quantity) waits

@@ -145,7 +145,12 @@ def ticker(*, market: Market, now: datetime | None = None) -> dict:
 
 
 def klines(*, market: Market, interval: str, start: datetime | None, end: datetime | None, limit: int) -> list[dict]:
-    """Candles of ``interval`` built from one-minute candles, oldest first."""
+    """Candles of ``interval`` built from one-minute candles, oldest first.
+
+    The range read is never longer than ``limit`` intervals: with ``start``,
+    the ``limit`` intervals from it (up to ``end``); without, the ``limit``
+    intervals up to ``end`` (default now). So no request makes the database
+    aggregate more than ``limit`` intervals of one-minute candles."""
     step = KLINE_INTERVALS[interval]
     end = end or timezone.now()
     if start is None:
@@ -153,6 +158,11 @@ def klines(*, market: Market, interval: str, start: datetime | None, end: dateti
             start = end - step * limit
         except OverflowError:  # an end_time near year 1: everything before it
             start = datetime.min.replace(tzinfo=dt_timezone.utc)
+    else:
+        try:
+            end = min(end, start + step * limit)
+        except OverflowError:  # a start_time near year 9999: everything after it
+            pass
     table = Candle._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(

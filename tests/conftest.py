@@ -9,9 +9,18 @@ REDIS_URL to run the suite against other servers.
 import pytest
 from rest_framework.test import APIClient
 
+from exchange.core import localcache
 from exchange.core.redis import get_redis
 from exchange.roles import roles_sync
 from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def fresh_local_caches():
+    """Each test starts with empty per-process caches: rows cached by an earlier
+    test (whose database state was rolled back) must not leak into it."""
+    localcache.reset()
+    yield
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from typing import Callable
 from django.conf import settings
 from django.db.models import Q
 
+from exchange.core.localcache import LocalCache
 from exchange.models import Market
 from wallet.models import FeeOverride, FeeTier
 
@@ -74,6 +75,25 @@ def fee_rates_for(*, user, market: Market) -> FeeRates:
             if volume >= tier.volume_30d_min:
                 return FeeRates(min(tier.maker_fee_rate, default.maker), min(tier.taker_fee_rate, default.taker))
     return default
+
+
+# Rates per (user, market) for order placement, per process: dropped on any
+# change of fee overrides, tiers or markets (the shared token,
+# exchange/core/localcache.py), and after FEE_RATES_MAX_AGE_S in any case,
+# so a user whose 30-day volume crosses a tier pays the new rates on orders
+# placed within that time.
+FEE_RATES_MAX_AGE_S = 60.0
+_fee_rates = LocalCache("fee_rates", max_age_s=FEE_RATES_MAX_AGE_S)
+
+
+def fee_rates_cached(*, user, market: Market) -> FeeRates:
+    """``fee_rates_for`` from this process's cache (see FEE_RATES_MAX_AGE_S)."""
+    return _fee_rates.get((user.pk, market.id), lambda: fee_rates_for(user=user, market=market))
+
+
+def fee_rates_peek(*, user_id: int, market: Market) -> FeeRates | None:
+    """The cached rates, or None when this process has none (load them with ``fee_rates_cached``)."""
+    return _fee_rates.peek((user_id, market.id))
 
 
 _FEE_CONTEXT = decimal.Context(prec=80, rounding=ROUND_DOWN)

@@ -17,6 +17,7 @@ from exchange.apikeys.encryption import secret_encrypt, secret_reencrypt
 from exchange.apikeys.models import PERMISSIONS, READ, TRADE, WITHDRAW, ApiKey
 from exchange.apikeys.selectors import api_key_get_for_user
 from exchange.core.errors import ApplicationError
+from exchange.core.localcache import config_changed
 
 IP_ALLOWLIST_ENTRIES_MAX = 30
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -121,7 +122,10 @@ def api_key_revoke(*, user, key_id: str) -> ApiKey:
 @transaction.atomic
 def api_key_revoke_many(*, api_keys: QuerySet[ApiKey]) -> int:
     """Back office: revoke every key of ``api_keys`` not yet revoked; returns how many."""
-    return api_keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    count = api_keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if count:
+        config_changed()  # keys are cached per process for authentication
+    return count
 
 
 def api_key_mark_used(*, api_key: ApiKey, now: datetime) -> None:

@@ -42,6 +42,7 @@ from typing import Callable, Generic, Hashable, TypeVar
 
 import redis
 from django.db import connection, transaction
+from django.test.signals import setting_changed
 
 from exchange.core.redis import get_redis
 
@@ -63,22 +64,23 @@ class LocalCache(Generic[K, V]):
     """A dict of loaded values, each kept at most ``max_age_s`` and dropped on any config change.
 
     ``loader(key)`` returns the value to cache (it may raise; nothing is then
-    cached). Values must be immutable or treated as read-only by callers.
+    cached); ``get(key, load)`` may pass a loader of its own instead. Values
+    must be immutable or treated as read-only by callers.
     """
 
-    def __init__(self, name: str, loader: Callable[[K], V], *, max_age_s: float = 60.0):
+    def __init__(self, name: str, loader: Callable[[K], V] | None = None, *, max_age_s: float = 60.0):
         self.name = name
         self.loader = loader
         self.max_age_s = max_age_s
         self._entries: dict[K, tuple[float, V]] = {}
         _caches.append(self)
 
-    def get(self, key: K) -> V:
+    def get(self, key: K, load: Callable[[], V] | None = None) -> V:
         entry = self._entries.get(key)
         now = time.monotonic()
         if entry is not None and now - entry[0] < self.max_age_s:
             return entry[1]
-        value = self.loader(key)
+        value = load() if load is not None else self.loader(key)
         self._entries[key] = (now, value)
         return value
 
@@ -101,6 +103,14 @@ def clear_all() -> None:
         cache.clear()
 
 
+def reset() -> None:
+    """Drop every cache and forget the last token seen (a test starting afresh)."""
+    clear_all()
+    with _lock:
+        _state["seen"] = _MISSING
+        _state["checked_at"] = 0.0
+
+
 def observe(token: bytes | str | None) -> bool:
     """Record the token read from Redis; drop every cache if it moved. Returns whether it moved."""
     if isinstance(token, bytes):
@@ -112,6 +122,11 @@ def observe(token: bytes | str | None) -> bool:
         _state["seen"] = token
     clear_all()
     return True
+
+
+def current_token():
+    """The token this process last saw (compare two reads to learn whether caches were dropped between)."""
+    return _state["seen"]
 
 
 def refresh(*, force: bool = False) -> None:
@@ -155,11 +170,22 @@ def watch(model, *, bookkeeping_fields: frozenset[str] = frozenset()) -> None:
     post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid)
 
 
+def _on_setting_changed(**kwargs) -> None:
+    clear_all()  # a test overriding settings (say the encryption keys) gets what it configured
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="localcache:setting_changed")
+
+
 def config_changed() -> None:
-    """Make every process drop its caches once the current transaction commits (now, outside one)."""
+    """Make every process drop its caches once the current transaction commits (now, outside one).
+
+    This process drops its own at once as well (harmless if the transaction
+    rolls back), so that the rest of the transaction reads the change."""
     if not connection.in_atomic_block:
         _bump()
         return
+    clear_all()
     if any(callback is _bump for _, callback, _ in connection.run_on_commit):
         return
     transaction.on_commit(_bump)

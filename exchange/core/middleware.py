@@ -10,6 +10,11 @@ from exchange.core.logging import request_id_var
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def valid_request_id(supplied: str) -> bool:
+    """Whether a caller's ``X-Request-ID`` may be used as is (else one is made)."""
+    return bool(_VALID_ID.match(supplied))
+
+
 class RequestIdMiddleware:
     """Use the caller's ``X-Request-ID`` when it is sane, else make one."""
 
@@ -18,7 +23,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request):
         supplied = request.headers.get("X-Request-ID", "")
-        request_id = supplied if _VALID_ID.match(supplied) else uuid.uuid4().hex
+        request_id = supplied if valid_request_id(supplied) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
         try:

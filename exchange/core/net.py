@@ -17,9 +17,12 @@ def client_ip(request) -> str:
     Behind N trusted proxies, the N-th address from the right of
     ``X-Forwarded-For`` is the one the outermost proxy saw.
     """
-    remote_addr = request.META.get("REMOTE_ADDR", "")
+    return client_ip_of(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR"))
+
+
+def client_ip_of(remote_addr: str, forwarded_for: str | None) -> str:
+    """``client_ip`` from the peer's address and the X-Forwarded-For header (None if absent)."""
     num_proxies = settings.NUM_PROXIES
-    forwarded_for = request.META.get("HTTP_X_FORWARDED_FOR")
     if num_proxies <= 0 or not forwarded_for:
         return remote_addr
     addresses = [address.strip() for address in forwarded_for.split(",")]

@@ -21,21 +21,28 @@ class DecimalJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
-        encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            text = stream.read().decode(encoding)
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"The request body is not valid {encoding}.") from exc
-        if not text.strip():
-            return {}
-        try:
-            return json.loads(
-                text, parse_float=decimal.Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
-            )
-        except RecursionError:
-            raise ParseError("The request body is nested too deeply.") from None
-        except ValueError as exc:
-            raise ParseError(f"The request body is not valid JSON: {exc}") from exc
+        return parse_json_body(stream.read(), encoding=parser_context.get("encoding", settings.DEFAULT_CHARSET))
+
+
+def parse_json_body(body: bytes, *, encoding: str = "utf-8"):
+    """A request body as DecimalJSONParser reads it (an empty body is ``{}``); ParseError otherwise."""
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"The request body is not valid {encoding}.") from exc
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(
+            text, parse_float=decimal.Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+        )
+    except RecursionError:
+        raise ParseError("The request body is nested too deeply.") from None
+    except ArithmeticError:
+        # A number whose exponent Decimal cannot hold: 1e9999999999999999999999.
+        raise ParseError("The request body is not valid JSON: a number is out of range.") from None
+    except ValueError as exc:
+        raise ParseError(f"The request body is not valid JSON: {exc}") from exc
 
 
 def _refuse_constant(name):

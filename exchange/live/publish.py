@@ -239,10 +239,11 @@ def order_accepted_on_commit(order) -> None:
     Registered before the command is enqueued, so it precedes the matcher's
     messages about the order."""
     order_id, user_id = order.pk, order.user_id
-    transaction.on_commit(lambda: _order_accepted(order_id, user_id))
+    transaction.on_commit(lambda: order_accepted_publish(order_id, user_id))
 
 
-def _order_accepted(order_id: int, user_id: int) -> None:
+def order_accepted_publish(order_id: int, user_id: int) -> None:
+    """The message ``order_accepted_on_commit`` sends, once the placement has committed."""
     try:
         from orders.api.views import OrderOutput
         from orders.models import Order

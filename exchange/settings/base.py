@@ -96,7 +96,6 @@ CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}, "risk.task
 # --- Django ------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -186,16 +185,14 @@ REST_FRAMEWORK = {
     ],
     # Redis sliding windows per API key, user or IP (exchange/core/throttling.py);
     # a view adds a scope of its own with `throttle_scope = "orders"`.
-    "DEFAULT_THROTTLE_CLASSES": [
-        "exchange.core.throttling.AnonRateThrottle",
-        "exchange.core.throttling.UserRateThrottle",
-        "exchange.core.throttling.ScopedRateThrottle",
-    ],
+    "DEFAULT_THROTTLE_CLASSES": ["exchange.core.throttling.RedisThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("THROTTLE_RATE_ANON", "100/s"),
         "user": os.environ.get("THROTTLE_RATE_USER", "300/s"),
         "orders": os.environ.get("THROTTLE_RATE_ORDERS", "100/s"),
         "auth": os.environ.get("THROTTLE_RATE_AUTH", "10/m"),
+        # Failed API-key authentications per client IP and per key id.
+        "auth_failures": os.environ.get("THROTTLE_RATE_AUTH_FAILURES", "30/m"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
@@ -295,8 +292,7 @@ MATCHER_MAX_CONSECUTIVE_FAILURES = 5
 ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")
 EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
-# daphne processes `manage.py up` runs on the one port: Django's synchronous
-# views run one at a time per process, so one per core.
+# Web workers `manage.py up` runs on the one port (exchange/server.py): one per core.
 EXCHANGE_WEB_PROCESSES = env_int("EXCHANGE_WEB_PROCESSES", min(4, os.cpu_count() or 1))
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"

@@ -28,7 +28,8 @@ LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # throttling tests set their own low rates.
 REST_FRAMEWORK = {  # noqa: F405
     **REST_FRAMEWORK,  # noqa: F405
-    "DEFAULT_THROTTLE_RATES": {"anon": "100000/s", "user": "100000/s", "orders": "100000/s", "auth": "100000/s"},
+    "DEFAULT_THROTTLE_RATES": {"anon": "100000/s", "user": "100000/s", "orders": "100000/s", "auth": "100000/s",
+                               "auth_failures": "100000/s"},
 }
 
 # In-process tests drive a matcher by hand (run_once), so its heartbeat only

@@ -35,6 +35,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
+from exchange.core.localcache import config_changed
 from exchange.models import Market
 from exchange.outbox.models import OutboxEvent, Topic
 from exchange.outbox.services import Event, outbox_emit_many, outbox_kick_on_commit
@@ -417,6 +418,7 @@ class BatchApplier:
                 if applied:
                     Market.objects.filter(pk=market.pk).update(status=request.new_status, updated_at=now)
                     market.status = request.new_status
+                    config_changed()  # order entry caches the market: refused everywhere within 0.25 s
                 market_events.append(Event(
                     topic=Topic.MARKETS, key=market.symbol, sequence=sequence,
                     event_type="market.status_changed" if applied else "market.status_change_rejected",

@@ -553,8 +553,8 @@ class KlinesApi(PublicApi):
             "trade_count": 37}])],
         description=(
             "OHLCV candles from trades, oldest first; intervals 1m to 1d, aligned to the Unix epoch (UTC). "
-            "Intervals without trades have no candle. Without `start_time`, the last `limit` intervals up to "
-            "`end_time` (default now)."
+            "Intervals without trades have no candle. With `start_time`, the `limit` intervals from it (up to "
+            "`end_time`); without, the last `limit` intervals up to `end_time` (default now)."
         ),
     )
     def get(self, request, symbol: str):

@@ -101,7 +101,7 @@ def child_env(**overrides) -> dict:
 
 
 class Stack:
-    """Real processes of the exchange (daphne, the matchers' supervisor...) on
+    """Real processes of the exchange (the web server, the matchers' supervisor...) on
     the test database; every process is stopped by ``stop()``."""
 
     def __init__(self, **env_overrides):
@@ -120,7 +120,8 @@ class Stack:
         return child
 
     def start_web(self):
-        return self.spawn("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "exchange.asgi:application")
+        return self.spawn("web", "-m", "exchange.server", "--host", "127.0.0.1", "--port", str(self.port),
+                          "--workers", "2")
 
     def start_matchers(self):
         return self.spawn("matchers", "manage.py", "run_matchers")
@@ -164,9 +165,9 @@ class SignedHttp:
 
 
 @contextmanager
-def running_stack(symbols=("BTC-USDT", "ETH-USDT")):
-    """daphne and the matchers of ``symbols`` as real processes, ready; stopped on exit."""
-    running = Stack()
+def running_stack(symbols=("BTC-USDT", "ETH-USDT"), **env_overrides):
+    """The web server and the matchers of ``symbols`` as real processes, ready; stopped on exit."""
+    running = Stack(**env_overrides)
     running.start_web()
     running.start_matchers()
     try:

@@ -100,6 +100,29 @@ def test_login_attempts_are_limited_per_ip_even_with_the_right_password(rates):
     assert other.post("/api/v1/auth/login", right, format="json").status_code == 200
 
 
+def test_failed_key_authentications_are_limited_per_ip_and_per_key_id(rates):
+    """Authentication runs before throttles, so failures must be limited on their own: after N
+    failed signatures from one address, every signed request from it is refused with 429, even a
+    correctly signed one (guessing is stopped, and success no longer tells anything); other
+    addresses are unaffected. A key id that keeps failing is refused from any address."""
+    rates(auth_failures="3/m")
+    api_key, secret = api_key_for()
+    attacker = SignedClient(api_key.key_id, "wrong-secret", REMOTE_ADDR="198.51.100.7")
+    honest = SignedClient(api_key.key_id, secret, REMOTE_ADDR="198.51.100.7")
+
+    assert [attacker.get("/test/echo").json()["code"] for _ in range(3)] == ["INVALID_SIGNATURE"] * 3
+    assert_rate_limited(attacker.get("/test/echo"), 60)
+    assert_rate_limited(honest.get("/test/echo"), 60)
+    elsewhere = SignedClient(api_key.key_id, secret, REMOTE_ADDR="198.51.100.8")
+    assert_rate_limited(elsewhere.get("/test/echo"), 60), "the key id failed too often as well"
+
+    other_key, other_secret = api_key_for()
+    assert SignedClient(other_key.key_id, other_secret, REMOTE_ADDR="198.51.100.8").get("/test/echo").status_code == 200
+    unknown = SignedClient("no-such-key", "x", REMOTE_ADDR="203.0.113.50")
+    assert [unknown.get("/test/echo").json()["code"] for _ in range(3)] == ["INVALID_API_KEY"] * 3
+    assert_rate_limited(unknown.get("/test/echo"), 60)
+
+
 def test_the_window_slides(redis_app):
     """At most `limit` in any period: a slot frees exactly when the oldest request leaves the window."""
     assert sliding_window_hit("throttle:test", 2, 400) == (True, 0.0)

@@ -567,3 +567,27 @@ def test_redis_down_means_503_and_nothing_written(traders, redis_app, redis_down
         assert response.status_code == 503, response.content
         assert response.json()["code"] == "SERVICE_UNAVAILABLE" and response["Retry-After"] == "1"
     assert (Order.objects.count(), Hold.objects.count()) == counts
+
+
+def test_klines_read_at_most_limit_intervals_from_start_time(market, api_client):
+    """With start_time, klines are the `limit` intervals from it: a start_time in year 1
+    finds nothing instead of aggregating every candle since (it used to read the whole
+    history up to now and return its last `limit` intervals)."""
+    from datetime import timedelta
+
+    from orders.models import Candle
+
+    first = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+    for minute in range(10):
+        price = D(100 + minute)
+        Candle.objects.create(market=market, opened_at=first + timedelta(minutes=minute), open=price, high=price,
+                              low=price, close=price, volume=D(1), quote_volume=price, trade_count=1,
+                              first_sequence=minute, last_sequence=minute)
+    candles = api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "start_time": first.isoformat(),
+                                                         "limit": 3}).json()
+    assert [c["open"] for c in candles] == ["100", "101", "102"]
+    assert api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "start_time": "0001-01-01T00:00:00Z",
+                                                      "limit": 1000}).json() == []
+    latest = api_client.get("/api/v1/klines/BTC-USDT", {"interval": "1m", "limit": 2,
+                                                        "end_time": (first + timedelta(minutes=10)).isoformat()}).json()
+    assert [c["open"] for c in latest] == ["108", "109"]

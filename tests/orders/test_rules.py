@@ -196,3 +196,39 @@ def test_amend_hold_covers_current_and_new_terms_whatever_fills_first():
     # Reducing needs nothing more than the current terms.
     assert amend_hold_needed(side="BUY", price=D(100), quantity=D(2), filled_quantity=D(0),
                              new_price=D(100), new_quantity=D(1)) == D(200)
+
+
+# 18-decimal assets with fine tick and step sizes: products of amounts have up to
+# 36 significant digits, beyond the 28 of Python's default decimal context.
+FINE = dict(base=Asset(code="FINE", precision=18), quote=Asset(code="WEI", precision=18), tick_size=D("1e-9"),
+            step_size=D("1e-9"), min_quantity=D("1e-9"), max_quantity=D("1e15"), min_notional=D("0"))
+FINE_PRICE, FINE_QUANTITY = D("123456789.123456789"), D("12345678.123456789")
+
+
+def test_holds_are_exact_with_18_decimal_assets():
+    """price x quantity needs 35 digits here: the hold is the exact product, not one rounded
+    to 28 digits (which would hold less than the engine later settles)."""
+    import decimal
+
+    exact = decimal.Context(prec=100).multiply(FINE_PRICE, FINE_QUANTITY)
+    assert len(exact.as_tuple().digits) > 28
+    checked = _check(OrderRequest(side="BUY", type="LIMIT", price=FINE_PRICE, quantity=FINE_QUANTITY),
+                     market=_market(**FINE), reference=NO_REFERENCE)
+    assert checked.hold_amount == exact
+    assert hold_needed(side="BUY", price=FINE_PRICE, quantity=FINE_QUANTITY, filled_quantity=D("1e-9")) == \
+        decimal.Context(prec=100).multiply(FINE_PRICE, FINE_QUANTITY - D("1e-9"))
+
+
+def test_amend_holds_are_exact_with_18_decimal_assets():
+    """The hold an amendment tops up to covers the exact worst case, to the last unit."""
+    import decimal
+
+    from orders.rules import amend_hold_needed
+
+    new_price = FINE_PRICE - D("0.000000001")
+    needed = amend_hold_needed(side="BUY", price=FINE_PRICE, quantity=FINE_QUANTITY, filled_quantity=D("0"),
+                               new_price=new_price, new_quantity=FINE_QUANTITY + D("0.000000001"))
+    context = decimal.Context(prec=100)
+    worst = context.add(context.multiply(new_price, FINE_QUANTITY + D("1e-9")),
+                        context.multiply(FINE_QUANTITY, D("1e-9")))
+    assert needed == max(context.multiply(FINE_PRICE, FINE_QUANTITY), worst)

@@ -2,9 +2,10 @@
 clean per-process caches, and helpers to place orders and run the event consumer.
 
 Tests commit for real (``transactional_db``): the pre-trade check reads its
-limits and restrictions through the per-process caches, the counters live in
-the real Redis, and the consumer reads the events the relay published to the
-Redis-stream bus, as in production.
+limits and restrictions through the per-process caches (emptied before each
+test by tests/conftest.py), the counters live in the real Redis, and the
+consumer reads the events the relay published to the Redis-stream bus, as in
+production.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from exchange.core import localcache
 from exchange.outbox.bus import reset_bus
 from exchange.outbox.relay import outbox_relay
 from matching import stream
@@ -21,14 +21,6 @@ from orders.rules import OrderRequest
 from orders.services import order_place
 from tests.matching.conftest import drain, fund, market, matcher, traders  # noqa: F401 (fixtures and helpers)
 from tests.orders.conftest import heartbeat, sound_ledger  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """No limit or restriction cached by an earlier test (its rows are gone, and truncation sends no signal)."""
-    localcache.clear_all()
-    yield
-    localcache.clear_all()
 
 
 @pytest.fixture

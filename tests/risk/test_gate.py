@@ -61,6 +61,5 @@ def test_redis_down_keeps_the_cached_restrictions(live_market, traders, redis_ap
     """The matcher keeps matching with what it cached when the token cannot be read."""
     alice = traders[0]
     TradingRestriction.objects.create(kind="USER_FROZEN", user=alice, reason="x", source="command")
-    localcache.clear_all()
-    localcache._state["checked_at"] = 0.0
+    localcache.reset()
     assert admission_refusals({alice.pk}) == {alice.pk: "RISK_USER_FROZEN"}

@@ -3,7 +3,7 @@
 Setup (not timed): a fresh market, two funded traders with API keys; the
 engine benchmark's standard mix of commands (``matching.bench.generate``:
 70% limits, a third of them crossing, 20% cancels, 10% market orders)
-between the two traders; one daphne process and one matcher process for the
+between the two traders; one web worker and one matcher process for the
 market, started by this command; a client process
 (``exchange.live.bench_client``) with one authenticated connection per
 trader subscribed to ``user.orders`` and ``--subscribers`` anonymous
@@ -79,8 +79,8 @@ class Command(BaseCommand):
         env = dict(os.environ, DATABASE_URL=settings.DATABASE_URL, REDIS_URL=settings.REDIS_URL,
                    DJANGO_SETTINGS_MODULE="exchange.settings.base", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         children = [
-            processes.spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                    "exchange.asgi:application"], env=env, cwd=ROOT,
+            processes.spawn("web", [sys.executable, "-m", "exchange.server", "--host", "127.0.0.1", "--port", str(port),
+                                    "--workers", "1"], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             processes.spawn("matcher", [sys.executable, "manage.py", "run_matcher", market.symbol, "--block-ms", "5"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL),
@@ -140,7 +140,7 @@ class Command(BaseCommand):
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("daphne or the matcher did not start")
+        raise RuntimeError("the web server or the matcher did not start")
 
     # -------------------------------------------------------------- inject
 

@@ -2,9 +2,9 @@
 
 Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
-``--web-processes`` daphne processes (HTTP, admin, WebSocket) sharing one
-listening socket (the kernel spreads connections between them), one matcher per market (under their
-supervisor), a Celery worker and Celery beat, waits until
+the web server (``exchange.server``: ``--web-processes`` uvicorn workers for
+HTTP, admin and WebSocket, each on its own ``SO_REUSEPORT`` socket of the
+port), one matcher per market (under their supervisor), a Celery worker and Celery beat, waits until
 /health/ready answers, starts the demo market maker (with the demo, unless
 --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
 logins, and runs until Ctrl-C or SIGTERM. It then stops every process it
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not load the demo data (implies --no-market-maker).")
         parser.add_argument("--no-market-maker", action="store_true", help="Do not start the demo market maker.")
         parser.add_argument("--web-processes", type=int, default=settings.EXCHANGE_WEB_PROCESSES,
-                            help="daphne processes sharing the port (default: EXCHANGE_WEB_PROCESSES or the CPU count, at most 4).")
+                            help="web workers sharing the port (default: EXCHANGE_WEB_PROCESSES or the CPU count, at most 4).")
 
     def handle(self, *args, host: str, port: int, no_demo: bool, no_market_maker: bool, web_processes: int,
                **options):
@@ -59,15 +59,10 @@ class Command(BaseCommand):
 
         market_maker = demo and settings.EXCHANGE_DEMO_MARKET_MAKER and not no_market_maker
 
-        listener = self._listen(host, port)
-        fd = listener.fileno()
-        web = [
-            processes.spawn(f"web-{index + 1}", [sys.executable, "-m", "daphne", "--fd", str(fd), "exchange.asgi:application"],
-                            pass_fds=(fd,))
-            for index in range(max(1, web_processes))
-        ]
-        listener.close()  # the daphne processes hold it now
-        children = web + [processes.spawn(name, argv) for name, argv in self._commands()]
+        self._check_port_free(host, port)
+        web = processes.spawn("web", [sys.executable, "-m", "exchange.server", "--host", host, "--port", str(port),
+                                      "--workers", str(max(1, web_processes))])
+        children = [web] + [processes.spawn(name, argv) for name, argv in self._commands()]
         extras: list[processes.Child] = []
         try:
             base_url = f"http://{host}:{port}"
@@ -91,19 +86,17 @@ class Command(BaseCommand):
         self._stop_requested = True
 
     @staticmethod
-    def _listen(host: str, port: int) -> socket.socket:
-        """The web port, bound here so that every daphne process accepts on it."""
+    def _check_port_free(host: str, port: int) -> None:
+        """Fail early and clearly when something already listens on the web port."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listener.bind((host.strip("[]"), port))
+            probe.bind((host.strip("[]"), port))
         except OSError as exc:
-            listener.close()
             raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        listener.listen(1024)
-        listener.set_inheritable(True)
-        return listener
+        finally:
+            probe.close()
 
     def _commands(self) -> list[tuple[str, list[str]]]:
         python = sys.executable

@@ -1,120 +1,158 @@
-"""``manage.py bench_api``: signed order placement over HTTP against the running stack.
+"""``manage.py bench_api``: signed order entry over HTTP against the running stack.
 
-Start the exchange first (``make run``, or ``manage.py up``); this command
-uses the same database to create its traders (one funded user and API key
-per client), then ``--clients`` threads each keep one HTTP/1.1 connection to
-``--url`` and place signed limit orders (a mix around a mid price, about a
-third crossing, so the matchers trade while the API is loaded) until
-``--orders`` have been sent. Each request is timed from send to response.
+Start the exchange first (``make run``, or ``manage.py up``) with the rate
+limits raised above what the benchmark sends (``THROTTLE_RATE_ORDERS`` and
+``THROTTLE_RATE_USER``, e.g. ``100000/s``), so the API is measured, not the
+limiter. This command uses the same database (``EXCHANGE_DATA_DIR`` or the
+configured servers) to create its traders, one funded user and API key each,
+then sends signed requests from one asyncio client (``orders/loadgen.py``):
 
-The last line is ``orders_per_s=<int> p50_ms=<float> p99_ms=<float>``: the
-accepted orders (201) per second over the run, and the latency percentiles of
-every request. Rate limits apply: run the stack with THROTTLE_RATE_ORDERS
-above the per-client rate (e.g. 10000/s) to measure the API, not the limiter.
+- ``--workload place`` (default): LIMIT orders around the market's price,
+  about a third crossing so the matchers trade while the API is loaded,
+  half of them with a ``client_order_id`` and half without;
+- ``--workload cancel``: places ``--orders`` resting orders first (untimed),
+  then times ``DELETE /orders/{id}`` of each;
+- ``--workload cancel-all``: each trader places resting orders first
+  (untimed), then times one ``DELETE /orders?market=`` per trader
+  (``--traders`` requests).
+
+``--rate R`` sends at R requests per second (open loop: latency counts from
+when each request was due); without it, ``--connections`` connections send
+as fast as they are answered (closed loop). It prints the CPU seconds each
+kind of process used during the timed part (web workers, matchers,
+PostgreSQL, Redis, Celery, this client), per request as well. The last line
+is ``orders_per_s=<int> p50_ms=<float> p99_ms=<float> p999_ms=<float>``:
+requests answered with the workload's success status per second, and the
+latency percentiles of every request.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
-import statistics
-import threading
-import time
 import uuid
-from collections import Counter
 from decimal import Decimal as D
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from exchange.apikeys.services import api_key_create
-from exchange.apikeys.signing import signed_headers
 from exchange.models import Market
 from matching.bench_feed import funded_traders
+from orders import loadgen
+
+ORDERS = "/api/v1/orders"
 
 
 class Command(BaseCommand):
-    help = "Benchmark signed order placement over HTTP against the running stack."
+    help = "Benchmark signed order entry (place, cancel, cancel all) over HTTP against the running stack."
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000")
         parser.add_argument("--market", default="BTC-USDT")
-        parser.add_argument("--clients", type=int, default=16)
-        parser.add_argument("--orders", type=int, default=6000)
+        parser.add_argument("--workload", choices=["place", "cancel", "cancel-all"], default="place")
+        parser.add_argument("--orders", type=int, default=6000, help="Requests to time (place, cancel).")
+        parser.add_argument("--rate", type=float, default=0, help="Requests per second (open loop); 0: closed loop.")
+        parser.add_argument("--connections", "--clients", type=int, default=32, dest="connections")
+        parser.add_argument("--traders", type=int, default=16, help="Funded users, one API key each.")
         parser.add_argument("--seed", type=int, default=1)
 
-    def handle(self, *args, url: str, market: str, clients: int, orders: int, seed: int, **options):
+    def handle(self, *args, url, market, workload, orders, rate, connections, traders, seed, **options):
         symbol = market.upper()
         market_row = Market.objects.select_related("base", "quote").filter(symbol=symbol).first()
         if market_row is None:
             raise CommandError(f"no market {symbol}; run the stack with its demo (make run)")
-        keys = self._traders(market_row, clients)
-        mid = self._mid(url, symbol)
-        # The smallest quantity (in steps) whose notional meets the market's minimum.
-        min_steps = max(1, int(market_row.min_notional / (mid * market_row.step_size)) + 1)
         target = urlparse(url)
-        per_client = orders // clients
-        latencies: list[list[float]] = [[] for _ in range(clients)]
-        statuses: list[Counter] = [Counter() for _ in range(clients)]
-        start_gate = threading.Barrier(clients + 1)
+        host, port = target.hostname, target.port or 80
+        keys = self._traders(market_row, traders)
+        mid = self._mid(host, port, symbol)
+        rng = random.Random(seed)
+        orders_for = _OrderMaker(market_row, mid, rng)
 
-        def client(index: int):
-            rng = random.Random(seed * 1000 + index)
-            key_id, secret = keys[index]
-            connection = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
-            start_gate.wait()
-            for _ in range(per_client):
-                side = rng.choice(["BUY", "SELL"])
-                offset = D(rng.randint(1, 20)) * market_row.tick_size
-                crossing = rng.random() < 0.33
-                price = mid + offset if (side == "BUY") == crossing else mid - offset
-                if side == "SELL" and not crossing:
-                    price = mid + offset
-                body = json.dumps({
-                    "market": symbol, "side": side, "type": "LIMIT",
-                    "price": str(price), "quantity": str(market_row.step_size * min_steps * rng.randint(1, 5)),
-                    "client_order_id": uuid.uuid4().hex,
-                }).encode()
-                headers = signed_headers(key_id, secret, "POST", "/api/v1/orders", None, body)
-                headers["Content-Type"] = "application/json"
-                began = time.perf_counter()
-                connection.request("POST", "/api/v1/orders", body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                latencies[index].append(time.perf_counter() - began)
-                statuses[index][response.status] += 1
-            connection.close()
+        if workload == "place":
+            requests = [("POST", ORDERS, "", orders_for.body(crossing_share=0.33, with_client_id=i % 2 == 0))
+                        for i in range(orders)]
+            success = 201
+        elif workload == "cancel":
+            placed = self._place_resting(host, port, keys, orders_for, orders, connections)
+            requests = [("DELETE", f"{ORDERS}/{order_id}", "", b"") for order_id in placed]
+            success = 202
+        else:
+            self._place_resting(host, port, keys, orders_for, traders * 4, connections)
+            requests = [("DELETE", ORDERS, f"market={symbol}", b"") for _ in keys]
+            success = 202
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for thread in threads:
-            thread.start()
-        start_gate.wait()
-        began = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
-
-        all_latencies = sorted(x for per in latencies for x in per)
-        status_total = sum(statuses, Counter())
-        accepted = status_total.get(201, 0)
-        p50 = statistics.median(all_latencies) * 1000
-        p99 = all_latencies[int(len(all_latencies) * 0.99) - 1] * 1000
-        self.stdout.write(f"{len(all_latencies)} requests from {clients} clients in {elapsed:.1f}s; "
-                          f"statuses {dict(status_total)}")
-        self.stdout.write(f"orders_per_s={int(accepted / elapsed)} p50_ms={p50:.1f} p99_ms={p99:.1f}")
+        cpu = loadgen.ProcessCpu(str(settings.DATA_DIR))
+        cpu.start()
+        result = loadgen.run(host=host, port=port, connections=connections, requests=requests, keys=keys,
+                             rate=rate or None)
+        used = cpu.stop()
+        self._report(workload, result, used, success, rate, connections)
 
     def _traders(self, market: Market, count: int) -> list[tuple[str, str]]:
         keys = []
-        for user in funded_traders(market, count, name=f"bench-api-{uuid.uuid4().hex[:8]}", base=D(10**6), quote=D(10**11)):
+        for user in funded_traders(market, count, name=f"bench-api-{uuid.uuid4().hex[:8]}", base=D(10**6),
+                                   quote=D(10**11)):
             key, secret = api_key_create(user=user, label="bench", permissions=["read", "trade"], ip_allowlist=[])
             keys.append((key.key_id, secret))
         return keys
 
-    def _mid(self, url: str, symbol: str) -> D:
-        target = urlparse(url)
-        connection = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
+    def _mid(self, host: str, port: int, symbol: str) -> D:
+        import http.client
+
+        connection = http.client.HTTPConnection(host, port, timeout=10)
         connection.request("GET", f"/api/v1/ticker/{symbol}")
         ticker = json.loads(connection.getresponse().read())
         connection.close()
         return D(ticker["last"]) if ticker.get("last") else D(65000)
+
+    def _place_resting(self, host, port, keys, orders_for, count: int, connections: int) -> list[int]:
+        """Place ``count`` orders that rest (never cross), as fast as the server takes them; their ids."""
+        requests = [("POST", ORDERS, "", orders_for.body(crossing_share=0, with_client_id=False))
+                    for _ in range(count)]
+        result = loadgen.run(host=host, port=port, connections=connections, requests=requests, keys=keys,
+                             rate=None, keep_bodies=True)
+        placed = [body["id"] for body in result.bodies if body and "id" in body]
+        if len(placed) < count:
+            raise CommandError(f"only {len(placed)} of {count} set-up orders were placed: {dict(result.statuses)}")
+        return placed
+
+    def _report(self, workload, result: loadgen.Result, used: dict[str, float], success: int, rate, connections):
+        done = len(result.latencies_s)
+        accepted = result.statuses.get(success, 0)
+        mode = f"open loop at {rate:g}/s" if rate else f"closed loop, {connections} connections"
+        self.stdout.write(f"{workload}: {done} requests in {result.elapsed_s:.2f}s ({mode}); "
+                          f"statuses {dict(result.statuses)}")
+        total = sum(used.values())
+        self.stdout.write("CPU seconds during the run (per request, ms):")
+        for kind in ("web", "matcher", "postgres", "redis", "celery", "client"):
+            seconds = used.get(kind, 0.0)
+            self.stdout.write(f"  {kind:<9} {seconds:7.2f}  ({seconds / max(done, 1) * 1000:.3f})")
+        self.stdout.write(f"  {'total':<9} {total:7.2f}  ({total / max(done, 1) * 1000:.3f})")
+        self.stdout.write(
+            f"orders_per_s={int(accepted / result.elapsed_s) if result.elapsed_s else 0} "
+            f"p50_ms={result.percentile_ms(0.50):.1f} p99_ms={result.percentile_ms(0.99):.1f} "
+            f"p999_ms={result.percentile_ms(0.999):.1f}")
+
+
+class _OrderMaker:
+    """LIMIT order bodies around ``mid``: buys below and sells above it unless crossing."""
+
+    def __init__(self, market: Market, mid: D, rng: random.Random):
+        self.market, self.mid, self.rng = market, mid, rng
+        # The smallest quantity (in steps) whose notional meets the market's minimum.
+        self.min_steps = max(1, int(market.min_notional / (mid * market.step_size)) + 1)
+
+    def body(self, *, crossing_share: float, with_client_id: bool) -> bytes:
+        rng, market = self.rng, self.market
+        side = rng.choice(["BUY", "SELL"])
+        offset = D(rng.randint(1, 20)) * market.tick_size
+        crossing = rng.random() < crossing_share
+        below = (side == "BUY") != crossing
+        price = self.mid - offset if below else self.mid + offset
+        order = {"market": market.symbol, "side": side, "type": "LIMIT", "price": str(price),
+                 "quantity": str(market.step_size * self.min_steps * rng.randint(1, 5))}
+        if with_client_id:
+            order["client_order_id"] = uuid.uuid4().hex
+        return json.dumps(order).encode()

@@ -1,0 +1,484 @@
+"""The fast path of order entry: signed POST and DELETE on /api/v1/orders, natively async.
+
+Why it exists: under Django's ASGI handler every request crosses the
+synchronous middleware and view in worker threads, and DRF builds its
+serializers anew; that alone costs more CPU per request than the whole
+order path is allowed. This ASGI handler serves the hottest endpoints for
+API-key-signed requests without leaving the event loop:
+
+- ``POST /api/v1/orders`` (place), ``DELETE /api/v1/orders/{id}`` (cancel),
+  ``DELETE /api/v1/orders?market=`` (cancel all);
+- per placed order: one Redis round trip before the database (the change
+  token of the per-process caches, the market's heartbeat with its reference
+  prices, and the admission script: failed-attempt limits, replay, every
+  rate limit), one PostgreSQL statement (``orders_order_place``: hold,
+  order, events), one Redis round trip after commit (the stream command
+  and the outbox relay's wake-up).
+
+The contract is the Django views' (``orders/api/views.py``), which stay the
+reference and serve everything this path does not take: the same checks in
+the same order (``exchange.apikeys.credentials``, the views' input
+serializers, ``orders.rules`` through ``orders.entry``), errors rendered by
+the same exception handler, the same bodies and headers.
+``tests/orders/test_fastpath.py`` sends a corpus of requests to both doors
+and compares the answers.
+
+What this path takes: the method and path above, an ``X-API-KEY`` header,
+and for POST a ``Content-Type`` of ``application/json`` and a
+``Content-Length`` of at most 64 KiB. Anything else goes to Django.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import asyncpg
+import orjson
+from django.conf import settings
+from django.http import Http404, QueryDict
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.exceptions import ValidationError
+
+from exchange.apikeys import credentials as creds
+from exchange.apikeys.models import TRADE
+from exchange.core import aio, localcache
+from exchange.core.errors import ApplicationError, ServiceUnavailable, api_exception_handler
+from exchange.core.middleware import valid_request_id
+from exchange.core.net import client_ip_of
+from exchange.core.parsers import parse_json_body
+from exchange.core.resp import ReplyError
+from exchange.core.config import redis_db_of
+from exchange.core.throttling import ADMISSION_LUA, ADMITTED, REPLAYED, Admission, auth_failure_record, request_scopes
+from exchange.live import protocol
+from exchange.models import Market
+from exchange.outbox.services import KICK_KEY
+from exchange.selectors import market_get_cached, market_peek
+from matching import stream
+from orders import batching, entry
+from orders.representations import order_representation
+from orders.rules import OrderRequest
+from wallet.fees import fee_rates_cached, fee_rates_peek
+
+logger = logging.getLogger(__name__)
+
+ORDERS_PATH = "/api/v1/orders"
+_DETAIL_PATH = re.compile(r"/api/v1/orders/([0-9]+)")
+BODY_MAX = 64 * 1024
+AUTH_HEADER = 'ApiKey realm="api"'
+
+# Headers Django's middleware and DRF put on these views' responses (the
+# differential test checks them).
+_COMMON_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+_allow: dict[str, bytes] = {}
+
+
+def _allow_header(kind: str) -> bytes:
+    """DRF's ``Allow`` header of the view this request would have reached."""
+    if not _allow:
+        from orders.api.views import OrderCollectionApi, OrderDetailApi
+
+        for kind, view_class in (("collection", OrderCollectionApi), ("detail", OrderDetailApi)):
+            view = view_class()
+            view.setup(None)  # as a request would (Django adds HEAD for views with GET)
+            _allow[kind] = ", ".join(view.allowed_methods).encode()
+    return _allow["detail" if kind == "cancel" else "collection"]
+
+# Whether the user has a live WebSocket connection: members of their private
+# group in the channel layer's database (channels-redis scores members with
+# the time they joined and drops them after its group expiry), asked in the
+# same pipeline; SELECT in a script does not change the connection's database.
+_LIVE_LUA = """
+redis.call('SELECT', ARGV[1])
+return redis.call('ZCOUNT', ARGV[2], ARGV[3], '+inf')
+"""
+_LIVE_SHA = hashlib.sha1(_LIVE_LUA.encode()).hexdigest()
+_ADMISSION_SHA = hashlib.sha1(ADMISSION_LUA.encode()).hexdigest()
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    client_ip: str
+    kind: str  # "place", "cancel", "cancel_all"
+    order_id: int | None = None
+    body: bytes = b""
+    request_id: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def _route(scope) -> _Request | None:
+    """The request if this path serves it, else None (Django does)."""
+    method = scope["method"]
+    path = scope["path"]
+    if path == ORDERS_PATH:
+        if method == "POST":
+            kind = "place"
+        elif method == "DELETE":
+            kind = "cancel_all"
+        else:
+            return None
+        order_id = None
+    elif method == "DELETE" and (match := _DETAIL_PATH.fullmatch(path)):
+        kind, order_id = "cancel", int(match.group(1))
+    else:
+        return None
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        if name in headers:
+            return None  # a repeated header: Django's rules for joining them apply
+        headers[name] = raw_value.decode("latin-1")
+    if "x-api-key" not in headers:
+        return None
+    if kind == "place":
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        length = headers.get("content-length")
+        if content_type != "application/json" or length is None or not length.isdigit() or int(length) > BODY_MAX:
+            return None
+    try:
+        query_string = scope.get("query_string", b"").decode()
+    except UnicodeDecodeError:
+        return None
+    client = scope.get("client") or ("", 0)
+    return _Request(method, path, query_string, headers, client_ip_of(client[0] or "", headers.get("x-forwarded-for")),
+                    kind, order_id)
+
+
+class FastOrderEntry:
+    """ASGI application: the endpoints above for signed requests; ``fallback`` serves the rest."""
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            request = _route(scope)
+            if request is not None:
+                await self._serve(request, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+    async def _serve(self, request: _Request, receive, send) -> None:
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request.body = bytes(body)
+        supplied = request.header("x-request-id") or ""
+        request.request_id = supplied if valid_request_id(supplied) else uuid.uuid4().hex
+        try:
+            handler = {"place": _place, "cancel": _cancel, "cancel_all": _cancel_all}[request.kind]
+            status, data, headers = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - rendered as the API renders it
+            status, data, headers = _error_response(request, exc)
+        await _send(send, request, status, data, headers)
+
+
+async def _send(send, request: _Request, status: int, data, headers: list) -> None:
+    payload = orjson.dumps(data).replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    response_headers = [
+        *_COMMON_HEADERS,
+        (b"content-length", str(len(payload)).encode()),
+        (b"allow", _allow_header(request.kind)),
+        (b"x-request-id", request.request_id.encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _error_response(request: _Request, exc: Exception) -> tuple[int, dict, list]:
+    if isinstance(exc, (creds.ApiKeyAuthenticationFailed, exceptions.NotAuthenticated)):
+        exc.auth_header = AUTH_HEADER
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
+        logger.error("dependency unavailable: %s", exc)
+        exc = ServiceUnavailable()
+    response = api_exception_handler(exc, {})
+    if response is None:
+        logger.error("order entry failed", exc_info=exc, extra={"request_id": request.request_id})
+        body = {"code": "INTERNAL_ERROR", "message": "Internal error; it has been logged.", "field": None,
+                "request_id": request.request_id}
+        return 500, body, []
+    headers = [(name.lower().encode(), value.encode()) for name, value in response.items()
+               if name.lower() not in ("content-type", "allow", "vary")]
+    if response.status_code >= 400:
+        logger.warning("%s: %s", "Bad Request" if response.status_code == 400 else response.reason_phrase, request.path,
+                       extra={"status_code": response.status_code, "request_id": request.request_id})
+    return response.status_code, response.data, headers
+
+
+# ----------------------------------------------------------------- steps
+
+
+@dataclass
+class _Admitted:
+    credentials: creds.Credentials
+    heartbeat: bytes | None  # the market's heartbeat, when asked for
+    live: bool  # whether the user has a live WebSocket connection, when asked for
+    caches_dropped: bool  # the per-process caches were dropped while the request was in flight
+
+
+async def _admit(request: _Request, *, symbol: str | None = None, live: bool = False) -> _Admitted:
+    """Authentication, the key's permission and admission (replay, rate limits), in DRF's order,
+    plus what else the request needs from Redis, in one round trip."""
+    key_id = request.header("x-api-key")
+    try:
+        headers = creds.parse_headers(request.header, query_string=request.query_string)
+        credentials = creds.credentials_cached(headers.key_id) or await aio.in_thread(
+            creds.credentials_get, headers.key_id)
+        if credentials is None:
+            raise creds.unknown_key()
+        creds.check_signature(credentials, headers, method=request.method, path=request.path,
+                              query_string=request.query_string, body=request.body)
+        creds.check_state(credentials, client_ip=request.client_ip, now=timezone.now())
+        denied = _permission_error(credentials)
+        admission = (Admission().check_failures(ip=request.client_ip, key_id=key_id)
+                     .check_replay(headers.signature, creds.replay_ttl_ms(headers)))
+        if denied is None:  # DRF counts rate limits only once the permission check passed
+            for scope in request_scopes(authenticated=True, view_scope="orders"):
+                admission.count(scope, f"key:{credentials.pk}")
+        seen = localcache.current_token()
+        status, wait_s, heartbeat, live_members = await _pipeline(
+            admission, symbol=symbol, live_user_id=credentials.user_id if live else None)
+        if status == REPLAYED:
+            raise creds.replayed()
+        if status != ADMITTED:
+            raise exceptions.Throttled(wait_s)
+        caches_dropped = localcache.current_token() != seen
+        if caches_dropped:  # check the key again, fresh
+            credentials = await aio.in_thread(creds.credentials_get, headers.key_id)
+            if credentials is None:
+                raise creds.unknown_key()
+            creds.check_state(credentials, client_ip=request.client_ip, now=timezone.now())
+            denied = _permission_error(credentials)
+    except creds.ApiKeyAuthenticationFailed:
+        wait_s = await aio.in_thread(auth_failure_record, ip=request.client_ip, key_id=key_id)
+        if wait_s is not None:
+            raise exceptions.Throttled(wait_s) from None
+        raise
+    if denied is not None:
+        raise denied
+    return _Admitted(credentials, heartbeat, live_members > 0, caches_dropped)
+
+
+def _permission_error(credentials: creds.Credentials) -> exceptions.PermissionDenied | None:
+    if credentials.has_permission(TRADE):
+        return None
+    return exceptions.PermissionDenied("This API key lacks the 'trade' permission.", code="API_KEY_PERMISSION_DENIED")
+
+
+async def _pipeline(admission: Admission, *, symbol: str | None, live_user_id: int | None):
+    """(admission status, seconds to wait, the heartbeat or None, live connections) in one round trip;
+    the change token read on the way drops the caches if it moved."""
+    keys, args = admission.keys_and_args()
+    commands = [("GET", localcache.VERSION_KEY), ("EVALSHA", _ADMISSION_SHA, len(keys), *keys, *args)]
+    if symbol is not None:
+        commands.append(("GET", stream.heartbeat_key(symbol)))
+    if live_user_id is not None:
+        commands.append(("EVALSHA", _LIVE_SHA, 0, _channels_db(), f"asgi:group:{protocol.user_group(live_user_id)}",
+                         int(time.time()) - 86400))
+    replies = await _execute(commands)
+    localcache.observe(replies[0])
+    status, wait_s = Admission.verdict(replies[1])
+    heartbeat = replies[2] if symbol is not None else None
+    live = int(replies[-1]) if live_user_id is not None else 0
+    return status, wait_s, heartbeat, live
+
+
+_SCRIPTS = {_ADMISSION_SHA: ADMISSION_LUA, _LIVE_SHA: _LIVE_LUA}
+
+
+async def _execute(commands: list[tuple]) -> list:
+    """Send ``commands`` in one pipeline. A script Redis does not know (it restarted) is loaded
+    and that command alone sent again: a script either ran whole or not at all."""
+    client = aio.redis_client()
+    replies = await client.execute(commands)
+    for index, reply in enumerate(replies):
+        if isinstance(reply, ReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise RuntimeError(f"Redis refused {commands[index][0]}: {reply}")
+            script = _SCRIPTS[commands[index][1]]
+            [loaded, replies[index]] = await client.execute([("SCRIPT", "LOAD", script), commands[index]])
+            if isinstance(replies[index], ReplyError):
+                raise RuntimeError(f"Redis refused {commands[index][0]}: {replies[index]}")
+    return replies
+
+
+def _channels_db() -> int:
+    return redis_db_of(settings.REDIS_CHANNELS_URL)
+
+
+_inputs: dict[str, object] = {}
+
+
+def _input(name: str):
+    """One instance per process of the view's input serializer: validating with it
+    (``run_validation``) is what the view does, without building a serializer per request."""
+    serializer = _inputs.get(name)
+    if serializer is None:
+        from orders.api.views import OrderCollectionApi, OrderPlaceInput
+
+        serializer = _inputs[name] = {"place": OrderPlaceInput, "cancel_all": OrderCollectionApi.CancelAllInput}[name]()
+    return serializer
+
+
+def _parse_place(request: _Request) -> tuple[dict | None, Exception | None]:
+    """The validated input of a placement, or the error the view would raise for it: raised
+    later, in the view's place (after authentication, permission and rate limits)."""
+    try:
+        return _input("place").run_validation(parse_json_body(request.body)), None
+    except (ValidationError, exceptions.ParseError) as exc:
+        return None, exc
+
+
+def _market_sync(symbol: str) -> Market | None:
+    try:
+        return market_get_cached(symbol=symbol)
+    except Http404:
+        return None
+
+
+async def _place(request: _Request):
+    fields, invalid = _parse_place(request)
+    market = await _market_for(fields["market"]) if fields is not None else None
+    admitted = await _admit(request, symbol=market.symbol if market is not None else None, live=True)
+    if invalid is not None:
+        raise invalid
+    fields = dict(fields)
+    symbol = fields.pop("market")
+    if admitted.caches_dropped:
+        market = await _market_for(symbol)
+    if market is None:
+        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")
+    order_request = OrderRequest(**fields)
+    user_id = admitted.credentials.user_id
+    pulse = stream.pulse_parse(admitted.heartbeat)
+    try:
+        fallback_price = await _last_price(market) if pulse is None else None
+        prepared = entry.placement_prepare(
+            user_id=user_id, market=market, request=order_request,
+            reference=entry.reference_of(pulse, last_price_fallback=fallback_price), pulse=pulse,
+            fees=await _fee_rates(user_id, market), client_ip=request.client_ip, api_key_id=admitted.credentials.pk)
+    except ApplicationError:
+        # A retry of an order accepted earlier gets that order, whatever changed since.
+        existing = await _existing(user_id, order_request)
+        if existing is None:
+            raise
+        return 200, _render(entry.existing_outcome(existing, order_request, market), market), []
+    outcome = entry.placement_outcome(prepared, await batching.batcher().place(prepared.params))
+    if not outcome.created:
+        return 200, _render(outcome.order, market), []
+    order_id = outcome.order["id"]
+    if admitted.live:  # the PENDING order before the matcher's first message about it
+        await aio.in_thread(_live_order_accepted, order_id, user_id)
+    await _after_commit(market.symbol, stream.NEW, order_id)
+    return 201, _render(outcome.order, market), []
+
+
+async def _market_for(symbol: str) -> Market | None:
+    """The market named ``symbol`` from this process's cache (the ORM in a thread on a miss); None if none."""
+    return market_peek(symbol=symbol) or await aio.in_thread(_market_sync, symbol)
+
+
+def _render(row: dict, market: Market) -> dict:
+    return order_representation(row, symbol=market.symbol, base_code=market.base.code, quote_code=market.quote.code)
+
+
+async def _fee_rates(user_id: int, market: Market):
+    rates = fee_rates_peek(user_id=user_id, market=market)
+    if rates is None:
+        from django.contrib.auth import get_user_model
+
+        rates = await aio.in_thread(fee_rates_cached, user=get_user_model()(pk=user_id), market=market)
+    return rates
+
+
+async def _last_price(market: Market) -> Decimal | None:
+    row = await aio.fetch_one("SELECT last_price FROM matching_marketstate WHERE market_id = %s", market.id)
+    return None if row is None else row["last_price"]
+
+
+async def _existing(user_id: int, request: OrderRequest) -> dict | None:
+    if not request.client_order_id:
+        return None
+    return await aio.fetch_one("SELECT * FROM orders_order WHERE user_id = %s AND client_order_id = %s",
+                               user_id, request.client_order_id)
+
+
+def _live_order_accepted(order_id: int, user_id: int) -> None:
+    from exchange.live.publish import order_accepted_publish
+
+    order_accepted_publish(order_id, user_id)
+
+
+async def _after_commit(symbol: str, kind: str, row_id: int) -> None:
+    """The stream command and the relay's wake-up: one round trip. If Redis fails the command
+    is not lost (its row is committed; the matcher's sweep finds it)."""
+    fields = stream.command_fields(kind, row_id)
+    try:
+        _, kicked = await aio.redis_client().execute([
+            ("XADD", stream.stream_key(symbol), "*", *(item for pair in fields.items() for item in pair)),
+            ("SET", KICK_KEY, 1, "NX", "PX", settings.OUTBOX_KICK_TTL_MS),
+        ])
+    except (OSError, TimeoutError) as exc:
+        logger.warning("XADD failed; the matcher's sweep will pick the command up from the database",
+                       extra={"symbol": symbol, "command": kind, "row_id": row_id, "error": str(exc)})
+        return
+    if kicked and settings.OUTBOX_KICK_ENABLED:
+        await aio.in_thread(_relay_kick)
+
+
+def _relay_kick() -> None:
+    try:
+        from exchange.outbox.tasks import outbox_relay as outbox_relay_task
+
+        outbox_relay_task.apply_async(retry=False)
+    except Exception:  # noqa: BLE001 - the change committed; beat relays it anyway
+        logger.warning("could not kick the outbox relay; beat will run it", exc_info=True)
+
+
+async def _cancel(request: _Request):
+    admitted = await _admit(request)
+    if not 0 < request.order_id <= entry.BIGINT_MAX:
+        raise entry.order_not_found()
+    row = entry.cancel_outcome(await aio.fetch_one(entry.CANCEL_SQL, admitted.credentials.user_id, request.order_id))
+    await _after_commit(row["symbol"], stream.CANCEL, request.order_id)
+    return 202, _render(row, await _market_for(row["symbol"])), []
+
+
+async def _cancel_all(request: _Request):
+    admitted = await _admit(request)
+    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string))["market"]
+    market = await _market_for(symbol)
+    if market is None:
+        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")
+    if market.status == Market.Status.HALTED:
+        raise entry.market_halted_for_cancels()
+    user_id = admitted.credentials.user_id
+    count = (await aio.fetch_one(entry.CANCEL_ALL_SQL, user_id, market.id, market.symbol))["orders_cancel_all"]
+    if count:
+        await _after_commit(market.symbol, stream.CANCEL_ALL, user_id)
+    return 202, {"market": symbol.upper(), "orders_to_cancel": count}, []

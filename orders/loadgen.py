@@ -1,0 +1,227 @@
+"""A signed HTTP load generator for order entry (``manage.py bench_api``), and CPU accounting.
+
+The client is asyncio on uvloop with raw HTTP/1.1 over keep-alive connections:
+it writes each request's bytes and reads the status line, headers and body,
+so that one client process can offer a few thousand signed orders per second
+while costing the machine little (it runs on the same two cores as the
+exchange). Each request is signed anew (``exchange.apikeys.signing``).
+
+Two modes:
+
+- closed loop (``rate=None``): every connection sends its next request as soon
+  as the previous one is answered;
+- open loop (``rate``): requests are due at a fixed rate, each on the next free
+  connection; a request's latency counts from when it was due, not from when a
+  connection was free to send it, so a server that falls behind shows it
+  (no coordinated omission).
+
+``ProcessCpu`` reads the CPU time (user + system) of the processes of each
+kind (web workers, matchers, PostgreSQL, Redis, Celery, this client) from
+/proc before and after a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from exchange.apikeys.signing import signed_headers
+
+Request = tuple[str, str, str, bytes]  # (method, path, query, body)
+
+
+@dataclass
+class Result:
+    latencies_s: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    bodies: list[dict] = field(default_factory=list)  # kept when asked (to cancel what was placed)
+    elapsed_s: float = 0.0
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies_s)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
+
+
+class _Connection:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def send(self, method: str, path: str, query: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        target = path + ("?" + query if query else "")
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split(b" ", 2)[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        payload = await self.reader.readexactly(length) if length else b""
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_load(*, host: str, port: int, connections: int, requests: list[Request], keys: list[tuple[str, str]],
+                   rate: float | None, keep_bodies: bool = False) -> Result:
+    """Send ``requests`` (request i signed with ``keys[i % len(keys)]``) over ``connections``
+    keep-alive connections, closed loop or at ``rate`` per second."""
+    pool = [_Connection(host, port) for _ in range(connections)]
+    await asyncio.gather(*(connection.open() for connection in pool))
+    free: asyncio.Queue[_Connection] = asyncio.Queue()
+    for connection in pool:
+        free.put_nowait(connection)
+    result = Result()
+    if keep_bodies:
+        result.bodies = [None] * len(requests)  # type: ignore[list-item]
+
+    last_ms: dict[str, int] = {}
+
+    async def one(index: int, due: float) -> None:
+        connection = await free.get()
+        method, path, query, body = requests[index]
+        key_id, secret = keys[index % len(keys)]
+        # A distinct timestamp per request of a key: two identical requests signed in the
+        # same millisecond would be one signature, the second refused as a replay.
+        timestamp_ms = max(time.time_ns() // 1_000_000, last_ms.get(key_id, 0) + 1)
+        last_ms[key_id] = timestamp_ms
+        headers = signed_headers(key_id, secret, method, path, query or None, body, timestamp_ms=timestamp_ms)
+        headers["Content-Type"] = "application/json"
+        try:
+            status, payload = await connection.send(method, path, query, body, headers)
+        finally:
+            free.put_nowait(connection)
+        result.latencies_s.append(time.perf_counter() - due)
+        result.statuses[status] += 1
+        if keep_bodies:
+            result.bodies[index] = json.loads(payload) if payload else None
+
+    started = time.perf_counter()
+    tasks = []
+    if rate is None:
+        async def worker(indexes):
+            for index in indexes:
+                await one(index, time.perf_counter())
+        tasks = [asyncio.ensure_future(worker(range(i, len(requests), connections))) for i in range(connections)]
+    else:
+        interval = 1.0 / rate
+        for index in range(len(requests)):
+            due = started + index * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(index, due)))
+    await asyncio.gather(*tasks)
+    result.elapsed_s = time.perf_counter() - started
+    for connection in pool:
+        connection.close()
+    return result
+
+
+def run(**kwargs) -> Result:
+    try:
+        import uvloop
+
+        return uvloop.run(run_load(**kwargs))
+    except ImportError:
+        return asyncio.run(run_load(**kwargs))
+
+
+# --------------------------------------------------------------------- CPU
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} of every process."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry)] = (parent, cmdline)
+    return found
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessCpu:
+    """CPU seconds used by each kind of process of one exchange between ``start()`` and ``stop()``.
+
+    A kind is the processes whose command line matches, and their descendants
+    (PostgreSQL's backends, Celery's pool, each web worker); PostgreSQL and Redis
+    are the servers whose command line names ``data_dir`` (the embedded ones of
+    this exchange, not those of another run on the same machine)."""
+
+    def __init__(self, data_dir: str):
+        self.roots: dict[str, Callable[[str], bool]] = {
+            "web": lambda cmd: "exchange.server" in cmd,
+            "matcher": lambda cmd: "run_matcher" in cmd,
+            "postgres": lambda cmd: "postgres" in cmd and data_dir in cmd,
+            "redis": lambda cmd: "redis-server" in cmd and data_dir in cmd,
+            "celery": lambda cmd: "celery" in cmd and "-A exchange" in cmd,
+        }
+
+    def _by_kind(self) -> dict[int, str]:
+        processes = _processes()
+        kinds: dict[int, str] = {}
+        for pid, (_, cmd) in processes.items():
+            kind = next((name for name, match in self.roots.items() if match(cmd)), None)
+            if kind is not None:
+                kinds[pid] = kind
+        changed = True
+        while changed:  # descendants take their ancestor's kind
+            changed = False
+            for pid, (parent, _) in processes.items():
+                if pid not in kinds and parent in kinds:
+                    kinds[pid] = kinds[parent]
+                    changed = True
+        kinds.pop(os.getpid(), None)
+        return kinds
+
+    def start(self) -> None:
+        self.before = {pid: _cpu_s(pid) for pid in self._by_kind()}
+        self.self_before = time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        used: Counter = Counter()
+        for pid, kind in self._by_kind().items():
+            used[kind] += max(0.0, _cpu_s(pid) - self.before.get(pid, 0.0))
+        used["client"] = time.process_time() - self.self_before
+        return dict(used)
+
+
+def new_client_order_id() -> str:
+    return uuid.uuid4().hex
