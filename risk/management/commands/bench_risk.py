@@ -15,9 +15,10 @@ Reported: p50/p99 of the CPU part (plan + verdict, in this process), of the
 Lua call's round trip, and of the three together; the script's own time in
 Redis per call (INFO commandstats), next to a script that does nothing (the
 scale on a shared machine); CPU per call of this process and of the Redis
-server. Then, as on the order path, a pipeline of the change token and
-a throttle script timed with and without the risk check in it (alternately,
-``--calls``/2 each), whose difference is what the check adds to an order.
+server. Then the order path's first Redis round trip (orders/fastpath.py:
+the change token, the admission script, the market's heartbeat) timed with
+and without the risk check in it (plan, script, verdict; alternately,
+``--calls``/2 each): the difference is what the check adds to an order.
 The last line is machine-readable:
 ``check_p99_us=<cpu part p99> lua_server_us=<mean> total_p99_us=<all three, p99>``.
 What the order path adds is the CPU part plus the script's time in Redis
@@ -125,21 +126,29 @@ class Command(BaseCommand):
         calls_after, usec_after = _evalsha_stats(client)
         trivial_us = (usec_after - usec_before) / max(1, calls_after - calls_before)
 
-        # In a pipeline, as on the order path: the change token and a throttle script (stand-ins for
-        # what the order sends anyway) with and without the risk script, alternately.
+        # In a pipeline, as the order path's (orders/fastpath.py) first round trip: the change
+        # token, the admission script (replay and rate limits) and the market's heartbeat, with
+        # and without the risk script, alternately.
         from exchange.core.localcache import VERSION_KEY
-        from exchange.core.throttling import _SLIDING_WINDOW_LUA
+        from exchange.core.throttling import ADMISSION_LUA, Admission, request_scopes
+        from matching import stream
 
-        throttle = client.register_script(_SLIDING_WINDOW_LUA)
-        throttle(keys=["bench-throttle:warm-up"], args=[1, 1000, 0], client=client)  # loaded: EVALSHA below
+        admission_sha = client.script_load(ADMISSION_LUA)
+        heartbeat = stream.heartbeat_key(market.symbol)
         without, with_risk = [], []
         for index in range(calls // 2):
             person = people[index % users]
             for timings, risk_on in ((without, False), (with_risk, True)):
                 t0 = perf()
+                admission = Admission().check_failures(ip="203.0.113.9", key_id="bench").check_replay(
+                    f"bench-{market.symbol}-{index}-{risk_on}", 5000)
+                for scope in request_scopes(authenticated=True, view_scope="orders"):
+                    admission.count(scope, f"key:bench-{person.pk}")
+                keys, args = admission.keys_and_args()
                 pipe = client.pipeline(transaction=False)
                 pipe.get(VERSION_KEY)
-                pipe.evalsha(throttle.sha, 1, f"bench-throttle:{person.pk}", 10**9, 1000, index)
+                pipe.evalsha(admission_sha, len(keys), *keys, *args)
+                pipe.get(heartbeat)
                 if risk_on:
                     plan = check(person, f"p{index}", time.time_ns() // 1_000_000)
                     pipe.evalsha(script.sha, len(plan.keys), *plan.keys, *plan.args)
@@ -150,8 +159,7 @@ class Command(BaseCommand):
         without.sort()
         with_risk.sort()
         for person in people:
-            client.delete(counters.counters_key(person.pk), counters.open_key(person.pk), f"bench-throttle:{person.pk}")
-        client.delete("bench-throttle:warm-up")
+            client.delete(counters.counters_key(person.pk), counters.open_key(person.pk))
         for values in (cpu_part, rtt, total):
             values.sort()
         self.stdout.write(f"{calls} checks over {users} users on {market.symbol} in {elapsed_s:.1f} s "
@@ -165,7 +173,7 @@ class Command(BaseCommand):
                           f"p99 {_percentile(total, 0.99):.1f} us")
         self.stdout.write(f"CPU per check: this process {process_cpu / calls * 1e6:.1f} us, "
                           f"Redis server {redis_cpu / calls * 1e6:.1f} us")
-        self.stdout.write(f"order pipeline (token + throttle), {len(without)} each: without risk p50 "
+        self.stdout.write(f"order pipeline (token, admission, heartbeat), {len(without)} each: without risk p50 "
                           f"{_percentile(without, 0.5):.1f} us p99 {_percentile(without, 0.99):.1f} us; with risk p50 "
                           f"{_percentile(with_risk, 0.5):.1f} us p99 {_percentile(with_risk, 0.99):.1f} us")
         self.stdout.write(f"check_p99_us={_percentile(cpu_part, 0.99):.1f} lua_server_us={lua_server_us:.1f} "
