@@ -12,7 +12,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -37,14 +37,6 @@ from risk.models import (
 )
 
 Kind = TradingRestriction.Kind
-
-
-def _apply_or_raise(call):
-    """Run a service for a form: its ApplicationError becomes a form error."""
-    try:
-        return call()
-    except ApplicationError as error:
-        raise forms.ValidationError(f"{error.code}: {error.message}") from None
 
 
 # ----------------------------------------------------------------- limits
@@ -297,7 +289,10 @@ class RiskAlertAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if "assignee" in form.changed_data:
-            _apply_or_raise(lambda: services.alert_assign(alert=obj, assignee=obj.assignee, actor=request.user))
+            try:
+                services.alert_assign(alert=obj, assignee=obj.assignee, actor=request.user)
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.ERROR)
 
 
 # ------------------------------------------------------------ surveillance
@@ -420,8 +415,11 @@ class TraderAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
+        active = TradingRestriction.objects.filter(user=OuterRef("pk"), lifted_at__isnull=True)
         return super().get_queryset(request).select_related("profile").annotate(
-            unresolved=Count("risk_alerts", filter=~Q(risk_alerts__status=RiskAlert.Status.RESOLVED)))
+            unresolved=Count("risk_alerts", filter=~Q(risk_alerts__status=RiskAlert.Status.RESOLVED)),
+            frozen=Exists(active.filter(kind=Kind.USER_FROZEN)),
+            cancel_only=Exists(active.filter(kind=Kind.USER_CANCEL_ONLY)))
 
     def has_add_permission(self, request):
         return False
@@ -439,8 +437,7 @@ class TraderAdmin(admin.ModelAdmin):
 
     @admin.display(description="trading")
     def trading_state(self, obj):
-        kinds = set(TradingRestriction.objects.filter(user=obj, lifted_at__isnull=True).values_list("kind", flat=True))
-        return "FROZEN" if Kind.USER_FROZEN in kinds else "CANCEL_ONLY" if Kind.USER_CANCEL_ONLY in kinds else "ACTIVE"
+        return "FROZEN" if obj.frozen else "CANCEL_ONLY" if obj.cancel_only else "ACTIVE"
 
     @admin.display(description="effective limits (per market)")
     def effective_limits(self, obj):

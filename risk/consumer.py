@@ -105,7 +105,7 @@ class _PassOver(Exception):
     """The pass used its time: the entry being read is left for the next pass."""
 
 
-def consume(*, max_seconds: float = 20.0, max_rebuilds: int = 1000) -> int:
+def consume(*, max_seconds: float = 5.0, max_rebuilds: int = 1000) -> int:
     """Handle what the streams hold, for at most about ``max_seconds`` (well inside the
     lock's expiry); returns how many events had an effect. Does nothing when another
     process is consuming: one reader at a time keeps each market's trades in order."""

@@ -92,6 +92,11 @@ def test_one_click_kill_switches_ask_for_a_reason(client, staff, live_market, tr
     drain(matcher)
     assert Market.objects.get(pk=live_market.pk).status == "TRADING"
 
+    added = client.post("/admin/risk/tradingrestriction/add/", {"kind": "USER_FROZEN", "user": bob.pk,
+                                                                 "reason": "from the add form"})
+    assert added.status_code == 302, added.content
+    assert TradingRestriction.objects.get(reason="from the add form").created_by == operator
+    action(client, "/admin/risk/trader/", "resume", [bob.pk], reason="cleared again")
     restriction_set(kind="USER_CANCEL_ONLY", user=bob, reason="again")
     listing = client.get("/admin/risk/tradingrestriction/", {"lifted_at__isempty": "1"})
     assert b"again" in listing.content and b"chargebacks" not in listing.content
