@@ -15,7 +15,6 @@ from exchange.core.errors import ApplicationError
 from exchange.models import Market
 from matching import stream
 from matching.worker.matcher import Matcher
-from orders.models import Order
 from orders.services import order_amend, order_cancel, orders_cancel_all
 from risk.models import TradingRestriction
 from tests.factories import AssetFactory, MarketFactory
@@ -65,7 +64,7 @@ def test_freezing_a_user_rejects_their_queued_orders_and_cancels_their_open_ones
     order still queued in the stream is REJECTED by the matcher with RISK_USER_FROZEN and its
     hold released; resting orders in both markets are cancelled; other users trade on."""
     alice, bob = traders[:2]
-    eth_market, eth_matcher = eth
+    _, eth_matcher = eth
     resting = place(alice, "BUY", price="99", quantity="1")
     resting_eth = place(alice, "SELL", symbol="ETH-USDT", price="11", quantity="2")
     drain(matcher)
@@ -138,7 +137,7 @@ def test_halting_the_exchange_stops_every_matcher(live_market, traders, matcher,
     every market becomes HALTED; a market cannot be resumed alone; resume-all resumes both,
     except a market halted on its own, which stays halted."""
     alice = traders[0]
-    eth_market, eth_matcher = eth
+    _, eth_matcher = eth
     queued = [place(alice, "BUY", price="99", quantity="1"), place(alice, "BUY", symbol="ETH-USDT", price="9",
                                                                     quantity="1")]
     kill_switch("halt-all", "--reason", "exchange-wide incident")
