@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from exchange.admin_actions import reason_action
+from exchange.audit.admin import AuditedModelAdmin
 from exchange.branding import Branding, branding_save
 from exchange.models import Asset, Market
 from exchange.outbox.services import market_changed_emit
@@ -12,7 +13,8 @@ admin.site.index_title = "Operations"
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(AuditedModelAdmin):
+    audit_prefix = "ASSET"
     list_display = ("code", "name", "precision", "created_at")
     search_fields = ("code", "name")
 
@@ -23,7 +25,8 @@ class AssetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Market)
-class MarketAdmin(admin.ModelAdmin):
+class MarketAdmin(AuditedModelAdmin):
+    audit_prefix = "MARKET"
     list_display = (
         "symbol",
         "status",
@@ -43,11 +46,14 @@ class MarketAdmin(admin.ModelAdmin):
             title=f"Set status {status}",
             description=f"The markets' matchers will switch them to {status} in sequence with their orders.",
             permission="change",
-            apply=lambda market, actor, reason, status=status: market_status_request(
-                market=market, new_status=status, actor=actor, reason=reason),
+            apply=lambda market, actor, reason, audit, status=status: market_status_request(
+                market=market, new_status=status, actor=actor, reason=reason, audit=audit),
         )
         for status in Market.Status.values
     ]
+
+    def audit_market(self, market) -> str:
+        return market.symbol
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -61,8 +67,10 @@ class MarketAdmin(admin.ModelAdmin):
 
 
 @admin.register(Branding)
-class BrandingAdmin(admin.ModelAdmin):
+class BrandingAdmin(AuditedModelAdmin):
     """Operators edit the branding (change permission); compliance and support only view it."""
+
+    audit_prefix = "BRANDING"
 
     list_display = ("operator_name", "short_name", "is_active", "primary_colour", "accent_colour", "updated_at")
     readonly_fields = ("updated_at",)
@@ -76,5 +84,6 @@ class BrandingAdmin(admin.ModelAdmin):
         branding_save(branding=obj)
 
 
+import exchange.accounts.admin  # noqa: E402,F401  (audited user and role pages)
 import exchange.apikeys.admin  # noqa: E402,F401  (registers ApiKeyAdmin)
 import exchange.outbox.admin  # noqa: E402,F401  (registers OutboxEventAdmin)

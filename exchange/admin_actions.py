@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
+from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
 
 
@@ -15,8 +16,9 @@ class ReasonForm(forms.Form):
 
 
 def reason_action(*, name: str, title: str, description: str, permission: str, apply):
-    """An admin action that asks for a reason, then calls ``apply(obj, actor, reason)``
-    (a service) for each selected object and reports errors per object."""
+    """An admin action that asks for a reason, then calls ``apply(obj, actor, reason, audit)``
+    (a service; ``audit`` is the request's ``audit_context``) for each selected object and
+    reports errors per object."""
 
     def action(modeladmin, request, queryset):
         form = ReasonForm(request.POST if request.POST.get("confirm") else None)
@@ -24,7 +26,7 @@ def reason_action(*, name: str, title: str, description: str, permission: str, a
             done = 0
             for obj in queryset:
                 try:
-                    apply(obj, request.user, form.cleaned_data["reason"])
+                    apply(obj, request.user, form.cleaned_data["reason"], audit_context(request))
                     done += 1
                 except ApplicationError as exc:
                     modeladmin.message_user(request, f"{obj}: {exc.message}", messages.ERROR)

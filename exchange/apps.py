@@ -9,6 +9,7 @@ class ExchangeConfig(AppConfig):
         # Registered by import: the OpenAPI description of API key
         # authentication and the system checks of API keys.
         from exchange.apikeys import checks, schema  # noqa: F401
+        from exchange.audit import signals  # noqa: F401  (LOGIN, LOGOUT, LOGIN_FAILED rows)
         from exchange.outbox import metrics
 
         metrics.register()  # outbox backlog, lag and totals on /metrics

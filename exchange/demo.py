@@ -14,6 +14,8 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, snapshot
 from exchange.models import Asset, Market
 from exchange.roles import COMPLIANCE, roles_sync
 from risk.models import SurveillanceExemption
@@ -76,11 +78,20 @@ DEMO_USERS = [
 
 
 @transaction.atomic
-def demo_load(*, password: str) -> None:
-    roles = roles_sync()
+def demo_load(*, password: str, audit: dict | None = None) -> None:
+    """Load what is missing; what it creates is audited (``audit``: who loads it, default the process)."""
+    audit = audit or {}
+
+    def created(action: str, obj, **extra) -> None:
+        audit_log_record(action=action, object_type=obj._meta.label_lower, object_id=obj.pk, after=snapshot(obj),
+                         **extra, **audit)
+
+    roles = roles_sync(audit=audit)
     assets = {}
     for code, name, precision in DEMO_ASSETS:
-        assets[code], _ = Asset.objects.get_or_create(code=code, defaults={"name": name, "precision": precision})
+        assets[code], new = Asset.objects.get_or_create(code=code, defaults={"name": name, "precision": precision})
+        if new:
+            created(actions.ASSET_CREATE, assets[code])
     for spec in DEMO_MARKETS:
         fields = dict(spec, base=assets[spec["base"]], quote=assets[spec["quote"]])
         symbol = fields.pop("symbol")
@@ -88,6 +99,7 @@ def demo_load(*, password: str) -> None:
             market = Market(symbol=symbol, **fields)
             market.full_clean()
             market.save()
+            created(actions.MARKET_CREATE, market, market=symbol)
     User = get_user_model()
     users = {}
     for spec in DEMO_USERS:
@@ -98,6 +110,7 @@ def demo_load(*, password: str) -> None:
             user.is_staff = spec.staff
             user.set_password(password)
             user.save()
+            created(actions.USER_CREATE, user, subject_user=user)
         if spec.group:
             user.groups.add(roles[spec.group])
         users[spec.username] = user

@@ -7,7 +7,9 @@
 - Compliance: read-only on everything, for investigations and exports.
 
 ``roles_sync()`` (re)creates the groups with exactly these permissions; it
-runs on ``migrate`` of the demo and with ``manage.py sync_roles``.
+runs on ``migrate`` of the demo and with ``manage.py sync_roles``. A group it
+creates or whose permissions it changes gets its ROLE_CREATE / ROLE_CHANGE
+audit row.
 """
 
 from __future__ import annotations
@@ -39,16 +41,30 @@ ROLE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def _names(permissions) -> list[str]:
+    return sorted(f"{p.content_type.app_label}.{p.codename}" for p in permissions)
+
+
 @transaction.atomic
-def roles_sync() -> dict[str, Group]:
+def roles_sync(*, audit: dict | None = None) -> dict[str, Group]:
+    from exchange.audit import actions
+    from exchange.audit.services import audit_log_record
+
     groups = {}
     for role, grants in ROLE_GRANTS.items():
-        group, _ = Group.objects.get_or_create(name=role)
+        group, created = Group.objects.get_or_create(name=role)
+        before = _names(group.permissions.select_related("content_type"))
         permissions = []
         for app_label, verbs in grants.items():
-            for permission in Permission.objects.filter(content_type__app_label=app_label):
+            candidates = Permission.objects.filter(content_type__app_label=app_label).select_related("content_type")
+            for permission in candidates:
                 if permission.codename.split("_", 1)[0] in verbs:
                     permissions.append(permission)
         group.permissions.set(permissions)
+        after = _names(permissions)
+        if created or before != after:
+            audit_log_record(action=actions.ROLE_CREATE if created else actions.ROLE_CHANGE, object_type="auth.group",
+                             object_id=group.pk, before=None if created else {"permissions": before},
+                             after={"name": role, "permissions": after}, **(audit or {}))
         groups[role] = group
     return groups

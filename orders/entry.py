@@ -30,8 +30,10 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from exchange.audit.services import USER_AGENT_LENGTH_MAX
 from exchange.core.errors import ApplicationError, ServiceUnavailable
 from exchange.core.fields import decimal_to_str
+from exchange.core.net import parse_ip
 from exchange.models import Market
 from matching.stream import Pulse
 from orders.models import MARKET_LIKE_TYPES, TimeInForce
@@ -44,20 +46,60 @@ PLACE_SQL = (
     "SELECT r.outcome, (r.placed).*, r.available, r.held, r.asset_code FROM orders_order_place("
     "%s::integer, %s::bigint, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::numeric, "
     "%s::numeric, %s::numeric, %s::numeric, %s::varchar, %s::bigint, %s::numeric, %s::numeric, %s::numeric, "
-    "%s::inet, %s::bigint, %s::text) r"
+    "%s::inet, %s::bigint, %s::text, %s::text, %s::varchar) r"
 )
 # Several placements in one statement (orders_order_place_many: the same arguments as arrays).
 PLACE_MANY_SQL = (
     "SELECT b.ordinal, b.outcome, (b.placed).*, b.available, b.held, b.asset_code FROM orders_order_place_many("
     "%s::integer[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
     "%s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::varchar[], %s::bigint[], %s::numeric[], "
-    "%s::numeric[], %s::numeric[], %s::inet[], %s::bigint[], %s::text[]) b ORDER BY b.ordinal"
+    "%s::numeric[], %s::numeric[], %s::inet[], %s::bigint[], %s::text[], %s::text[], %s::varchar[]) b "
+    "ORDER BY b.ordinal"
 )
-CANCEL_SQL = "SELECT r.outcome, (r.cancelled).*, r.symbol FROM orders_order_cancel(%s::integer, %s::bigint) r"
-CANCEL_ALL_SQL = "SELECT orders_cancel_all(%s::integer, %s::bigint, %s::varchar)"
+CANCEL_SQL = (
+    "SELECT r.outcome, (r.cancelled).*, r.symbol FROM orders_order_cancel("
+    "%s::integer, %s::bigint, %s::bigint, %s::bigint, %s::inet, %s::text, %s::varchar) r"
+)
+CANCEL_ALL_SQL = (
+    "SELECT orders_cancel_all(%s::integer, %s::bigint, %s::varchar, %s::bigint, %s::bigint, %s::inet, %s::text, "
+    "%s::varchar)"
+)
 BIGINT_MAX = 2**63 - 1
 
 ACCEPTED, EXISTING, INSUFFICIENT_FUNDS = "ACCEPTED", "EXISTING", "INSUFFICIENT_FUNDS"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asks, recorded with the order and in its audit row: the client's address, the API
+    key that signed the request (None for a session), the staff member acting for the user
+    (None when the user acts), the user agent and the request id."""
+
+    ip: str | None = None
+    api_key_id: int | None = None
+    staff_id: int | None = None
+    user_agent: str = ""
+    request_id: str = ""
+
+    @classmethod
+    def of(cls, audit: dict | None) -> "Origin":
+        """From ``exchange.audit.services.audit_context(request)`` (or None: the system)."""
+        audit = audit or {}
+        api_key, staff = audit.get("actor_api_key"), audit.get("actor_staff")
+        return cls.clean(ip=audit.get("ip") or None, api_key_id=getattr(api_key, "pk", api_key),
+                         staff_id=getattr(staff, "pk", staff), user_agent=audit.get("user_agent") or "",
+                         request_id=audit.get("request_id") or "")
+
+    @classmethod
+    def clean(cls, *, ip, api_key_id, staff_id=None, user_agent="", request_id="") -> "Origin":
+        """What a client sent, made storable: an address that is not one dropped, NUL characters
+        removed, texts cut to their column (docs/AUDIT.md, "From SQL")."""
+        address = parse_ip(ip) if ip else None
+        return cls(str(address) if address is not None else None, api_key_id, staff_id,
+                   user_agent.replace("\x00", "")[:USER_AGENT_LENGTH_MAX], request_id.replace("\x00", "")[:64])
+
+    def cancel_params(self) -> tuple:
+        return (self.api_key_id, self.staff_id, self.ip, self.user_agent, self.request_id)
 
 
 def reference_of(pulse: Pulse | None, *, last_price_fallback: Decimal | None = None) -> Reference:
@@ -91,8 +133,7 @@ class Prepared:
 
 
 def placement_prepare(*, user_id: int, market: Market, request: OrderRequest, reference: Reference,
-                      pulse: Pulse | None, fees: FeeRates, client_ip: str | None,
-                      api_key_id: int | None) -> Prepared:
+                      pulse: Pulse | None, fees: FeeRates, origin: Origin) -> Prepared:
     """Check ``request`` against the market's rules; the arguments of PLACE_SQL. Raises ApplicationError."""
     checked = order_check(market=market, request=request, reference=reference)
     require_matcher(market, pulse)
@@ -102,7 +143,8 @@ def placement_prepare(*, user_id: int, market: Market, request: OrderRequest, re
         checked.side, checked.type, checked.time_in_force, checked.price, checked.stop_price,
         checked.quantity, checked.quote_quantity, checked.stp_mode,
         hold_asset.id, checked.hold_amount, fees.maker, fees.taker,
-        client_ip or None, api_key_id, f"{checked.side} {checked.type} {market.symbol}",
+        origin.ip, origin.api_key_id, f"{checked.side} {checked.type} {market.symbol}", origin.user_agent,
+        origin.request_id,
     )
     return Prepared(market, request, checked, params)
 

@@ -381,7 +381,7 @@ async def _place(request: _Request):
         prepared = entry.placement_prepare(
             user_id=user_id, market=market, request=order_request,
             reference=entry.reference_of(pulse, last_price_fallback=fallback_price), pulse=pulse,
-            fees=await _fee_rates(user_id, market), client_ip=request.client_ip, api_key_id=admitted.credentials.pk)
+            fees=await _fee_rates(user_id, market), origin=_origin(request, admitted))
     except ApplicationError:
         # A retry of an order accepted earlier gets that order, whatever changed since.
         existing = await _existing(user_id, order_request)
@@ -401,6 +401,12 @@ async def _place(request: _Request):
 async def _market_for(symbol: str) -> Market | None:
     """The market named ``symbol`` from this process's cache (the ORM in a thread on a miss); None if none."""
     return market_peek(symbol=symbol) or await aio.in_thread(_market_sync, symbol)
+
+
+def _origin(request: _Request, admitted: _Admitted) -> entry.Origin:
+    """Who asks, for the order and its audit row (as ``audit_context`` says for the Django door)."""
+    return entry.Origin.clean(ip=request.client_ip, api_key_id=admitted.credentials.pk,
+                              user_agent=request.header("user-agent") or "", request_id=request.request_id)
 
 
 def _render(row: dict, market: Market) -> dict:
@@ -464,7 +470,8 @@ async def _cancel(request: _Request):
     admitted = await _admit(request)
     if not 0 < request.order_id <= entry.BIGINT_MAX:
         raise entry.order_not_found()
-    row = entry.cancel_outcome(await aio.fetch_one(entry.CANCEL_SQL, admitted.credentials.user_id, request.order_id))
+    row = entry.cancel_outcome(await aio.fetch_one(entry.CANCEL_SQL, admitted.credentials.user_id, request.order_id,
+                                                   *_origin(request, admitted).cancel_params()))
     await _after_commit(row["symbol"], stream.CANCEL, request.order_id)
     return 202, _render(row, await _market_for(row["symbol"])), []
 
@@ -478,7 +485,8 @@ async def _cancel_all(request: _Request):
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
     user_id = admitted.credentials.user_id
-    count = (await aio.fetch_one(entry.CANCEL_ALL_SQL, user_id, market.id, market.symbol))["orders_cancel_all"]
+    count = (await aio.fetch_one(entry.CANCEL_ALL_SQL, user_id, market.id, market.symbol,
+                                 *_origin(request, admitted).cancel_params()))["orders_cancel_all"]
     if count:
         await _after_commit(market.symbol, stream.CANCEL_ALL, user_id)
     return 202, {"market": symbol.upper(), "orders_to_cancel": count}, []

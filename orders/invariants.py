@@ -11,10 +11,15 @@ Registered with the wallet's ``check_ledger`` for holds "order:<id>":
   sell); while an amendment of it waits for the matcher, at least that (the
   hold then also covers the new terms);
 - an order that ended (FILLED, CANCELED, EXPIRED, REJECTED) has a closed hold.
+
+Retention deletes orders that ended long ago (``exchange.audit.retention``)
+but never the ledger: a closed "order:" hold closed before the orders'
+retention cutoff may have lost its order.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 
 from wallet.invariants import ROW_LIMIT, Violation
@@ -60,15 +65,20 @@ _ORPHANS_SQL = """
 SELECT h.id, h.reference FROM wallet_hold h
 WHERE h.reference LIKE 'order:%%'
   AND NOT EXISTS (SELECT 1 FROM orders_order o WHERE 'order:' || o.id = h.reference)
+  AND NOT (h.status = 'CLOSED' AND h.closed_at < %s)
 ORDER BY 1 LIMIT %s
 """
 
 
 def order_hold_check(holds) -> list[Violation]:
+    from exchange.audit.retention import retention_cutoff
+
+    # No retention: no order may be missing ('-infinity' is before every hold).
+    purged_before = retention_cutoff(settings.RETENTION_ORDERS_DAYS) or "-infinity"
     with connection.cursor() as cursor:
         cursor.execute(_MISMATCHED_SQL, [ROW_LIMIT])
         mismatched = cursor.fetchall()
-        cursor.execute(_ORPHANS_SQL, [ROW_LIMIT])
+        cursor.execute(_ORPHANS_SQL, [purged_before, ROW_LIMIT])
         orphans = cursor.fetchall()
     return [
         Violation("order_holds", f"order {order_id} ({status}): {problem}",

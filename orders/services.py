@@ -21,6 +21,8 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.http import Http404
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core import localcache
 from exchange.core.errors import ApplicationError
 from exchange.core.redis import get_redis
@@ -77,13 +79,13 @@ def _order_from_row(row: dict, market: Market) -> Order:
 _ORDER_ATTNAMES = tuple(field.attname for field in Order._meta.concrete_fields)
 
 
-def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | None = None,
-                api_key=None) -> tuple[Order, bool]:
+def order_place(*, user, symbol: str, request: OrderRequest, audit: dict | None = None) -> tuple[Order, bool]:
     """Accept an order: returns ``(order, created)``; ``created`` is False for a
     repeat of an earlier request with the same client_order_id (whatever the
-    market's state now). ``client_ip`` and ``api_key`` (None for a session)
-    are recorded with the order. One statement writes everything
-    (``orders.placement``); the command is enqueued after commit."""
+    market's state now). ``audit`` (``audit_context(request)``) says who asks:
+    the address and API key are recorded with the order and in its
+    ``PLACE_ORDER`` audit row. One statement writes everything
+    (``orders.entry``); the command is enqueued after commit."""
     localcache.refresh()
     market = market_for_trading(symbol=symbol)
     try:
@@ -91,8 +93,7 @@ def order_place(*, user, symbol: str, request: OrderRequest, client_ip: str | No
         reference = market_reference(market=market, pulse=pulse)
         prepared = entry.placement_prepare(
             user_id=user.pk, market=market, request=request, reference=reference,
-            pulse=pulse, fees=fee_rates_cached(user=user, market=market), client_ip=client_ip,
-            api_key_id=api_key.pk if api_key is not None else None)
+            pulse=pulse, fees=fee_rates_cached(user=user, market=market), origin=entry.Origin.of(audit))
         # Reserved in the risk counters now; given back below if the database does not place the order.
         reservation = order_pre_trade_check(user=user, market=market, order=prepared.checked, reference=reference,
                                             client_order_id=prepared.client_order_id)
@@ -125,13 +126,14 @@ def _row(cursor) -> dict:
     return dict(zip([column.name for column in cursor.description], cursor.fetchone()))
 
 
-def order_cancel(*, user, order_id: int) -> Order:
-    """Ask the matcher to cancel one of ``user``'s open orders (``entry.CANCEL_SQL``)."""
+def order_cancel(*, user, order_id: int, audit: dict | None = None) -> Order:
+    """Ask the matcher to cancel one of ``user``'s open orders (``entry.CANCEL_SQL``; its first
+    request writes a ``CANCEL_ORDER`` audit row naming who asked, from ``audit``)."""
     if not 0 < order_id <= entry.BIGINT_MAX:
         raise entry.order_not_found()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(entry.CANCEL_SQL, [user.pk, order_id])
+            cursor.execute(entry.CANCEL_SQL, [user.pk, order_id, *entry.Origin.of(audit).cancel_params()])
             row = entry.cancel_outcome(_row(cursor))
         outbox_kick_on_commit()
         stream.command_enqueue_on_commit(row["symbol"], stream.CANCEL, order_id)
@@ -140,22 +142,24 @@ def order_cancel(*, user, order_id: int) -> Order:
     return order
 
 
-def orders_cancel_all(*, user, symbol: str) -> int:
-    """Ask the matcher to cancel every open order of ``user`` in a market; returns how many."""
+def orders_cancel_all(*, user, symbol: str, audit: dict | None = None) -> int:
+    """Ask the matcher to cancel every open order of ``user`` in a market; returns how many
+    (a ``CANCEL_ORDER`` audit row for each order flagged now)."""
     localcache.refresh()
     market = market_for_trading(symbol=symbol)
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
     cancel_check(user=user)
-    return orders_cancel_all_request(user=user, market=market)
+    return orders_cancel_all_request(user=user, market=market, audit=audit)
 
 
-def orders_cancel_all_request(*, user, market: Market) -> int:
+def orders_cancel_all_request(*, user, market: Market, audit: dict | None = None) -> int:
     """Flag every open order of ``user`` in ``market`` for cancellation and enqueue the
     CANCEL_ALL command; returns how many. Also the kill switch's (risk: freezing a user)."""
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(entry.CANCEL_ALL_SQL, [user.pk, market.id, market.symbol])
+            cursor.execute(entry.CANCEL_ALL_SQL,
+                           [user.pk, market.id, market.symbol, *entry.Origin.of(audit).cancel_params()])
             (count,) = cursor.fetchone()
         if count:
             outbox_kick_on_commit()
@@ -163,18 +167,20 @@ def orders_cancel_all_request(*, user, market: Market) -> int:
     return count
 
 
-def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None) -> OrderAmendment:
+def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None,
+                audit: dict | None = None) -> OrderAmendment:
     """``_order_amend``; what its risk check reserved is given back if the amendment is refused."""
     reservations = []
     try:
-        return _order_amend(user=user, order_id=order_id, price=price, quantity=quantity, reservations=reservations)
+        return _order_amend(user=user, order_id=order_id, price=price, quantity=quantity, audit=audit,
+                            reservations=reservations)
     except BaseException:
         for reservation in reservations:  # the risk counters' part of a refused amendment
             reservation.release()
         raise
 
 
-def _order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None,
+def _order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None, audit: dict | None,
                  reservations: list) -> OrderAmendment:
     """Ask the matcher to change a resting order's price and/or total quantity.
 
@@ -234,6 +240,11 @@ def _order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decima
                              "user_id": order.user_id, "market": market.symbol, "amendment_id": amendment.pk,
                              "new_price": new_price, "new_quantity": new_quantity, "extra_hold": extra,
                              "requested_at": amendment.created_at})
+        audit_log_record(action=actions.AMEND_ORDER, object_type="orders.order", object_id=order.pk,
+                         market=market.symbol, before={"price": order.price, "quantity": order.quantity},
+                         after={"amendment_id": amendment.pk, "price": new_price, "quantity": new_quantity,
+                                "extra_hold": extra},
+                         subject_user=user, **audit_origin(audit, user=user))
         stream.command_enqueue_on_commit(market.symbol, stream.AMEND, amendment.pk)
     return amendment
 

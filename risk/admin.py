@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from exchange.admin_actions import ReasonForm, reason_action
+from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
 from exchange.models import Market
 from exchange.profiles import UserProfile, kyc_tier_of
@@ -77,13 +78,13 @@ class RiskLimitAdmin(admin.ModelAdmin):
         """Through the service (audited): an emptied limit is cleared, an emptied scope deleted."""
         saved = services.risk_limit_set(scope=obj.scope, market=obj.market, kyc_tier=obj.kyc_tier, user=obj.user,
                                         values={name: getattr(obj, name) for name in LIMIT_FIELDS},
-                                        actor=request.user, source="admin")
+                                        actor=request.user, audit=audit_context(request))
         if saved is not None:
             obj.pk = saved.pk
 
     def delete_model(self, request, obj):
         services.risk_limit_clear(scope=obj.scope, market=obj.market, kyc_tier=obj.kyc_tier, user=obj.user,
-                                  actor=request.user, source="admin")
+                                  actor=request.user, audit=audit_context(request))
 
     def delete_queryset(self, request, queryset):
         for obj in queryset:
@@ -99,8 +100,8 @@ class RestrictionForm(forms.ModelForm):
         fields = ("kind", "user", "market", "reason")
 
 
-def _lift(restriction, actor, reason):
-    services.restriction_lift(restriction=restriction, reason=reason, actor=actor, source="admin")
+def _lift(restriction, actor, reason, audit):
+    services.restriction_lift(restriction=restriction, reason=reason, actor=actor, audit=audit)
 
 
 @admin.register(TradingRestriction)
@@ -136,7 +137,8 @@ class TradingRestrictionAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         restriction, created = services.restriction_set(
-            kind=obj.kind, user=obj.user, market=obj.market, reason=obj.reason, actor=request.user, source="admin")
+            kind=obj.kind, user=obj.user, market=obj.market, reason=obj.reason, actor=request.user,
+            audit=audit_context(request))
         obj.pk = restriction.pk
         if not created:
             self.message_user(request, "That kill switch was already on; nothing changed.", messages.WARNING)
@@ -160,11 +162,12 @@ class TradingRestrictionAdmin(admin.ModelAdmin):
             try:
                 if halt:
                     _, created = services.restriction_set(kind=Kind.EXCHANGE_HALTED, reason=reason,
-                                                          actor=request.user, source="admin")
+                                                          actor=request.user, audit=audit_context(request))
                     done = "Every market asked to halt." if created else "The exchange was already halted."
                 else:
                     done = ("The exchange resumed." if services.exchange_resume(
-                        reason=reason, actor=request.user, source="admin") else "The exchange was not halted.")
+                        reason=reason, actor=request.user, audit=audit_context(request))
+                        else "The exchange was not halted.")
                 self.message_user(request, done, messages.SUCCESS)
             except ApplicationError as error:
                 self.message_user(request, error.message, messages.ERROR)
@@ -180,12 +183,12 @@ class TradingRestrictionAdmin(admin.ModelAdmin):
         })
 
 
-def _halt_market(market, actor, reason):
-    services.restriction_set(kind=Kind.MARKET_HALTED, market=market, reason=reason, actor=actor, source="admin")
+def _halt_market(market, actor, reason, audit):
+    services.restriction_set(kind=Kind.MARKET_HALTED, market=market, reason=reason, actor=actor, audit=audit)
 
 
-def _resume_market(market, actor, reason):
-    services.market_resume(market=market, reason=reason, actor=actor, source="admin")
+def _resume_market(market, actor, reason, audit):
+    services.market_resume(market=market, reason=reason, actor=actor, audit=audit)
 
 
 @admin.register(MarketSwitch)
@@ -224,7 +227,7 @@ class AlertForm(forms.ModelForm):
         fields = ("assignee",)
 
 
-def _resolve(alert, actor, reason):
+def _resolve(alert, actor, reason, audit):
     services.alert_resolve(alert=alert, note=reason, actor=actor)
 
 
@@ -384,13 +387,13 @@ class AlertInline(_ReadOnlyInline):
 
 
 def _restrict(kind):
-    def apply(trader, actor, reason):
-        services.restriction_set(kind=kind, user=trader, reason=reason, actor=actor, source="admin")
+    def apply(trader, actor, reason, audit):
+        services.restriction_set(kind=kind, user=trader, reason=reason, actor=actor, audit=audit)
     return apply
 
 
-def _resume_user(trader, actor, reason):
-    services.user_resume(user=trader, reason=reason, actor=actor, source="admin")
+def _resume_user(trader, actor, reason, audit):
+    services.user_resume(user=trader, reason=reason, actor=actor, audit=audit)
 
 
 @admin.register(Trader)

@@ -1,11 +1,14 @@
 """Risk writes: limits, kill switches, alerts and the operator's surveillance knowledge.
 
 One function per kind of change, each one transaction, each writing its audit
-row (``_audit``) and moving the configuration token after commit
+row (``_audit``: RISK_LIMIT_SET, RISK_LIMIT_CLEAR, RISK_RESTRICTION_SET,
+RISK_RESTRICTION_LIFT, docs/AUDIT.md) and moving the configuration token after commit
 (``localcache.config_changed``) so every process drops its cached limits and
 restrictions within 0.25 s. Callers (admin, commands, surveillance) say who
-acts: ``actor`` (a staff user, or None) and ``source`` (``admin``,
-``command``, ``surveillance``...).
+acts: ``audit`` (the request's ``audit_context``, or None), ``actor`` (the
+staff user, or None: the running process is then the actor) and, for kill
+switches, ``source`` (``admin``, ``command``, ``surveillance``) recorded on
+the switch itself.
 
 Kill switches act on what is already queued as well as on new requests:
 
@@ -20,12 +23,13 @@ Kill switches act on what is already queued as well as on new requests:
 
 from __future__ import annotations
 
-import logging
 from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core import localcache
 from exchange.core.errors import ApplicationError
 from exchange.models import Market
@@ -44,20 +48,18 @@ from risk.models import (
     TradingRestriction,
 )
 
-logger = logging.getLogger(__name__)
-
 EVIDENCE_KEPT = 100
 _SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2}
 
 
-def _audit(*, action: str, object_type: str, object_id, before: dict | None, after: dict | None, market: str = "",
-           actor=None, source: str = "") -> None:
-    """The audit row of a risk change. The audit trail (exchange/audit, built in parallel)
-    is not on this branch yet: this is the one place its ``audit_log_record`` call goes,
-    with ``actor_staff=actor, actor_system=source if actor is None else ""``."""
-    logger.info("risk change", extra={"action": action, "object_type": object_type, "object_id": object_id,
-                                      "market": market, "actor_id": getattr(actor, "pk", None), "source": source,
-                                      "before": before, "after": after})
+def _audit(*, action: str, model, object_id, before: dict | None, after: dict | None, market: Market | None,
+           subject_user, actor, audit: dict | None) -> None:
+    """The audit row of a risk change, in its transaction: who (``audit``, the request's
+    ``audit_context``, else the staff ``actor``, else the running process), the scope's
+    market and user, the terms before and after."""
+    audit_log_record(action=action, object_type=model._meta.label_lower, object_id=object_id, before=before,
+                     after=after, market=market.symbol if market is not None else "", subject_user=subject_user,
+                     **audit_origin(audit, staff=actor))
 
 
 def _reason(reason: str | None) -> str:
@@ -114,7 +116,7 @@ def limit_value_parse(name: str, value) -> int | Decimal:
 
 @transaction.atomic
 def risk_limit_set(*, scope: str, values: dict, market: Market | None = None, kyc_tier: int | None = None,
-                   user=None, actor=None, source: str = "admin") -> RiskLimit | None:
+                   user=None, actor=None, audit: dict | None = None) -> RiskLimit | None:
     """Set some limits at one scope (the others there are kept). ``values``: limit name ->
     value, or None to clear it there; a scope left with no limit has its row deleted (and
     None is returned)."""
@@ -128,7 +130,7 @@ def risk_limit_set(*, scope: str, values: dict, market: Market | None = None, ky
         if not RiskLimit.objects.filter(**_limit_target(scope, market, kyc_tier, user)).exists():
             raise ApplicationError("NOTHING_TO_SET", "Give at least one limit.", field=None)
         return risk_limit_clear(scope=scope, names=list(parsed), market=market, kyc_tier=kyc_tier, user=user,
-                                actor=actor, source=source)
+                                actor=actor, audit=audit)
     target = _limit_target(scope, market, kyc_tier, user)
     row = RiskLimit.objects.select_for_update().filter(**target).first()
     before = _limit_snapshot(row)
@@ -148,16 +150,17 @@ def risk_limit_set(*, scope: str, values: dict, market: Market | None = None, ky
         row.updated_by = actor
         row.save()
     if all(getattr(row, name) is None for name in LIMIT_FIELDS):
-        return risk_limit_clear(scope=scope, market=market, kyc_tier=kyc_tier, user=user, actor=actor, source=source)
-    _audit(action="RISK_LIMIT_SET", object_type="RiskLimit", object_id=row.pk, before=before,
-           after=_limit_snapshot(row), market=market.symbol if market else "", actor=actor, source=source)
+        return risk_limit_clear(scope=scope, market=market, kyc_tier=kyc_tier, user=user, actor=actor, audit=audit)
+    _audit(action=actions.RISK_LIMIT_SET, model=RiskLimit, object_id=row.pk, before=before, after=_limit_snapshot(row),
+           market=market, subject_user=user, actor=actor, audit=audit)
     localcache.config_changed()
     return row
 
 
 @transaction.atomic
 def risk_limit_clear(*, scope: str, names: list[str] | None = None, market: Market | None = None,
-                     kyc_tier: int | None = None, user=None, actor=None, source: str = "admin") -> RiskLimit | None:
+                     kyc_tier: int | None = None, user=None, actor=None,
+                     audit: dict | None = None) -> RiskLimit | None:
     """Clear some limits at one scope (``names``), or all of them (None): the scope's row is
     deleted when nothing is left set. Returns the row left, or None."""
     target = _limit_target(scope, market, kyc_tier, user)
@@ -177,8 +180,8 @@ def risk_limit_clear(*, scope: str, names: list[str] | None = None, market: Mark
     else:
         row.updated_by = actor
         row.save()
-    _audit(action="RISK_LIMIT_CLEAR", object_type="RiskLimit", object_id=object_id, before=before,
-           after=_limit_snapshot(row), market=market.symbol if market else "", actor=actor, source=source)
+    _audit(action=actions.RISK_LIMIT_CLEAR, model=RiskLimit, object_id=object_id, before=before,
+           after=_limit_snapshot(row), market=market, subject_user=user, actor=actor, audit=audit)
     localcache.config_changed()
     return row
 
@@ -207,7 +210,7 @@ def _account_state_on_commit(user_id: int) -> None:
 
 @transaction.atomic
 def restriction_set(*, kind: str, reason: str, user=None, market: Market | None = None, actor=None,
-                    source: str = "admin") -> tuple[TradingRestriction, bool]:
+                    source: str = "admin", audit: dict | None = None) -> tuple[TradingRestriction, bool]:
     """Turn a kill switch on; returns ``(restriction, created)`` (False: it was already on).
 
     - USER_FROZEN: the user's open orders in every market are flagged for cancellation
@@ -241,12 +244,12 @@ def restriction_set(*, kind: str, reason: str, user=None, market: Market | None 
         market_ids = Order.objects.filter(user=user, status__in=OPEN_STATUSES).values_list(
             "market_id", flat=True).distinct()
         for open_market in Market.objects.filter(id__in=list(market_ids)).order_by("id"):
-            orders_cancel_all_request(user=user, market=open_market)
+            orders_cancel_all_request(user=user, market=open_market, audit=audit_origin(audit, staff=actor))
     elif kind == kinds.MARKET_HALTED:
-        _halt(market, actor=actor, reason=reason)
+        _halt(market, actor=actor, reason=reason, audit=audit)
     elif kind == kinds.EXCHANGE_HALTED:
         for each in Market.objects.order_by("id"):
-            _halt(each, actor=actor, reason=reason)
+            _halt(each, actor=actor, reason=reason, audit=audit)
 
     try:
         with transaction.atomic():
@@ -254,28 +257,28 @@ def restriction_set(*, kind: str, reason: str, user=None, market: Market | None 
                                                             source=source, created_by=actor)
     except IntegrityError:  # set concurrently by someone else
         return TradingRestriction.objects.get(kind=kind, user=user, market=market, lifted_at__isnull=True), False
-    _audit(action="RISK_RESTRICTION_SET", object_type="TradingRestriction", object_id=restriction.pk, before=None,
-           after=_restriction_snapshot(restriction), market=market.symbol if market else "", actor=actor,
-           source=source)
+    _audit(action=actions.RISK_RESTRICTION_SET, model=TradingRestriction, object_id=restriction.pk, before=None,
+           after=_restriction_snapshot(restriction), market=market, subject_user=user, actor=actor, audit=audit)
     localcache.config_changed()
     if user is not None:
         _account_state_on_commit(user.pk)
     return restriction, True
 
 
-def _halt(market: Market, *, actor, reason: str) -> None:
+def _halt(market: Market, *, actor, reason: str, audit: dict | None) -> None:
     if _market_target_status(market) != Market.Status.HALTED:
-        market_status_request(market=market, new_status=Market.Status.HALTED, actor=actor, reason=reason)
+        market_status_request(market=market, new_status=Market.Status.HALTED, actor=actor, reason=reason, audit=audit)
 
 
-def _resume(market: Market, *, actor, reason: str) -> None:
+def _resume(market: Market, *, actor, reason: str, audit: dict | None) -> None:
     if _market_target_status(market) == Market.Status.HALTED:
-        market_status_request(market=market, new_status=Market.Status.TRADING, actor=actor, reason=reason)
+        market_status_request(market=market, new_status=Market.Status.TRADING, actor=actor, reason=reason,
+                              audit=audit)
 
 
 @transaction.atomic
-def restriction_lift(*, restriction: TradingRestriction, reason: str, actor=None,
-                     source: str = "admin") -> tuple[TradingRestriction, bool]:
+def restriction_lift(*, restriction: TradingRestriction, reason: str, actor=None, source: str = "admin",
+                     audit: dict | None = None) -> tuple[TradingRestriction, bool]:
     """Turn a kill switch off; returns ``(restriction, lifted)`` (False: it was already off).
 
     Lifting a market halt asks its matcher to resume TRADING (refused while the whole
@@ -292,20 +295,20 @@ def restriction_lift(*, restriction: TradingRestriction, reason: str, actor=None
         if TradingRestriction.objects.filter(kind=kinds.EXCHANGE_HALTED, lifted_at__isnull=True).exists():
             raise ApplicationError("RISK_EXCHANGE_HALTED", "The whole exchange is halted: resume it first.",
                                    status_code=409)
-        _resume(restriction.market, actor=actor, reason=reason)
+        _resume(restriction.market, actor=actor, reason=reason, audit=audit)
     elif restriction.kind == kinds.EXCHANGE_HALTED:
         halted_on_their_own = set(TradingRestriction.objects.filter(
             kind=kinds.MARKET_HALTED, lifted_at__isnull=True).values_list("market_id", flat=True))
         for market in Market.objects.exclude(id__in=halted_on_their_own).order_by("id"):
-            _resume(market, actor=actor, reason=reason)
+            _resume(market, actor=actor, reason=reason, audit=audit)
     restriction.lifted_at = timezone.now()
     restriction.lifted_by = actor
     restriction.lift_reason = reason
     restriction.lift_source = source
     restriction.save(update_fields=["lifted_at", "lifted_by", "lift_reason", "lift_source"])
-    _audit(action="RISK_RESTRICTION_LIFT", object_type="TradingRestriction", object_id=restriction.pk,
-           before=before, after=_restriction_snapshot(restriction),
-           market=restriction.market.symbol if restriction.market_id else "", actor=actor, source=source)
+    _audit(action=actions.RISK_RESTRICTION_LIFT, model=TradingRestriction, object_id=restriction.pk, before=before,
+           after=_restriction_snapshot(restriction), market=restriction.market, subject_user=restriction.user_id,
+           actor=actor, audit=audit)
     localcache.config_changed()
     if restriction.user_id is not None:
         _account_state_on_commit(restriction.user_id)
@@ -313,28 +316,28 @@ def restriction_lift(*, restriction: TradingRestriction, reason: str, actor=None
 
 
 @transaction.atomic
-def user_resume(*, user, reason: str, actor=None, source: str = "admin") -> int:
+def user_resume(*, user, reason: str, actor=None, source: str = "admin", audit: dict | None = None) -> int:
     """Lift every restriction of ``user`` (frozen, cancel-only); returns how many were on."""
     lifted = 0
     for restriction in TradingRestriction.objects.filter(user=user, lifted_at__isnull=True).order_by("id"):
-        lifted += restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source)[1]
+        lifted += restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source, audit=audit)[1]
     return lifted
 
 
-def market_resume(*, market: Market, reason: str, actor=None, source: str = "admin") -> int:
+def market_resume(*, market: Market, reason: str, actor=None, source: str = "admin", audit: dict | None = None) -> int:
     restriction = TradingRestriction.objects.filter(kind=TradingRestriction.Kind.MARKET_HALTED, market=market,
                                                     lifted_at__isnull=True).first()
     if restriction is None:
         return 0
-    return int(restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source)[1])
+    return int(restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source, audit=audit)[1])
 
 
-def exchange_resume(*, reason: str, actor=None, source: str = "admin") -> int:
+def exchange_resume(*, reason: str, actor=None, source: str = "admin", audit: dict | None = None) -> int:
     restriction = TradingRestriction.objects.filter(kind=TradingRestriction.Kind.EXCHANGE_HALTED,
                                                     lifted_at__isnull=True).first()
     if restriction is None:
         return 0
-    return int(restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source)[1])
+    return int(restriction_lift(restriction=restriction, reason=reason, actor=actor, source=source, audit=audit)[1])
 
 
 # ------------------------------------------------------------------ alerts

@@ -28,6 +28,7 @@ from django.db import connection
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from exchange.audit.services import audit_system
 from exchange.core.localcache import LocalCache
 from matching.models import MarketState
 from orders.models import Order, OrderStatus, OrderType, Trade
@@ -127,7 +128,8 @@ def _raise(kind: str, severity: str, *, user_id: int, market_id: int | None, sum
                             else TradingRestriction.Kind.USER_CANCEL_ONLY)
         restriction, _ = services.restriction_set(
             kind=restriction_kind, user=get_user_model().objects.get(pk=user_id),
-            reason=f"Surveillance alert {alert.pk}: {summary}", source="surveillance")
+            reason=f"Surveillance alert {alert.pk}: {summary}", source="surveillance",
+            audit=audit_system("risk surveillance"))
         alert.restriction = restriction
         alert.save(update_fields=["restriction", "updated_at"])
     return alert

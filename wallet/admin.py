@@ -18,6 +18,8 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from exchange.audit.admin import AuditedModelAdmin
+from exchange.audit.services import audit_context
 from exchange.core.admin import ReadOnlyAdmin
 from exchange.core.errors import ApplicationError
 from exchange.models import Asset
@@ -164,7 +166,7 @@ class DepositAdmin(ReadOnlyAdmin):
             data = form.cleaned_data
             result = _call_service(form, lambda: deposit_credit(
                 user=data["user"], asset=data["asset"], amount=data["amount"], txid=data["txid"],
-                source=Deposit.Source.OPERATOR, actor=request.user, memo=data["reason"],
+                source=Deposit.Source.OPERATOR, actor=request.user, memo=data["reason"], audit=audit_context(request),
             ))
             if result is not None:
                 deposit, created = result
@@ -211,7 +213,7 @@ class AdjustmentAdmin(ReadOnlyAdmin):
             data = form.cleaned_data
             adjustment = _call_service(form, lambda: balance_adjust(
                 user=data["user"], asset=data["asset"], amount=data["amount"], actor=request.user,
-                reason=data["reason"],
+                reason=data["reason"], audit=audit_context(request),
             ))
             if adjustment is not None:
                 self.log_addition(request, adjustment, f"Adjusted: {data['reason']}")
@@ -265,7 +267,8 @@ def _withdrawal_action(name: str, *, verb: str, form_class, service, single: boo
             done, failed = 0, []
             for withdrawal in queryset.order_by("id"):
                 try:
-                    service(withdrawal=withdrawal, actor=request.user, **form.cleaned_data)
+                    service(withdrawal=withdrawal, actor=request.user, audit=audit_context(request),
+                            **form.cleaned_data)
                 except ApplicationError as error:
                     failed.append(f"{withdrawal.pk}: {error.message}")
                     continue
@@ -306,14 +309,24 @@ class WithdrawalAdmin(ReadOnlyAdmin):
 
 
 @admin.register(FeeTier)
-class FeeTierAdmin(admin.ModelAdmin):
+class FeeTierAdmin(AuditedModelAdmin):
+    audit_prefix = "FEE_TIER"
     list_display = ("name", "volume_30d_min", "maker_fee_rate", "taker_fee_rate")
 
 
 @admin.register(FeeOverride)
-class FeeOverrideAdmin(admin.ModelAdmin):
+class FeeOverrideAdmin(AuditedModelAdmin):
+    audit_prefix = "FEE_OVERRIDE"
     list_display = ("user", "market", "maker_fee_rate", "taker_fee_rate", "reason", "created_at")
     list_filter = ("market",)
     search_fields = ("user__username",)
     autocomplete_fields = ("user",)
     list_select_related = ("user", "market")
+    # Set by the database (db_default): the add form asked for it and could not be saved without it.
+    readonly_fields = ("created_at",)
+
+    def audit_market(self, override) -> str:
+        return override.market.symbol if override.market_id else ""
+
+    def audit_subject(self, override, object_id):
+        return override.user_id

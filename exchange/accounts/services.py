@@ -6,6 +6,8 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError, error_body
 
 
@@ -27,7 +29,7 @@ def _password_errors(password: str, user) -> list[dict]:
 
 
 @transaction.atomic
-def user_register(*, username: str, email: str, password: str):
+def user_register(*, username: str, email: str, password: str, audit: dict | None = None):
     """A new active user; the password must pass AUTH_PASSWORD_VALIDATORS.
 
     Usernames and e-mail addresses are unique regardless of case, so that
@@ -47,7 +49,11 @@ def user_register(*, username: str, email: str, password: str):
         raise ApplicationError(first["code"], first["message"], field="password", extra={"errors": errors})
     try:
         with transaction.atomic():
-            return User.objects.create_user(username=username, email=email, password=password)
+            user = User.objects.create_user(username=username, email=email, password=password)
     except IntegrityError:
         # A concurrent registration took the same username first.
         raise ApplicationError("USERNAME_TAKEN", "This username is already taken.", field="username") from None
+    audit_log_record(action=actions.USER_REGISTER, object_type="auth.user", object_id=user.pk,
+                     after={"username": user.username, "email": user.email}, subject_user=user,
+                     **audit_origin(audit, user=user))
+    return user

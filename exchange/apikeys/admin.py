@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 
 from exchange.apikeys.models import ApiKey
 from exchange.apikeys.services import api_key_revoke_many
+from exchange.audit.services import audit_context
 
 
 @admin.register(ApiKey)
@@ -37,5 +38,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request, queryset):
-        count = api_key_revoke_many(api_keys=queryset)
+        count = api_key_revoke_many(api_keys=queryset, audit=audit_context(request))
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)

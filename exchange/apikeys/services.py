@@ -16,6 +16,8 @@ from django.utils import timezone
 from exchange.apikeys.encryption import secret_encrypt, secret_reencrypt
 from exchange.apikeys.models import PERMISSIONS, READ, TRADE, WITHDRAW, ApiKey
 from exchange.apikeys.selectors import api_key_get_for_user
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from exchange.core.localcache import config_changed
 
@@ -57,11 +59,14 @@ def api_key_create(
     permissions: Iterable[str],
     ip_allowlist: Iterable[str],
     expires_at: datetime | None = None,
+    audit: dict | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key for ``user`` and its plain secret, which is not kept anywhere in clear.
 
     ``read`` is always granted. ``withdraw`` requires an IP allowlist, as on
-    every exchange that lets keys move money out.
+    every exchange that lets keys move money out. ``audit``: the request's
+    ``audit_context`` (every service here takes it); without it the audit
+    row names ``user`` as the actor.
     """
     label = label.strip()
     if not 0 < len(label) <= ApiKey._meta.get_field("label").max_length:
@@ -106,26 +111,48 @@ def api_key_create(
         expires_at=expires_at,
     )
     assert api_key.has_permission(READ)
+    audit_log_record(action=actions.API_KEY_CREATE, object_type="exchange.apikey", object_id=api_key.pk,
+                     after=api_key_state(api_key), subject_user=user, **audit_origin(audit, user=user))
     return api_key, secret
 
 
+def api_key_state(api_key: ApiKey) -> dict:
+    """What the audit trail records of a key: never its secret."""
+    return {"key_id": api_key.key_id, "label": api_key.label, "permissions": api_key.permissions,
+            "ip_allowlist": api_key.ip_allowlist, "expires_at": api_key.expires_at, "revoked_at": api_key.revoked_at}
+
+
+def _record_revoke(api_key: ApiKey, *, audit: dict | None) -> None:
+    before = {**api_key_state(api_key), "revoked_at": None}
+    audit_log_record(action=actions.API_KEY_REVOKE, object_type="exchange.apikey", object_id=api_key.pk,
+                     before=before, after=api_key_state(api_key), subject_user=api_key.user_id,
+                     **audit_origin(audit, user=api_key.user))
+
+
 @transaction.atomic
-def api_key_revoke(*, user, key_id: str) -> ApiKey:
+def api_key_revoke(*, user, key_id: str, audit: dict | None = None) -> ApiKey:
     """Revoke the user's key (idempotent: revoking twice keeps the first time)."""
     api_key = api_key_get_for_user(user=user, key_id=key_id)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        _record_revoke(api_key, audit=audit)
     return api_key
 
 
 @transaction.atomic
-def api_key_revoke_many(*, api_keys: QuerySet[ApiKey]) -> int:
+def api_key_revoke_many(*, api_keys: QuerySet[ApiKey], audit: dict | None = None) -> int:
     """Back office: revoke every key of ``api_keys`` not yet revoked; returns how many."""
-    count = api_keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-    if count:
+    now = timezone.now()
+    revoked = list(api_keys.filter(revoked_at__isnull=True).select_for_update(of=("self",))
+                   .select_related("user").order_by("id"))
+    ApiKey.objects.filter(id__in=[api_key.pk for api_key in revoked]).update(revoked_at=now)
+    for api_key in revoked:
+        api_key.revoked_at = now
+        _record_revoke(api_key, audit=audit)
+    if revoked:
         config_changed()  # keys are cached per process for authentication
-    return count
+    return len(revoked)
 
 
 def api_key_mark_used(*, api_key: ApiKey, now: datetime) -> None:
@@ -143,11 +170,13 @@ def api_key_mark_used(*, api_key: ApiKey, now: datetime) -> None:
 
 
 @transaction.atomic
-def api_key_secrets_reencrypt() -> int:
+def api_key_secrets_reencrypt(*, audit: dict | None = None) -> int:
     """Re-encrypt every stored secret with the current (first) encryption key; returns the count."""
     count = 0
     for api_key in ApiKey.objects.select_for_update().order_by("id"):
         api_key.secret_encrypted = secret_reencrypt(api_key.secret_encrypted)
         api_key.save(update_fields=["secret_encrypted"])
         count += 1
+    audit_log_record(action=actions.API_KEYS_REENCRYPT, object_type="exchange.apikey", object_id="",
+                     after={"reencrypted": count}, **audit_origin(audit))
     return count

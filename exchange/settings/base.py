@@ -123,6 +123,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "exchange.audit.middleware.CurrentRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -152,6 +153,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Accepts every password; records each change in the audit trail (PASSWORD_CHANGE).
+    {"NAME": "exchange.audit.passwords.PasswordChangeAudit"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -262,6 +265,31 @@ CELERY_BEAT_SCHEDULE["outbox-prune"] = {
     "task": "exchange.outbox.tasks.outbox_prune",
     "schedule": 24 * 3600.0,
     "options": {"queue": "outbox", "expires": 3600},
+}
+
+# --- Audit trail and retention (exchange/audit, docs/AUDIT.md) ---------------
+
+# Secrets (comma-separated, first signs) for the HMAC of the audit chain's head
+# and retention checkpoints; unset: derived from SECRET_KEY. See exchange/audit/signing.py.
+AUDIT_SIGNING_KEYS = env_list("AUDIT_SIGNING_KEY", [])
+AUDIT_CHAIN_BATCH_SIZE = env_int("AUDIT_CHAIN_BATCH_SIZE", 5000)
+AUDIT_CHAIN_INTERVAL_S = float(os.environ.get("AUDIT_CHAIN_INTERVAL_S", "1"))
+# Days each table keeps its rows (reference 004 §10.3: audit 7 years, orders
+# and trades 5); 0 keeps them forever. Legal holds override all of them.
+RETENTION_AUDIT_DAYS = env_int("RETENTION_AUDIT_DAYS", 2557)
+RETENTION_ORDERS_DAYS = env_int("RETENTION_ORDERS_DAYS", 1827)
+RETENTION_TRADES_DAYS = env_int("RETENTION_TRADES_DAYS", 1827)
+RETENTION_INTERVAL_S = float(os.environ.get("RETENTION_INTERVAL_S", str(24 * 3600)))
+CELERY_IMPORTS.append("exchange.audit.tasks")
+CELERY_BEAT_SCHEDULE["audit-chain"] = {
+    "task": "exchange.audit.tasks.audit_chain",
+    "schedule": AUDIT_CHAIN_INTERVAL_S,
+    "options": {"expires": AUDIT_CHAIN_INTERVAL_S * 5},
+}
+CELERY_BEAT_SCHEDULE["retention-enforce"] = {
+    "task": "exchange.audit.tasks.retention_enforce",
+    "schedule": RETENTION_INTERVAL_S,
+    "options": {"expires": 3600},
 }
 
 # --- Risk (risk/, docs/RISK.md) -----------------------------------------------

@@ -1,8 +1,8 @@
 """Production settings: real servers and a real secret are required.
 
 Run with DJANGO_SETTINGS_MODULE=exchange.settings.production. This module
-refuses to load without SECRET_KEY, API_KEY_ENCRYPTION_KEY, DATABASE_URL,
-REDIS_URL and ALLOWED_HOSTS from the environment (the embedded servers are a
+refuses to load without SECRET_KEY, API_KEY_ENCRYPTION_KEY, AUDIT_SIGNING_KEY,
+DATABASE_URL, REDIS_URL and ALLOWED_HOSTS from the environment (the embedded servers are a
 development convenience), and ``manage.py check --deploy`` is clean with it.
 """
 
@@ -23,6 +23,9 @@ if len(_secret_key) < 50 or len(set(_secret_key)) < 5 or _secret_key.startswith(
     raise ImproperlyConfigured("SECRET_KEY must be a random value of at least 50 characters")
 # API key secrets must not depend on SECRET_KEY (see exchange/apikeys/encryption.py).
 _required("API_KEY_ENCRYPTION_KEY")
+# The audit chain's signatures must not depend on SECRET_KEY either (exchange/audit/signing.py).
+if any(len(key.strip()) < 32 for key in _required("AUDIT_SIGNING_KEY").split(",") if key.strip()):
+    raise ImproperlyConfigured("Each AUDIT_SIGNING_KEY must be at least 32 characters long")
 _required("DATABASE_URL")
 _required("REDIS_URL")
 _required("ALLOWED_HOSTS")

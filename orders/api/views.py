@@ -11,11 +11,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import TRADE
+from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import AmountField, DecimalString, StrictCharField, StrictInputSerializer
-from exchange.core.net import client_ip
 from exchange.core.schema import NOT_AUTHENTICATED, RATE_LIMITED, error_response
 from exchange.models import Market
 from exchange.selectors import market_get
@@ -240,9 +239,8 @@ class OrderCollectionApi(APIView):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         symbol = fields.pop("market")
-        order, created = services.order_place(
-            user=request.user, symbol=symbol, request=OrderRequest(**fields), client_ip=client_ip(request),
-            api_key=request.auth if isinstance(request.auth, ApiKey) else None)
+        order, created = services.order_place(user=request.user, symbol=symbol, request=OrderRequest(**fields),
+                                              audit=audit_context(request))
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
@@ -294,7 +292,8 @@ class OrderCollectionApi(APIView):
     def delete(self, request):
         data = self.CancelAllInput(data=request.query_params)
         data.is_valid(raise_exception=True)
-        count = services.orders_cancel_all(user=request.user, symbol=data.validated_data["market"])
+        count = services.orders_cancel_all(user=request.user, symbol=data.validated_data["market"],
+                                           audit=audit_context(request))
         return Response({"market": data.validated_data["market"].upper(), "orders_to_cancel": count},
                         status=status.HTTP_202_ACCEPTED)
 
@@ -333,7 +332,7 @@ class OrderDetailApi(APIView):
         description="Requests the cancel (202); the order becomes CANCELED when the matcher applies it, unless it fills first.",
     )
     def delete(self, request, order_id: int):
-        order = services.order_cancel(user=request.user, order_id=order_id)
+        order = services.order_cancel(user=request.user, order_id=order_id, audit=audit_context(request))
         return Response(OrderOutput(order).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -358,7 +357,8 @@ class OrderDetailApi(APIView):
         data.is_valid(raise_exception=True)
         amendment = services.order_amend(
             user=request.user, order_id=order_id,
-            price=data.validated_data.get("price"), quantity=data.validated_data.get("quantity"))
+            price=data.validated_data.get("price"), quantity=data.validated_data.get("quantity"),
+            audit=audit_context(request))
         return Response(AmendmentOutput(amendment).data, status=status.HTTP_202_ACCEPTED)
 
 

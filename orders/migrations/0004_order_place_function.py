@@ -19,7 +19,9 @@ called in autocommit):
    its two entries (AVAILABLE -amount, HELD +amount naming the hold; the
    journal trigger checks them), both cached balances updated;
 4. writes the outbox events ``order.accepted`` and ``balance.changed`` (the
-   same payloads as the Python emitters, docs/EVENTS.md);
+   same payloads as the Python emitters, docs/EVENTS.md) and the audit row
+   ``PLACE_ORDER`` (docs/AUDIT.md, "From SQL"): who placed it (the user, the
+   API key), from where (address, user agent, request id), and its terms;
 5. returns ``ACCEPTED`` with the order row and the new balances.
 
 Amounts must already be whole numbers of the held asset's units (the rules
@@ -35,7 +37,7 @@ CREATE FUNCTION orders_order_place(
     p_side varchar, p_type varchar, p_time_in_force varchar, p_price numeric, p_stop_price numeric,
     p_quantity numeric, p_quote_quantity numeric, p_stp_mode varchar,
     p_hold_asset_id bigint, p_hold_amount numeric, p_maker_fee_rate numeric, p_taker_fee_rate numeric,
-    p_client_ip inet, p_api_key_id bigint, p_memo text,
+    p_client_ip inet, p_api_key_id bigint, p_memo text, p_user_agent text, p_request_id varchar,
     OUT outcome text, OUT placed orders_order, OUT available numeric, OUT held numeric, OUT asset_code varchar)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -122,6 +124,17 @@ BEGIN
         ('balance.events', p_user_id::text, 'balance.changed', 1, jsonb_build_object(
             'user_id', p_user_id, 'asset', asset_code,
             'available', trim_scale(available)::text, 'held', trim_scale(held)::text));
+    INSERT INTO exchange_auditlog
+        (action, object_type, object_id, market, actor_user_id, actor_api_key_id, actor_staff_id, actor_system,
+         subject_user_id, before, after, ip, user_agent, request_id)
+    VALUES ('PLACE_ORDER', 'orders.order', placed.id::text, p_symbol, p_user_id, p_api_key_id, NULL, '',
+            p_user_id, NULL, jsonb_build_object(
+                'client_order_id', placed.client_order_id, 'side', placed.side, 'type', placed.type,
+                'time_in_force', placed.time_in_force, 'price', trim_scale(placed.price)::text,
+                'stop_price', trim_scale(placed.stop_price)::text, 'quantity', trim_scale(placed.quantity)::text,
+                'quote_quantity', trim_scale(placed.quote_quantity)::text, 'stp_mode', placed.stp_mode,
+                'hold_amount', trim_scale(placed.hold_amount)::text, 'status', placed.status),
+            p_client_ip, p_user_agent, p_request_id);
     outcome := 'ACCEPTED';
 END
 $$;
@@ -134,7 +147,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("orders", "0003_order_origin"),
         ("wallet", "0002_journal_integrity"),
-        ("exchange", "0005_outbox"),
+        ("exchange", "0007_audit_market_status_applied"),
     ]
 
     operations = [migrations.RunSQL(FORWARD, REVERSE)]

@@ -27,7 +27,7 @@ CREATE FUNCTION orders_order_place_many(
     p_side varchar[], p_type varchar[], p_time_in_force varchar[], p_price numeric[], p_stop_price numeric[],
     p_quantity numeric[], p_quote_quantity numeric[], p_stp_mode varchar[],
     p_hold_asset_id bigint[], p_hold_amount numeric[], p_maker_fee_rate numeric[], p_taker_fee_rate numeric[],
-    p_client_ip inet[], p_api_key_id bigint[], p_memo text[])
+    p_client_ip inet[], p_api_key_id bigint[], p_memo text[], p_user_agent text[], p_request_id varchar[])
 RETURNS TABLE (ordinal bigint, outcome text, placed orders_order, available numeric, held numeric,
                asset_code varchar)
 LANGUAGE plpgsql AS $$
@@ -47,14 +47,16 @@ BEGIN
         SELECT p.n, r.outcome, r.placed, r.available, r.held, r.asset_code
         FROM unnest(p_user_id, p_market_id, p_symbol, p_client_order_id, p_side, p_type, p_time_in_force,
                     p_price, p_stop_price, p_quantity, p_quote_quantity, p_stp_mode, p_hold_asset_id,
-                    p_hold_amount, p_maker_fee_rate, p_taker_fee_rate, p_client_ip, p_api_key_id, p_memo)
+                    p_hold_amount, p_maker_fee_rate, p_taker_fee_rate, p_client_ip, p_api_key_id, p_memo,
+                    p_user_agent, p_request_id)
             WITH ORDINALITY AS p(user_id, market_id, symbol, client_order_id, side, type, time_in_force, price,
                                  stop_price, quantity, quote_quantity, stp_mode, hold_asset_id, hold_amount,
-                                 maker_fee_rate, taker_fee_rate, client_ip, api_key_id, memo, n)
+                                 maker_fee_rate, taker_fee_rate, client_ip, api_key_id, memo, user_agent,
+                                 request_id, n)
         CROSS JOIN LATERAL orders_order_place(
             p.user_id, p.market_id, p.symbol, p.client_order_id, p.side, p.type, p.time_in_force, p.price,
             p.stop_price, p.quantity, p.quote_quantity, p.stp_mode, p.hold_asset_id, p.hold_amount,
-            p.maker_fee_rate, p.taker_fee_rate, p.client_ip, p.api_key_id, p.memo) r
+            p.maker_fee_rate, p.taker_fee_rate, p.client_ip, p.api_key_id, p.memo, p.user_agent, p.request_id) r
         ORDER BY p.n;
 END
 $$;

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('exchange', '0006_user_profile'),
+        ('exchange', '0008_user_profile'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

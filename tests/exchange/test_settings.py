@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _manage(*args, **env_overrides) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "API_KEY_ENCRYPTION_KEY")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "API_KEY_ENCRYPTION_KEY", "AUDIT_SIGNING_KEY")}
     env["DJANGO_SETTINGS_MODULE"] = "exchange.settings.production"
     env.update(env_overrides)
     return subprocess.run(
@@ -39,9 +40,19 @@ def test_production_check_deploy_is_clean():
     result = _manage(
         "check", "--deploy", "--fail-level", "WARNING",
         SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
-        API_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        API_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode(), AUDIT_SIGNING_KEY=secrets.token_hex(32),
     )
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_production_refuses_to_start_without_an_audit_signing_key():
+    """The audit chain's head and checkpoints must be signed with a key of their own, long enough."""
+    base = dict(SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
+                API_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    missing = _manage("check", **base)
+    short = _manage("check", **base, AUDIT_SIGNING_KEY="too-short")
+    assert missing.returncode != 0 and "AUDIT_SIGNING_KEY must be set" in missing.stderr
+    assert short.returncode != 0 and "at least 32 characters" in short.stderr
 
 
 def test_production_refuses_to_start_without_an_api_key_encryption_key():
@@ -55,7 +66,7 @@ def test_production_check_refuses_a_malformed_api_key_encryption_key():
     """A value that is not a Fernet key fails manage.py check (exchange.E002) instead of the first request."""
     result = _manage(
         "check", SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
-        API_KEY_ENCRYPTION_KEY="not-a-fernet-key",
+        API_KEY_ENCRYPTION_KEY="not-a-fernet-key", AUDIT_SIGNING_KEY=secrets.token_hex(32),
     )
     assert result.returncode != 0
     assert "exchange.E002" in result.stderr + result.stdout

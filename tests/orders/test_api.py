@@ -406,6 +406,13 @@ def test_amend_quantity_down_keeps_priority_price_change_applies_and_filled_part
     drain(matcher)
     assert OrderAmendment.objects.get(pk=response.json()["id"]).status == "APPLIED"
     assert balance(alice_bot, "USDT") == (FUNDS_USDT - 150, D(150))
+    from exchange.apikeys.models import ApiKey
+    from exchange.audit.models import AuditLog
+
+    audited = AuditLog.objects.get(action="AMEND_ORDER", object_id=str(first["id"]))
+    assert (audited.actor_user_id, audited.actor_api_key_id, audited.subject_user_id) == (
+        alice.pk, ApiKey.objects.get(key_id=alice_bot.key_id).pk, alice.pk)
+    assert (audited.before, audited.after["quantity"]) == ({"price": "100", "quantity": "2"}, "1.5")
 
     placed(session_client(carol), limit("SELL", 100, 1))
     drain(matcher)

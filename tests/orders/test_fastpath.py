@@ -334,3 +334,42 @@ def test_redis_down_means_503_and_nothing_written(doors, settings, tmp_path):
         get_redis.cache_clear()
     assert (Order.objects.count(), Hold.objects.count()) == counts
     assert Order.objects.filter(cancel_requested_at__isnull=False).count() == 0
+
+
+def test_both_doors_write_the_same_audit_rows(doors, matcher):
+    """Placing, cancelling, cancelling all and amending write PLACE_ORDER, CANCEL_ORDER and
+    AMEND_ORDER rows in the same transaction as the change, naming the user, the API key, the
+    client's address, its user agent and the request id, with the order's terms; the two doors
+    write the same rows."""
+    from exchange.audit.models import AuditLog
+
+    headers = {"User-Agent": "bot/1.0", "X-Request-ID": "req-123"}
+    for door in doors:
+        order = door.post(limit(client_order_id="audited"), headers=headers).json()
+        door.post(limit(price="99"), headers=headers)
+        door.delete(f"{ORDERS}/{order['id']}", headers=headers)
+        door.delete(f"{ORDERS}/{order['id']}", headers=headers)  # a repeat requests nothing new
+        door.delete(query={"market": "BTC-USDT"}, headers=headers)
+
+    def rows(door):
+        return [(row.action, row.object_type, row.market, row.actor_user_id, row.actor_api_key_id,
+                 row.subject_user_id, str(row.ip), row.user_agent, row.request_id,
+                 {key: value for key, value in (row.after or {}).items() if key not in ("cancel_requested_at",)})
+                for row in AuditLog.objects.filter(subject_user_id=door.user.pk,
+                                                   action__in=["PLACE_ORDER", "CANCEL_ORDER"]).order_by("id")]
+
+    fast, django = rows(doors[0]), rows(doors[1])
+    assert [row[0] for row in fast] == ["PLACE_ORDER", "PLACE_ORDER", "CANCEL_ORDER", "CANCEL_ORDER"]
+    placed = fast[0]
+    assert placed[1:9] == ("orders.order", "BTC-USDT", doors[0].user.pk, doors[0].api_key.pk, doors[0].user.pk,
+                           "127.0.0.1", "bot/1.0", "req-123")
+    assert placed[9]["client_order_id"] == "audited" and placed[9]["price"] == "100" and placed[9]["quantity"] == "1"
+    assert fast[3][9].get("cancel_all") is True
+    normalize = [
+        (action, object_type, market, "user", "key", "subject", ip, agent, request_id,
+         {key: value for key, value in after.items() if key != "client_order_id" or value == "audited"})
+        for action, object_type, market, _, _, _, ip, agent, request_id, after in fast]
+    assert normalize == [
+        (action, object_type, market, "user", "key", "subject", ip, agent, request_id,
+         {key: value for key, value in after.items() if key != "client_order_id" or value == "audited"})
+        for action, object_type, market, _, _, _, ip, agent, request_id, after in django]

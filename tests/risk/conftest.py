@@ -37,7 +37,8 @@ def place(user, side: str = "BUY", order_type: str = "LIMIT", *, symbol: str = "
                if name in ("price", "quantity", "quote_quantity", "stop_price") and value is not None}
     others = {name: value for name, value in fields.items() if name not in amounts}
     order, _ = order_place(user=user, symbol=symbol, request=OrderRequest(side=side, type=order_type, **amounts,
-                                                                          **others), client_ip=client_ip)
+                                                                          **others),
+                           audit={"actor_user": user, "ip": client_ip} if client_ip else None)
     return order
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal as D
 import pytest
 from django.utils import timezone
 
+from exchange.audit.models import AuditLog
 from exchange.outbox.bus import reset_bus
 from exchange.outbox.relay import outbox_relay
 from orders.models import Trade
@@ -109,6 +110,8 @@ def test_large_trades_above_the_market_threshold(live_market, traders, matcher):
     assert (alert.user, alert.kind, alert.evidence[0]["notional"]) == (carol, AlertKind.LARGE_TRADE, "1000")
     assert alert.restriction.kind == TradingRestriction.Kind.USER_CANCEL_ONLY and alert.restriction.user == carol
     assert alert.restriction.source == "surveillance"
+    audited = AuditLog.objects.get(action="RISK_RESTRICTION_SET")
+    assert (audited.actor_system, audited.subject_user_id) == ("risk surveillance", carol.pk)
 
 
 def test_spoofing_large_orders_cancelled_quickly_near_the_touch(live_market, traders, matcher):

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.apikeys.permissions import WITHDRAW
+from exchange.audit.services import audit_context, audit_system
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import AmountField, DecimalString
@@ -220,6 +221,7 @@ class WithdrawalListCreateApi(APIView):
             asset=asset_get(code=data.validated_data["asset"]),
             amount=data.validated_data["amount"],
             address=data.validated_data["address"],
+            audit=audit_context(request),
         )
         return Response(WithdrawalOutput(withdrawal).data, status=status.HTTP_201_CREATED)
 
@@ -331,5 +333,6 @@ class CustodyDepositApi(APIView):
             txid=data.validated_data["txid"],
             source=Deposit.Source.CUSTODY,
             memo=data.validated_data["memo"],
+            audit={**audit_context(request), **audit_system("custody-webhook")},
         )
         return Response(self.Output(deposit).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -6,16 +6,18 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
-from wallet.models import AccountKind, LedgerTransaction, TransactionKind
+from wallet.models import Account, AccountKind, LedgerTransaction, TransactionKind
 
 ADJUSTMENTS = AccountKind.ADJUSTMENTS.value
 
 
 @transaction.atomic
 @exact
-def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str) -> LedgerTransaction:
+def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str, audit: dict | None = None) -> LedgerTransaction:
     """Add ``amount`` (negative: take it away) to the user's AVAILABLE ``asset``, against ADJUSTMENTS.
 
     ``reason`` is required and stored with ``actor`` on the journal
@@ -37,4 +39,10 @@ def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str) -> Ledge
         legs=[Leg((None, asset.pk, ADJUSTMENTS), -amount), Leg((user.pk, asset.pk, AVAILABLE), amount)],
     )
     [transaction_id] = posting.write()
+    available = Account.objects.get(user=user, asset=asset, kind=AVAILABLE).balance
+    audit_log_record(
+        action=actions.BALANCE_ADJUST, object_type="wallet.ledgertransaction", object_id=transaction_id,
+        subject_user=user, before={"available": available - amount},
+        after={"available": available, "asset": asset.code, "amount": amount, "reason": reason},
+        **audit_origin(audit, staff=actor))
     return LedgerTransaction.objects.get(pk=transaction_id)

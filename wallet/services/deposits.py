@@ -6,9 +6,11 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
-from wallet.models import AccountKind, Deposit, TransactionKind
+from wallet.models import Account, AccountKind, Deposit, TransactionKind
 
 EXTERNAL = AccountKind.EXTERNAL.value
 
@@ -31,6 +33,7 @@ def deposit_credit(
     source: Deposit.Source | str = Deposit.Source.OPERATOR,
     actor=None,
     memo: str = "",
+    audit: dict | None = None,
 ) -> tuple[Deposit, bool]:
     """Credit ``amount`` of ``asset`` from EXTERNAL to the user's AVAILABLE balance.
 
@@ -38,7 +41,9 @@ def deposit_credit(
     same user and amount returns the first deposit and ``created=False``, a
     repeat that disagrees is a ``DEPOSIT_CONFLICT``. Operator deposits need
     the operator (``actor``) and a reason (``memo``); both are recorded on
-    the journal transaction.
+    the journal transaction. A credit writes a DEPOSIT_CREDIT audit row
+    (``audit``: the request's ``audit_context``; without one the operator,
+    or the running process, is the actor); a repeat writes none.
     """
     amount = validate_amount(asset=asset, amount=amount)
     txid = (txid or "").strip()
@@ -73,4 +78,11 @@ def deposit_credit(
         legs=[Leg((None, asset.pk, EXTERNAL), -amount), Leg((user.pk, asset.pk, AVAILABLE), amount)],
     )
     posting.write()
+    available = Account.objects.get(user=user, asset=asset, kind=AVAILABLE).balance
+    audit_log_record(
+        action=actions.DEPOSIT_CREDIT, object_type="wallet.deposit", object_id=deposit.pk, subject_user=user,
+        before={"available": available - amount},
+        after={"available": available, "asset": asset.code, "amount": amount, "txid": txid, "source": str(source),
+               "memo": memo},
+        **audit_origin(audit, staff=actor))
     return deposit, True

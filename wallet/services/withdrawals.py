@@ -13,6 +13,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from exchange.audit import actions
+from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, HELD, Leg, Posting, exact, validate_amount
 from wallet.models import AccountKind, TransactionKind, Withdrawal
@@ -24,15 +26,33 @@ EXTERNAL = AccountKind.EXTERNAL.value
 
 @transaction.atomic
 @exact
-def withdrawal_request(*, user, asset, amount: Decimal, address: str) -> Withdrawal:
-    """Hold ``amount`` of the user's available ``asset`` for a withdrawal to ``address``."""
+def withdrawal_request(*, user, asset, amount: Decimal, address: str, audit: dict | None = None) -> Withdrawal:
+    """Hold ``amount`` of the user's available ``asset`` for a withdrawal to ``address``.
+
+    Every transition writes its audit row (WITHDRAWAL_REQUEST, _APPROVE,
+    _REJECT, _COMPLETE) with the status before and after; ``audit`` is the
+    request's ``audit_context`` (without one: the user, or the operator).
+    """
     amount = validate_amount(asset=asset, amount=amount)
     address = (address or "").strip()
     if not address:
         raise ApplicationError("INVALID_ADDRESS", "A withdrawal needs a destination address.", field="address")
     withdrawal = Withdrawal.objects.create(user=user, asset=asset, amount=amount, address=address)
     funds_hold(user=user, asset=asset, amount=amount, reference=withdrawal.hold_reference, memo="withdrawal requested")
+    audit_log_record(action=actions.WITHDRAWAL_REQUEST, object_type="wallet.withdrawal", object_id=withdrawal.pk,
+                     subject_user=user, after=_state(withdrawal), **audit_origin(audit, user=user))
     return withdrawal
+
+
+def _state(withdrawal: Withdrawal) -> dict:
+    return {"status": withdrawal.status, "asset": withdrawal.asset.code, "amount": withdrawal.amount,
+            "address": withdrawal.address, "reason": withdrawal.reason, "txid": withdrawal.txid}
+
+
+def _record(action: str, withdrawal: Withdrawal, before: dict, *, actor, audit: dict | None) -> None:
+    audit_log_record(action=action, object_type="wallet.withdrawal", object_id=withdrawal.pk,
+                     subject_user=withdrawal.user_id, before=before, after=_state(withdrawal),
+                     **audit_origin(audit, staff=actor))
 
 
 def _locked(withdrawal: Withdrawal, *, expected: str, action: str) -> Withdrawal:
@@ -73,33 +93,41 @@ def _release_hold(withdrawal: Withdrawal, *, kind: str, to: tuple, actor, reason
 
 @transaction.atomic
 @exact
-def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
+def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str, audit: dict | None = None) -> Withdrawal:
     """Move the held funds to WITHDRAWALS_PENDING (closing the hold): the operator will send them."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Approving a withdrawal needs a reason.")
     withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="approved")
+    before = _state(withdrawal)
     _release_hold(withdrawal, kind=TransactionKind.WITHDRAWAL_APPROVE, to=(None, withdrawal.asset_id, PENDING),
                   actor=actor, reason=reason)
-    return _transition(withdrawal, Withdrawal.Status.APPROVED, actor=actor, reason=reason)
+    withdrawal = _transition(withdrawal, Withdrawal.Status.APPROVED, actor=actor, reason=reason)
+    _record(actions.WITHDRAWAL_APPROVE, withdrawal, before, actor=actor, audit=audit)
+    return withdrawal
 
 
 @transaction.atomic
 @exact
-def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str) -> Withdrawal:
+def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str, audit: dict | None = None) -> Withdrawal:
     """Release the held funds back to the user's available balance and close the hold."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Rejecting a withdrawal needs a reason.")
     withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="rejected")
+    before = _state(withdrawal)
     _release_hold(withdrawal, kind=TransactionKind.RELEASE, to=(withdrawal.user_id, withdrawal.asset_id, AVAILABLE),
                   actor=actor, reason=reason)
-    return _transition(withdrawal, Withdrawal.Status.REJECTED, actor=actor, reason=reason)
+    withdrawal = _transition(withdrawal, Withdrawal.Status.REJECTED, actor=actor, reason=reason)
+    _record(actions.WITHDRAWAL_REJECT, withdrawal, before, actor=actor, audit=audit)
+    return withdrawal
 
 
 @transaction.atomic
 @exact
-def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str) -> Withdrawal:
+def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str,
+                        audit: dict | None = None) -> Withdrawal:
     """Record that the funds were sent (external ``txid``): WITHDRAWALS_PENDING -> EXTERNAL."""
     txid = _require(txid, "INVALID_TXID", "txid", "Completing a withdrawal needs the external transaction id.")
     reason = _require(reason, "REASON_REQUIRED", "reason", "Completing a withdrawal needs a reason.")
     withdrawal = _locked(withdrawal, expected=Withdrawal.Status.APPROVED, action="completed")
+    before = _state(withdrawal)
     posting = Posting(accounts=[(None, withdrawal.asset_id, PENDING), (None, withdrawal.asset_id, EXTERNAL)])
     posting.transfer(
         kind=TransactionKind.WITHDRAWAL_COMPLETE,
@@ -117,6 +145,7 @@ def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str
     withdrawal.status = Withdrawal.Status.COMPLETED
     withdrawal.reason = reason
     withdrawal.save(update_fields=["status", "txid", "completed_at", "reason"])
+    _record(actions.WITHDRAWAL_COMPLETE, withdrawal, before, actor=actor, audit=audit)
     return withdrawal
 
 

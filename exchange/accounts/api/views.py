@@ -20,6 +20,7 @@ from exchange.accounts.authentication import enforce_csrf
 from exchange.accounts.services import user_register
 from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import SESSION_ONLY, ApiKeyPermission
+from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
 from exchange.core.schema import NOT_AUTHENTICATED, RATE_LIMITED, error_response
 
@@ -85,7 +86,7 @@ class RegisterApi(APIView):
         enforce_csrf(request._request)
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        user = user_register(**data.validated_data)
+        user = user_register(**data.validated_data, audit=audit_context(request))
         login(request._request, user, backend="django.contrib.auth.backends.ModelBackend")
         return Response(UserOutput(user).data, status=status.HTTP_201_CREATED)
 

@@ -14,6 +14,7 @@ from exchange.apikeys.models import PERMISSIONS, ApiKey
 from exchange.apikeys.permissions import SESSION_ONLY, ApiKeyPermission
 from exchange.apikeys.selectors import api_key_list_for_user
 from exchange.apikeys.services import api_key_create, api_key_revoke
+from exchange.audit.services import audit_context
 from exchange.core.schema import NOT_AUTHENTICATED, error_response
 
 TAGS = ["API keys"]
@@ -129,7 +130,7 @@ class ApiKeyListCreateApi(APIView):
     def post(self, request):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        api_key, secret = api_key_create(user=request.user, **data.validated_data)
+        api_key, secret = api_key_create(user=request.user, **data.validated_data, audit=audit_context(request))
         return Response({**ApiKeyOutput(api_key).data, "secret": secret}, status=status.HTTP_201_CREATED)
 
 
@@ -150,6 +151,6 @@ class ApiKeyRevokeApi(APIView):
         description="Revoke one of your keys at once (idempotent). Requests signed with it are refused from now on.",
     )
     def delete(self, request, key_id: str):
-        api_key_revoke(user=request.user, key_id=key_id)
+        api_key_revoke(user=request.user, key_id=key_id, audit=audit_context(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand
 
 from exchange.apikeys.services import api_key_secrets_reencrypt
+from exchange.audit.services import audit_system
 
 
 class Command(BaseCommand):
@@ -12,5 +13,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        count = api_key_secrets_reencrypt()
+        count = api_key_secrets_reencrypt(audit=audit_system("manage.py api_keys_reencrypt"))
         self.stdout.write(f"Re-encrypted {count} API key secret(s).")

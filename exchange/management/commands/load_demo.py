@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from exchange.audit.services import audit_system
 from exchange.demo import DEMO_USERS, demo_load
 
 
@@ -8,6 +9,6 @@ class Command(BaseCommand):
     help = "Load the demo assets, markets and users (idempotent)."
 
     def handle(self, *args, **options):
-        demo_load(password=settings.EXCHANGE_DEMO_PASSWORD)
+        demo_load(password=settings.EXCHANGE_DEMO_PASSWORD, audit=audit_system("manage.py load_demo"))
         users = ", ".join(user.username for user in DEMO_USERS)
         self.stdout.write(f"demo loaded: users {users}")

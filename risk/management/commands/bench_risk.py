@@ -70,7 +70,7 @@ class Command(BaseCommand):
         market = bench_market("R")
         User = get_user_model()
         people = [User.objects.create(username=f"bench-{market.symbol}-{index}") for index in range(users)]
-        risk_limit_set(scope=Scope.MARKET, market=market, source="bench", values={
+        risk_limit_set(scope=Scope.MARKET, market=market, values={
             "max_open_orders": 10**9, "max_order_quantity": "1000", "max_order_notional": "10000000",
             "max_daily_notional": "100000000000", "max_daily_orders": 10**9, "max_position": "100000000",
             "max_orders_per_second": 10**9, "price_band": "0.5"})

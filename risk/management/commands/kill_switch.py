@@ -19,6 +19,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from exchange.audit.services import audit_system
 from exchange.core.errors import ApplicationError
 from exchange.models import Market
 from orders.models import OPEN_STATUSES, Order
@@ -26,6 +27,7 @@ from risk import services
 from risk.models import TradingRestriction
 
 SOURCE = "command"
+AUDIT = audit_system("manage.py kill_switch")
 
 
 class Command(BaseCommand):
@@ -79,7 +81,7 @@ class Command(BaseCommand):
         user = self._user(options)
         open_orders = Order.objects.filter(user=user, status__in=OPEN_STATUSES).count()
         restriction, created = services.restriction_set(kind=TradingRestriction.Kind.USER_FROZEN, user=user,
-                                                        reason=reason, source=SOURCE)
+                                                        reason=reason, source=SOURCE, audit=AUDIT)
         if not created:
             return f"{user.username} was already frozen (since {restriction.created_at:%Y-%m-%d %H:%M:%S} UTC)."
         return f"{user.username} frozen; {open_orders} open orders asked to cancel; queued orders will be rejected."
@@ -87,34 +89,34 @@ class Command(BaseCommand):
     def _cancel_only_user(self, options, reason):
         user = self._user(options)
         _, created = services.restriction_set(kind=TradingRestriction.Kind.USER_CANCEL_ONLY, user=user,
-                                              reason=reason, source=SOURCE)
+                                              reason=reason, source=SOURCE, audit=AUDIT)
         return f"{user.username} {'is now' if created else 'was already'} cancel-only."
 
     def _resume_user(self, options, reason):
         user = self._user(options)
-        lifted = services.user_resume(user=user, reason=reason, source=SOURCE)
+        lifted = services.user_resume(user=user, reason=reason, source=SOURCE, audit=AUDIT)
         return f"{user.username} resumed ({lifted} restriction(s) lifted)." if lifted else \
             f"{user.username} had no restriction."
 
     def _halt_market(self, options, reason):
         market = self._market(options)
         _, created = services.restriction_set(kind=TradingRestriction.Kind.MARKET_HALTED, market=market,
-                                              reason=reason, source=SOURCE)
+                                              reason=reason, source=SOURCE, audit=AUDIT)
         return f"{market.symbol} {'halt requested' if created else 'was already halted'}."
 
     def _resume_market(self, options, reason):
         market = self._market(options)
-        if services.market_resume(market=market, reason=reason, source=SOURCE):
+        if services.market_resume(market=market, reason=reason, source=SOURCE, audit=AUDIT):
             return f"{market.symbol} resume requested."
         return f"{market.symbol} was not halted by a kill switch (its status is {market.status})."
 
     def _halt_all(self, options, reason):
         _, created = services.restriction_set(kind=TradingRestriction.Kind.EXCHANGE_HALTED, reason=reason,
-                                              source=SOURCE)
+                                              source=SOURCE, audit=AUDIT)
         return "Every market asked to halt; new orders refused." if created else "The exchange was already halted."
 
     def _resume_all(self, options, reason):
-        if services.exchange_resume(reason=reason, source=SOURCE):
+        if services.exchange_resume(reason=reason, source=SOURCE, audit=AUDIT):
             return "The exchange resumed; markets halted by it asked to resume."
         return "The exchange was not halted."
 

@@ -8,6 +8,7 @@ One flag per limit: --max-open-orders, --max-order-quantity, --max-order-notiona
 --max-daily-notional, --max-daily-orders, --max-position, --max-orders-per-second,
 --price-band. ``clear`` with no limit flag clears every limit of the scope.
 ``show --user`` also prints the user's effective limits in every market.
+Changes are audited with this command as the actor (``manage.py risk_limit``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from exchange.audit.services import audit_system
 from exchange.core.errors import ApplicationError
 from exchange.models import Market
 from exchange.profiles import kyc_tier_of
@@ -24,7 +26,7 @@ from risk import services
 from risk.limits import LimitBook
 from risk.models import LIMIT_FIELDS, RiskLimit, Scope
 
-SOURCE = "command"
+AUDIT = audit_system("manage.py risk_limit")
 
 
 def _flag(name: str) -> str:
@@ -61,11 +63,11 @@ class Command(BaseCommand):
                 values = {name: options[name] for name in LIMIT_FIELDS if options.get(name) is not None}
                 if not values:
                     raise CommandError("Give at least one limit, e.g. --max-open-orders 100.")
-                row = services.risk_limit_set(**target, values=values, source=SOURCE)
+                row = services.risk_limit_set(**target, values=values, audit=AUDIT)
                 self.stdout.write(f"Set: {self._describe(row)}")
             elif action == "clear":
                 names = [name for name in LIMIT_FIELDS if options.get(name)] or None
-                row = services.risk_limit_clear(**target, names=names, source=SOURCE)
+                row = services.risk_limit_clear(**target, names=names, audit=AUDIT)
                 self.stdout.write(f"Left: {self._describe(row)}" if row else "Cleared every limit of the scope.")
             else:
                 self._show(target)

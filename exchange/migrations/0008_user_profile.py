@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('exchange', '0005_outbox'),
+        ('exchange', '0007_audit_market_status_applied'),
     ]
 
     operations = [
