@@ -126,6 +126,11 @@ class Prepared:
     checked: CheckedOrder
     params: tuple
 
+    @property
+    def client_order_id(self) -> str:
+        """The order's client_order_id: the request's, or the one generated for it."""
+        return self.params[3]
+
 
 def placement_prepare(*, user_id: int, market: Market, request: OrderRequest, reference: Reference,
                       pulse: Pulse | None, fees: FeeRates, origin: Origin) -> Prepared:
