@@ -165,3 +165,16 @@ def restrictions() -> Restrictions:
 
 def kyc_tier(user_id: int) -> int:
     return _tier_cache.get(user_id)
+
+
+def cached(user_id: int) -> bool:
+    """Whether everything a pre-trade check of ``user_id`` reads is in this process's caches (an
+    async caller warms them with ``warm`` in a thread when not: loading reads the database)."""
+    return (_limits_cache.peek(None) is not None and _restrictions_cache.peek(None) is not None
+            and _tier_cache.peek(user_id) is not None)
+
+
+def warm(user_id: int) -> None:
+    limit_book()
+    restrictions()
+    kyc_tier(user_id)
