@@ -18,6 +18,7 @@ from exchange.audit import actions
 from exchange.audit.services import audit_log_record, snapshot
 from exchange.models import Asset, Market
 from exchange.roles import COMPLIANCE, roles_sync
+from risk.models import SurveillanceExemption
 from wallet.services import deposit_credit
 
 DEMO_ASSETS = [
@@ -123,3 +124,8 @@ def demo_load(*, password: str, audit: dict | None = None) -> None:
                 actor=users["operator"],
                 memo="demo funds",
             )
+    # The market maker crosses its own quotes on purpose (stp_mode NONE) so that trades
+    # print: an explicit exemption keeps those wash trades out of the alert queue.
+    SurveillanceExemption.objects.get_or_create(
+        user=users[MARKET_MAKER_USERNAME], kind="",
+        defaults={"reason": "Demo market maker: trades with itself on purpose.", "created_by": users["operator"]})

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/auth/", include("exchange.accounts.api.urls")),
     path("api/v1/", include("exchange.apikeys.api.urls")),
     path("api/v1/", include("wallet.api.urls")),
+    path("api/v1/", include("risk.api.urls")),
     path("api/v1/compliance/", include("exchange.audit.api.urls")),
     path("health", health.health, name="health"),
     path("health/live", health.health_live, name="health-live"),

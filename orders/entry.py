@@ -126,15 +126,25 @@ class Prepared:
     checked: CheckedOrder
     params: tuple
 
+    @property
+    def client_order_id(self) -> str:
+        """The order's client_order_id: the request's, or the one generated for it."""
+        return self.params[3]
+
 
 def placement_prepare(*, user_id: int, market: Market, request: OrderRequest, reference: Reference,
-                      pulse: Pulse | None, fees: FeeRates, origin: Origin) -> Prepared:
-    """Check ``request`` against the market's rules; the arguments of PLACE_SQL. Raises ApplicationError."""
+                      pulse: Pulse | None, fees: FeeRates, origin: Origin,
+                      client_order_id: str | None = None) -> Prepared:
+    """Check ``request`` against the market's rules; the arguments of PLACE_SQL. Raises ApplicationError.
+
+    ``client_order_id`` is the id to give the order when the request has none
+    (default: a new one), so that preparing the same request twice names the
+    same order (its risk reservation is keyed by it)."""
     checked = order_check(market=market, request=request, reference=reference)
     require_matcher(market, pulse)
     hold_asset = market.quote if checked.hold_asset_is_quote else market.base
     params = (
-        user_id, market.id, market.symbol, request.client_order_id or uuid.uuid4().hex,
+        user_id, market.id, market.symbol, request.client_order_id or client_order_id or uuid.uuid4().hex,
         checked.side, checked.type, checked.time_in_force, checked.price, checked.stop_price,
         checked.quantity, checked.quote_quantity, checked.stp_mode,
         hold_asset.id, checked.hold_amount, fees.maker, fees.taker,

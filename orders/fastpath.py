@@ -63,7 +63,8 @@ from exchange.selectors import market_get_cached, market_peek
 from matching import stream
 from orders import batching, entry
 from orders.representations import order_representation
-from orders.rules import OrderRequest
+from orders.rules import OrderRequest, Reference
+from risk import counters as risk_counters, limits as risk_limits, pretrade
 from wallet.fees import fee_rates_cached, fee_rates_peek
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ _LIVE_LUA = """
 redis.call('SELECT', ARGV[1])
 return redis.call('ZCOUNT', ARGV[2], ARGV[3], '+inf')
 """
-_LIVE_SHA = hashlib.sha1(_LIVE_LUA.encode()).hexdigest()
-_ADMISSION_SHA = hashlib.sha1(ADMISSION_LUA.encode()).hexdigest()
 
 
 @dataclass
@@ -239,11 +238,14 @@ class _Admitted:
     heartbeat: bytes | None  # the market's heartbeat, when asked for
     live: bool  # whether the user has a live WebSocket connection, when asked for
     caches_dropped: bool  # the per-process caches were dropped while the request was in flight
+    extra: list = field(default_factory=list)  # the replies to the caller's own commands
 
 
-async def _admit(request: _Request, *, symbol: str | None = None, live: bool = False) -> _Admitted:
+async def _admit(request: _Request, *, symbol: str | None = None, live: bool = False, extra=None) -> _Admitted:
     """Authentication, the key's permission and admission (replay, rate limits), in DRF's order,
-    plus what else the request needs from Redis, in one round trip."""
+    plus what else the request needs from Redis, in one round trip: ``extra(credentials)`` may
+    add commands of the caller's (once the key is known to be good), whose replies come back
+    in ``_Admitted.extra``."""
     key_id = request.header("x-api-key")
     try:
         headers = creds.parse_headers(request.header, query_string=request.query_string)
@@ -261,8 +263,9 @@ async def _admit(request: _Request, *, symbol: str | None = None, live: bool = F
             for scope in request_scopes(authenticated=True, view_scope="orders"):
                 admission.count(scope, f"key:{credentials.pk}")
         seen = localcache.current_token()
-        status, wait_s, heartbeat, live_members = await _pipeline(
-            admission, symbol=symbol, live_user_id=credentials.user_id if live else None)
+        own = await extra(credentials) if extra is not None and denied is None else []
+        status, wait_s, heartbeat, live_members, own_replies = await _pipeline(
+            admission, symbol=symbol, live_user_id=credentials.user_id if live else None, extra=own)
         if status == REPLAYED:
             raise creds.replayed()
         if status != ADMITTED:
@@ -281,7 +284,7 @@ async def _admit(request: _Request, *, symbol: str | None = None, live: bool = F
         raise
     if denied is not None:
         raise denied
-    return _Admitted(credentials, heartbeat, live_members > 0, caches_dropped)
+    return _Admitted(credentials, heartbeat, live_members > 0, caches_dropped, own_replies)
 
 
 def _permission_error(credentials: creds.Credentials) -> exceptions.PermissionDenied | None:
@@ -290,25 +293,39 @@ def _permission_error(credentials: creds.Credentials) -> exceptions.PermissionDe
     return exceptions.PermissionDenied("This API key lacks the 'trade' permission.", code="API_KEY_PERMISSION_DENIED")
 
 
-async def _pipeline(admission: Admission, *, symbol: str | None, live_user_id: int | None):
-    """(admission status, seconds to wait, the heartbeat or None, live connections) in one round trip;
-    the change token read on the way drops the caches if it moved."""
+async def _pipeline(admission: Admission, *, symbol: str | None, live_user_id: int | None, extra: list):
+    """(admission status, seconds to wait, the heartbeat or None, live connections, the replies to
+    ``extra``) in one round trip; the change token read on the way drops the caches if it moved."""
     keys, args = admission.keys_and_args()
-    commands = [("GET", localcache.VERSION_KEY), ("EVALSHA", _ADMISSION_SHA, len(keys), *keys, *args)]
+    commands = [("GET", localcache.VERSION_KEY), _script_command(ADMISSION_LUA, keys, args)]
     if symbol is not None:
         commands.append(("GET", stream.heartbeat_key(symbol)))
     if live_user_id is not None:
-        commands.append(("EVALSHA", _LIVE_SHA, 0, _channels_db(), f"asgi:group:{protocol.user_group(live_user_id)}",
-                         int(time.time()) - 86400))
+        commands.append(_script_command(_LIVE_LUA, [], [
+            _channels_db(), f"asgi:group:{protocol.user_group(live_user_id)}", int(time.time()) - 86400]))
+    first_extra = len(commands)
+    commands += extra
     replies = await _execute(commands)
     localcache.observe(replies[0])
     status, wait_s = Admission.verdict(replies[1])
     heartbeat = replies[2] if symbol is not None else None
-    live = int(replies[-1]) if live_user_id is not None else 0
-    return status, wait_s, heartbeat, live
+    live = int(replies[first_extra - 1]) if live_user_id is not None else 0
+    return status, wait_s, heartbeat, live, replies[first_extra:]
 
 
-_SCRIPTS = {_ADMISSION_SHA: ADMISSION_LUA, _LIVE_SHA: _LIVE_LUA}
+_SCRIPTS: dict[str, str] = {}
+
+
+def _script_command(script: str, keys: list, args: list) -> tuple:
+    """EVALSHA of ``script`` (its text is kept, to load it if Redis does not know it)."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode()).hexdigest()
+        _SCRIPTS[sha] = script
+    return ("EVALSHA", sha, len(keys), *keys, *args)
+
+
+_SHAS: dict[str, str] = {}
 
 
 async def _execute(commands: list[tuple]) -> list:
@@ -361,41 +378,145 @@ def _market_sync(symbol: str) -> Market | None:
         return None
 
 
+# The last heartbeat this process read of each market, and when (monotonic): a placement
+# that arrives while it is recent is checked against it before its Redis round trip, so
+# that its risk reservation can ride in that round trip; the heartbeat the round trip
+# reads then checks it again (a busy worker reads one per order, so it is milliseconds old).
+PULSE_REUSE_S = 0.5
+_pulses: dict[str, tuple[float, stream.Pulse | None]] = {}
+
+
+@dataclass
+class _Risk:
+    """The pre-trade check of one placement, planned before the pipeline when it can be."""
+
+    plan: object = None
+    reservation: object = None
+
+    async def release(self) -> None:
+        """Give back what was reserved (the order was not accepted after all)."""
+        reservation, self.reservation = self.reservation, None
+        if reservation is None or reservation.release_script is None:
+            return
+        try:
+            await _execute([_script_command(reservation.release_script, reservation.release_keys,
+                                            reservation.release_args)])
+        except (OSError, TimeoutError, RuntimeError):
+            logger.error("a risk reservation could not be given back; the counters' reconciliation will",
+                         exc_info=True)
+
+
 async def _place(request: _Request):
     fields, invalid = _parse_place(request)
-    market = await _market_for(fields["market"]) if fields is not None else None
-    admitted = await _admit(request, symbol=market.symbol if market is not None else None, live=True)
-    if invalid is not None:
-        raise invalid
-    fields = dict(fields)
-    symbol = fields.pop("market")
-    if admitted.caches_dropped:
+    market, order_request, symbol = None, None, ""
+    if fields is not None:
+        fields = dict(fields)
+        symbol = fields.pop("market")
         market = await _market_for(symbol)
-    if market is None:
-        raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")
-    order_request = OrderRequest(**fields)
-    user_id = admitted.credentials.user_id
-    pulse = stream.pulse_parse(admitted.heartbeat)
+        order_request = OrderRequest(**fields)
+    generated_id = uuid.uuid4().hex  # the order's client_order_id if the request has none
+    risk = _Risk()
+
+    async def plan_early(credentials) -> list:
+        """The risk reservation, for the pipeline, when this process has a recent pulse."""
+        if market is None or order_request is None:
+            return []
+        seen = _pulses.get(market.symbol)
+        if seen is None or time.monotonic() - seen[0] > PULSE_REUSE_S:
+            return []
+        try:
+            prepared, reference = await _prepare(request, credentials, market, order_request, seen[1], generated_id)
+            risk.plan = await _risk_plan(credentials, market, prepared, reference)
+        except ApplicationError:
+            return []  # the checks run again, fresh, once the round trip is back
+        return [_script_command(risk.plan.script, risk.plan.keys, risk.plan.args)]
+
+    admitted = await _admit(request, symbol=market.symbol if market is not None else None, live=True,
+                            extra=plan_early)
     try:
-        fallback_price = await _last_price(market) if pulse is None else None
-        prepared = entry.placement_prepare(
-            user_id=user_id, market=market, request=order_request,
-            reference=entry.reference_of(pulse, last_price_fallback=fallback_price), pulse=pulse,
-            fees=await _fee_rates(user_id, market), origin=_origin(request, admitted))
-    except ApplicationError:
-        # A retry of an order accepted earlier gets that order, whatever changed since.
-        existing = await _existing(user_id, order_request)
-        if existing is None:
-            raise
-        return 200, _render(entry.existing_outcome(existing, order_request, market), market), []
-    outcome = entry.placement_outcome(prepared, await batching.batcher().place(prepared.params))
+        if invalid is not None:
+            raise invalid
+        if market is None:
+            raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")
+        if admitted.caches_dropped:
+            market = await _market_for(market.symbol)
+        pulse = stream.pulse_parse(admitted.heartbeat)
+        _pulses[market.symbol] = (time.monotonic(), pulse)
+        credentials = admitted.credentials
+        early_reply = admitted.extra[0] if admitted.extra else None
+        try:
+            prepared, reference = await _prepare(request, credentials, market, order_request, pulse, generated_id)
+            await _reserve(risk, credentials, market, prepared, reference, early_reply, admitted.caches_dropped)
+        except ApplicationError:
+            await risk.release()
+            # A retry of an order accepted earlier gets that order, whatever changed since.
+            existing = await _existing(credentials.user_id, order_request)
+            if existing is None:
+                raise
+            return 200, _render(entry.existing_outcome(existing, order_request, market), market), []
+        outcome = entry.placement_outcome(prepared, await batching.batcher().place(prepared.params))
+    except BaseException:
+        await risk.release()
+        raise
     if not outcome.created:
+        await risk.release()
         return 200, _render(outcome.order, market), []
     order_id = outcome.order["id"]
     if admitted.live:  # the PENDING order before the matcher's first message about it
-        await aio.in_thread(_live_order_accepted, order_id, user_id)
+        await aio.in_thread(_live_order_accepted, order_id, credentials.user_id)
     await _after_commit(market.symbol, stream.NEW, order_id)
     return 201, _render(outcome.order, market), []
+
+
+async def _prepare(request: _Request, credentials, market: Market, order_request: OrderRequest,
+                   pulse: stream.Pulse | None, generated_id: str) -> tuple[entry.Prepared, Reference]:
+    """The market's rules (``entry.placement_prepare``) with the reference of ``pulse``; and that reference."""
+    reference = entry.reference_of(pulse, last_price_fallback=await _last_price(market) if pulse is None else None)
+    prepared = entry.placement_prepare(
+        user_id=credentials.user_id, market=market, request=order_request, reference=reference, pulse=pulse,
+        fees=await _fee_rates(credentials.user_id, market), origin=_origin(request, credentials),
+        client_order_id=generated_id)
+    return prepared, reference
+
+
+async def _risk_plan(credentials, market: Market, prepared: entry.Prepared, reference: Reference):
+    """The pre-trade check's plan (``risk.pretrade.placement_plan``); raises its static refusals."""
+    if not risk_limits.cached(credentials.user_id):
+        await aio.in_thread(risk_limits.warm, credentials.user_id)
+    return pretrade.placement_plan(
+        user_id=credentials.user_id, kyc_tier=risk_limits.kyc_tier(credentials.user_id), market=market,
+        order=prepared.checked, reference=reference, client_order_id=prepared.client_order_id,
+        now_ms=time.time_ns() // 1_000_000)
+
+
+async def _reserve(risk: _Risk, credentials, market: Market, prepared: entry.Prepared, reference: Reference,
+                   early_reply, caches_dropped: bool) -> None:
+    """The pre-trade check against the fresh pulse (its static refusals first). The reservation
+    made in the pipeline stands when the fresh check plans exactly the same; otherwise what it
+    reserved is given back and the check runs again on its own (a worker that was idle, a
+    market that moved, limits that changed meanwhile)."""
+    fresh = await _risk_plan(credentials, market, prepared, reference)
+    early = risk.plan if early_reply is not None else None
+    if early is not None:
+        if not caches_dropped and fresh.args == early.args:
+            try:
+                risk.reservation = early.verdict(early_reply)  # or its refusal: nothing was reserved
+                return
+            except pretrade.CountersCold:
+                pass
+        elif int(early_reply[0]) == 0:  # it reserved: give that back
+            risk.reservation = early.verdict(early_reply)
+            await risk.release()
+    risk.plan = fresh
+    for attempt in (1, 2):
+        [reply] = await _execute([_script_command(fresh.script, fresh.keys, fresh.args)])
+        try:
+            risk.reservation = fresh.verdict(reply)
+            return
+        except pretrade.CountersCold:
+            if attempt == 2:
+                raise
+            await aio.in_thread(risk_counters.counters_rebuild, user_id=credentials.user_id)
 
 
 async def _market_for(symbol: str) -> Market | None:
@@ -403,9 +524,9 @@ async def _market_for(symbol: str) -> Market | None:
     return market_peek(symbol=symbol) or await aio.in_thread(_market_sync, symbol)
 
 
-def _origin(request: _Request, admitted: _Admitted) -> entry.Origin:
+def _origin(request: _Request, credentials: creds.Credentials) -> entry.Origin:
     """Who asks, for the order and its audit row (as ``audit_context`` says for the Django door)."""
-    return entry.Origin.clean(ip=request.client_ip, api_key_id=admitted.credentials.pk,
+    return entry.Origin.clean(ip=request.client_ip, api_key_id=credentials.pk,
                               user_agent=request.header("user-agent") or "", request_id=request.request_id)
 
 
@@ -471,7 +592,7 @@ async def _cancel(request: _Request):
     if not 0 < request.order_id <= entry.BIGINT_MAX:
         raise entry.order_not_found()
     row = entry.cancel_outcome(await aio.fetch_one(entry.CANCEL_SQL, admitted.credentials.user_id, request.order_id,
-                                                   *_origin(request, admitted).cancel_params()))
+                                                   *_origin(request, admitted.credentials).cancel_params()))
     await _after_commit(row["symbol"], stream.CANCEL, request.order_id)
     return 202, _render(row, await _market_for(row["symbol"])), []
 
@@ -485,8 +606,11 @@ async def _cancel_all(request: _Request):
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
     user_id = admitted.credentials.user_id
+    if not risk_limits.cached(user_id):
+        await aio.in_thread(risk_limits.warm, user_id)
+    pretrade.restrictions_check(user_id=user_id, market_id=None, cancel=True)  # a frozen account cannot
     count = (await aio.fetch_one(entry.CANCEL_ALL_SQL, user_id, market.id, market.symbol,
-                                 *_origin(request, admitted).cancel_params()))["orders_cancel_all"]
+                                 *_origin(request, admitted.credentials).cancel_params()))["orders_cancel_all"]
     if count:
         await _after_commit(market.symbol, stream.CANCEL_ALL, user_id)
     return 202, {"market": symbol.upper(), "orders_to_cancel": count}, []

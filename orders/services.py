@@ -36,7 +36,7 @@ from matching.models import MarketState
 from orders import entry
 from orders.models import RESTING_STATUSES, Order, OrderAmendment, hold_reference
 from orders.rules import EXACT, OrderRequest, Reference, amend_check, amend_hold_needed
-from risk.services import order_pre_trade_check
+from risk.pretrade import cancel_check, order_amend_check, order_pre_trade_check
 from wallet.fees import fee_rates_cached
 from wallet.selectors import hold_remaining
 from wallet.services import hold_increase
@@ -90,26 +90,35 @@ def order_place(*, user, symbol: str, request: OrderRequest, audit: dict | None 
     market = market_for_trading(symbol=symbol)
     try:
         pulse = market_pulse(market)
+        reference = market_reference(market=market, pulse=pulse)
         prepared = entry.placement_prepare(
-            user_id=user.pk, market=market, request=request, reference=market_reference(market=market, pulse=pulse),
+            user_id=user.pk, market=market, request=request, reference=reference,
             pulse=pulse, fees=fee_rates_cached(user=user, market=market), origin=entry.Origin.of(audit))
-        order_pre_trade_check(user=user, market=market, order=prepared.checked)
+        # Reserved in the risk counters now; given back below if the database does not place the order.
+        reservation = order_pre_trade_check(user=user, market=market, order=prepared.checked, reference=reference,
+                                            client_order_id=prepared.client_order_id)
     except ApplicationError:
         # A retry of an order accepted earlier gets that order, whatever changed since.
         existing = _existing(user=user, request=request)
         if existing is None:
             raise
         return _order_from_row(entry.existing_outcome(existing, request, market), market), False
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(entry.PLACE_SQL, prepared.params)
-            row = dict(zip([column.name for column in cursor.description], cursor.fetchone()))
-        outcome = entry.placement_outcome(prepared, row)
-        order = _order_from_row(outcome.order, market)
-        if outcome.created:
-            order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
-            outbox_kick_on_commit()
-            stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(entry.PLACE_SQL, prepared.params)
+                row = dict(zip([column.name for column in cursor.description], cursor.fetchone()))
+            outcome = entry.placement_outcome(prepared, row)
+            order = _order_from_row(outcome.order, market)
+            if outcome.created:
+                order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
+                outbox_kick_on_commit()
+                stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
+    except BaseException:
+        reservation.release()
+        raise
+    if not outcome.created:
+        reservation.release()
     return order, outcome.created
 
 
@@ -140,6 +149,13 @@ def orders_cancel_all(*, user, symbol: str, audit: dict | None = None) -> int:
     market = market_for_trading(symbol=symbol)
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
+    cancel_check(user=user)
+    return orders_cancel_all_request(user=user, market=market, audit=audit)
+
+
+def orders_cancel_all_request(*, user, market: Market, audit: dict | None = None) -> int:
+    """Flag every open order of ``user`` in ``market`` for cancellation and enqueue the
+    CANCEL_ALL command; returns how many. Also the kill switch's (risk: freezing a user)."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(entry.CANCEL_ALL_SQL,
@@ -153,6 +169,19 @@ def orders_cancel_all(*, user, symbol: str, audit: dict | None = None) -> int:
 
 def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None,
                 audit: dict | None = None) -> OrderAmendment:
+    """``_order_amend``; what its risk check reserved is given back if the amendment is refused."""
+    reservations = []
+    try:
+        return _order_amend(user=user, order_id=order_id, price=price, quantity=quantity, audit=audit,
+                            reservations=reservations)
+    except BaseException:
+        for reservation in reservations:  # the risk counters' part of a refused amendment
+            reservation.release()
+        raise
+
+
+def _order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal | None, audit: dict | None,
+                 reservations: list) -> OrderAmendment:
     """Ask the matcher to change a resting order's price and/or total quantity.
 
     The amendment records absolute terms (what was left unchanged is filled in
@@ -185,11 +214,13 @@ def order_amend(*, user, order_id: int, price: Decimal | None, quantity: Decimal
             )
         market = order.market
         pulse = market_pulse(market)
+        reference = market_reference(market=market, pulse=pulse)
         new_price, new_quantity = amend_check(
-            market=market, order=order, price=price, quantity=quantity,
-            reference=market_reference(market=market, pulse=pulse),
+            market=market, order=order, price=price, quantity=quantity, reference=reference,
         )
         entry.require_matcher(market, pulse)
+        reservations.append(order_amend_check(user=user, order=order, new_price=new_price, new_quantity=new_quantity,
+                                              reference=reference))
         needed = amend_hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                                    filled_quantity=order.filled_quantity, new_price=new_price, new_quantity=new_quantity)
         # The hold changes only in the matcher's batches, which lock this order

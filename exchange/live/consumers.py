@@ -29,6 +29,7 @@ from django.conf import settings
 
 from exchange.live import protocol
 from matching import stream
+from risk.live import account_state
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self._snapshot(symbol)
             elif kind == "ticker":
                 await self._ticker_now(symbol)
+            elif channel == "user.account":
+                await self.live_account({"user_id": self.user.pk,
+                                         "data": await database_sync_to_async(account_state)(self.user.pk)})
 
     async def _unsubscribe(self, message, request_id):
         names = await self._channel_list(message, request_id)
@@ -368,6 +372,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if channel in self.subscriptions:
             await self.send_json(protocol.envelope("update", channel, event["sequence"], event["data"],
                                                    timestamp=event["timestamp"]))
+
+    async def live_account(self, event):
+        """The user's trading state (ACTIVE, CANCEL_ONLY, FROZEN): on subscribe, then on every change."""
+        if self.user is not None and event["user_id"] == self.user.pk and "user.account" in self.subscriptions:
+            await self.send_json(protocol.envelope("update", "user.account", self._next_private("user.account"),
+                                                   event["data"]))
 
     def _next_private(self, channel: str) -> int:
         self.private_sequence[channel] = self.private_sequence.get(channel, 0) + 1

@@ -8,7 +8,7 @@ import time
 # Public channels are "<kind>.<SYMBOL>"; private ones carry no user id: the
 # connection's user decides whose events they are.
 MARKET_KINDS = ("orderbook", "trades", "ticker")
-USER_CHANNELS = ("user.orders", "user.trades", "user.balances")
+USER_CHANNELS = ("user.orders", "user.trades", "user.balances", "user.account")
 
 # Stable error codes (data.code of a type "error" message).
 BAD_MESSAGE = "BAD_MESSAGE"
@@ -36,6 +36,7 @@ LAYER_BOOK = "live.book"
 LAYER_TRADES = "live.trades"
 LAYER_TICKER = "live.ticker"
 LAYER_USER = "live.user"
+LAYER_ACCOUNT = "live.account"  # the user's trading state (risk/live.py)
 
 
 def book_group(symbol: str) -> str:

@@ -102,7 +102,7 @@ _BEGIN = """
 """
 
 # The cursor before the first epoch: every real transaction id (3 and up) is
-# after it. (Migration 0008 creates the row; a test database's flush removes
+# after it. (Migration 0009 creates the row; a test database's flush removes
 # it, and the relay then creates it again.)
 _CURSOR_CREATE = f"INSERT INTO {CURSOR} (id, published_snapshot) VALUES (1, '2:2:') ON CONFLICT DO NOTHING"
 

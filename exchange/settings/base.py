@@ -90,8 +90,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict = {}
-CELERY_IMPORTS = ["exchange.outbox.tasks"]
-CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}}
+CELERY_IMPORTS = ["exchange.outbox.tasks", "risk.tasks"]
+CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}, "risk.tasks.*": {"queue": "risk"}}
 
 # --- Django ------------------------------------------------------------------
 
@@ -295,6 +295,23 @@ CELERY_BEAT_SCHEDULE["retention-enforce"] = {
     "task": "exchange.audit.tasks.retention_enforce",
     "schedule": RETENTION_INTERVAL_S,
     "options": {"expires": 3600},
+}
+
+# --- Risk (risk/, docs/RISK.md) -----------------------------------------------
+
+# How often beat runs the risk event consumer (counters, per-event surveillance)
+# and the windowed surveillance rules (velocity, concentration).
+RISK_CONSUME_INTERVAL_S = float(os.environ.get("RISK_CONSUME_INTERVAL_S", "1"))
+RISK_WINDOWS_INTERVAL_S = float(os.environ.get("RISK_WINDOWS_INTERVAL_S", "60"))
+CELERY_BEAT_SCHEDULE["risk-events-consume"] = {
+    "task": "risk.tasks.risk_events_consume",
+    "schedule": RISK_CONSUME_INTERVAL_S,
+    "options": {"queue": "risk", "expires": RISK_CONSUME_INTERVAL_S * 5},
+}
+CELERY_BEAT_SCHEDULE["risk-surveillance-windows"] = {
+    "task": "risk.tasks.risk_surveillance_windows",
+    "schedule": RISK_WINDOWS_INTERVAL_S,
+    "options": {"queue": "risk", "expires": RISK_WINDOWS_INTERVAL_S},
 }
 
 # --- Operations --------------------------------------------------------------

@@ -45,6 +45,7 @@ from matching.units import MarketUnits
 from matching.worker.rebuild import engine_amounts
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, Side, Trade, hold_reference
 from orders.rules import hold_needed
+from risk.gate import admission_refusals
 from wallet.fees import fee_amount
 from wallet.services import HoldRelease, TradeSettlement, ledger_apply
 
@@ -111,6 +112,10 @@ class BatchResult:
 
 
 class BatchApplier:
+    # Consulted once per batch with the users of its NEW orders: {user_id: reason} for
+    # those whose new orders are rejected instead (kill switches, risk/gate.py).
+    admission = staticmethod(admission_refusals)
+
     def __init__(self, market: Market, book: engine.OrderBook):
         self.market = market
         self.book = book
@@ -162,6 +167,9 @@ class BatchApplier:
         # amendment id -> (status, reason, sequence, (previous price, previous quantity))
         amendment_outcomes: dict[int, tuple] = {}
         status_outcomes: dict[int, tuple[str, int | None, str]] = {}
+        new_rows = [orders[c.row_id] for c in commands if c.kind == "new" and c.row_id in orders]
+        refused = self.admission({row["user_id"] for row in new_rows if row["status"] == OrderStatus.PENDING},
+                                 market_id=self.market.id)
 
         def run(engine_command, *, amendment_id=None, status_change_id=None):
             events = self.book.apply(engine_command)
@@ -176,6 +184,8 @@ class BatchApplier:
                 row = orders.get(command.row_id)
                 if row is None or status_now.get(row["id"]) != OrderStatus.PENDING:
                     result.skipped += 1
+                elif row["user_id"] in refused:
+                    self._end_unsequenced(row, changes, status_now, OrderStatus.REJECTED, refused[row["user_id"]])
                 elif row["cancel_requested_at"] is not None:
                     self._cancel_unsequenced(row, changes, status_now)
                 else:
@@ -259,11 +269,16 @@ class BatchApplier:
     def _cancel_unsequenced(self, row, changes, status_now) -> None:
         """A cancel that reached the matcher before its order did: the order never
         enters the book; it ends CANCELED with nothing filled."""
+        self._end_unsequenced(row, changes, status_now, OrderStatus.CANCELED, "CANCEL")
+
+    def _end_unsequenced(self, row, changes, status_now, status: str, reason: str) -> None:
+        """An order that never enters the book (cancelled first, or refused by the admission
+        gate): it ends with nothing filled, and its hold is released below."""
         change = changes[row["id"]]
-        change.status = OrderStatus.CANCELED
-        change.status_reason = "CANCEL"
+        change.status = status
+        change.status_reason = reason
         change.filled_lots = change.filled_tl = 0
-        status_now[row["id"]] = OrderStatus.CANCELED
+        status_now[row["id"]] = status
 
     def _record(self, event, changes, status_now, terms_now, result, amendment_id, amendment_outcomes,
                 status_change_id, status_outcomes) -> None:

@@ -21,6 +21,7 @@ from exchange.selectors import market_get
 from orders import selectors, services
 from orders.models import OrderStatus, OrderType, Side, StpMode, TimeInForce
 from orders.rules import OrderRequest
+from risk.api.schema import RISK_AMEND_CONFLICT, RISK_CONFLICT, RISK_FORBIDDEN, RISK_INVALID_ORDER, RISK_RATE
 
 # Error responses (the body is always {"code", "message", "field"}; see exchange/core/errors.py).
 INVALID_ORDER = error_response(
@@ -30,6 +31,7 @@ INVALID_ORDER = error_response(
     ("UNKNOWN_MARKET", "There is no market 'BTC-EUR'.", "market"),
     ("UNKNOWN_FIELD", "This field is not accepted.", "status"),
     ("MALFORMED_REQUEST", "The request body is not valid JSON: Expecting value: line 1 column 1 (char 0)", None),
+    *RISK_INVALID_ORDER,
 )
 NOT_JSON = error_response(
     "The body is not sent as application/json.",
@@ -45,18 +47,25 @@ KEY_NEEDS_TRADE = error_response(
     "The API key lacks the trade permission.",
     ("API_KEY_PERMISSION_DENIED", "This API key lacks the 'trade' permission.", None),
 )
+TRADE_FORBIDDEN = error_response(
+    "The API key lacks the trade permission, or a kill switch stops your account (docs/RISK.md).",
+    ("API_KEY_PERMISSION_DENIED", "This API key lacks the 'trade' permission.", None),
+    *RISK_FORBIDDEN,
+)
 PLACE_CONFLICT = error_response(
     "The order cannot be accepted in the market's or the order's current state.",
     ("CLIENT_ORDER_ID_REUSED", "client_order_id was already used for a different order.", "client_order_id"),
     ("MARKET_HALTED", "The market is halted: no orders are accepted.", "market"),
     ("NO_REFERENCE_PRICE", "The market has no trade or opposite order to price this market order; use a limit order "
                            "or quote_quantity.", "type"),
+    *RISK_CONFLICT,
 )
 ORDER_CONFLICT = error_response(
     "The order is not in a state that allows this.",
     ("ORDER_NOT_OPEN", "The order is already FILLED.", None),
     ("ORDER_NOT_RESTING", "Only orders resting in the book can be amended; this one is PENDING.", None),
     ("MARKET_HALTED", "The market is halted: cancels resume with trading.", None),
+    *RISK_AMEND_CONFLICT,
 )
 UNAVAILABLE = error_response(
     "The market's matching engine or a dependency is down: nothing was written; retry after Retry-After.",
@@ -69,6 +78,11 @@ ORDER_NOT_FOUND = error_response(
 )
 UNKNOWN_MARKET = error_response("No market has this symbol.", ("UNKNOWN_MARKET", "There is no market 'BTC-EUR'.", "symbol"))
 PRIVATE_ERRORS = {401: NOT_AUTHENTICATED, 429: RATE_LIMITED}
+ORDER_RATE_LIMITED = error_response(
+    "Too many requests (Retry-After says when to retry), or more orders in one second than your risk limit.",
+    ("RATE_LIMITED", "Request was throttled. Expected available in 1 second.", None),
+    *RISK_RATE,
+)
 
 
 def _market_in_query(symbol: str) -> Market:
@@ -194,8 +208,8 @@ class OrderCollectionApi(APIView):
         tags=["Orders"],
         operation_id="orders_create",
         request=OrderPlaceInput,
-        responses={201: OrderOutput, 200: OrderOutput, 400: INVALID_ORDER, 403: KEY_NEEDS_TRADE, 409: PLACE_CONFLICT,
-                   415: NOT_JSON, 503: UNAVAILABLE, **PRIVATE_ERRORS},
+        responses={201: OrderOutput, 200: OrderOutput, 400: INVALID_ORDER, 403: TRADE_FORBIDDEN, 409: PLACE_CONFLICT,
+                   415: NOT_JSON, 503: UNAVAILABLE, **PRIVATE_ERRORS, 429: ORDER_RATE_LIMITED},
         examples=[
             OpenApiExample("limit buy", request_only=True, value={
                 "market": "BTC-USDT", "side": "BUY", "type": "LIMIT", "price": "64000", "quantity": "0.25",
@@ -266,7 +280,7 @@ class OrderCollectionApi(APIView):
         tags=["Orders"],
         operation_id="orders_cancel_all",
         parameters=[CancelAllInput],
-        responses={202: CancelAllOutput, 400: INVALID_INPUT, 403: KEY_NEEDS_TRADE, 409: ORDER_CONFLICT,
+        responses={202: CancelAllOutput, 400: INVALID_INPUT, 403: TRADE_FORBIDDEN, 409: ORDER_CONFLICT,
                    **PRIVATE_ERRORS},
         examples=[OpenApiExample("three to cancel", response_only=True, status_codes=["202"],
                                  value={"market": "BTC-USDT", "orders_to_cancel": 3})],
@@ -323,7 +337,7 @@ class OrderDetailApi(APIView):
 
     @extend_schema(
         tags=["Orders"], operation_id="orders_amend", request=OrderAmendInput,
-        responses={202: AmendmentOutput, 400: INVALID_ORDER, 403: KEY_NEEDS_TRADE, 404: ORDER_NOT_FOUND,
+        responses={202: AmendmentOutput, 400: INVALID_ORDER, 403: TRADE_FORBIDDEN, 404: ORDER_NOT_FOUND,
                    409: ORDER_CONFLICT, 415: NOT_JSON, 503: UNAVAILABLE, **PRIVATE_ERRORS},
         examples=[
             OpenApiExample("reduce quantity (keeps priority)", request_only=True, value={"quantity": "0.2"}),

@@ -373,3 +373,50 @@ def test_both_doors_write_the_same_audit_rows(doors, matcher):
         (action, object_type, market, "user", "key", "subject", ip, agent, request_id,
          {key: value for key, value in after.items() if key != "client_order_id" or value == "audited"})
         for action, object_type, market, _, _, _, ip, agent, request_id, after in django]
+
+
+def test_risk_limits_and_kill_switches_answer_alike(doors, market):
+    """The pre-trade check on both doors: at the open-order limit the next order is 409
+    RISK_MAX_OPEN_ORDERS, over the order value limit 400 RISK_MAX_ORDER_NOTIONAL (whether the
+    check rode in the worker's first round trip or, the worker's last heartbeat being too old,
+    ran on its own); a frozen account is refused placing and cancelling all (403)."""
+    from risk.services import restriction_set, risk_limit_set
+
+    fast, django = doors
+    for door in doors:
+        risk_limit_set(scope="USER", user=door.user, values={"max_open_orders": 2, "max_order_notional": "5000"})
+    for _ in range(2):  # within 0.5 s of the last heartbeat read: the check rides in the pipeline
+        same_answer(fast.post(limit()), django.post(limit()))
+    status, answer, _ = same_answer(fast.post(limit()), django.post(limit()))
+    assert (status, answer["code"]) == (409, "RISK_MAX_OPEN_ORDERS")
+    time.sleep(0.6)  # the heartbeat the worker read is too old now: the check runs on its own round trip
+    status, answer, _ = same_answer(fast.post(limit()), django.post(limit()))
+    assert (status, answer["code"]) == (409, "RISK_MAX_OPEN_ORDERS")
+    status, answer, _ = same_answer(fast.post(limit(quantity="60")), django.post(limit(quantity="60")))
+    assert (status, answer["code"]) == (400, "RISK_MAX_ORDER_NOTIONAL")
+
+    for door in doors:
+        restriction_set(kind="USER_FROZEN", reason="test", user=door.user)
+    status, answer, _ = same_answer(fast.post(limit()), django.post(limit()))
+    assert (status, answer["code"]) == (403, "RISK_USER_FROZEN")
+    status, answer, _ = same_answer(fast.delete(query={"market": "BTC-USDT"}),
+                                    django.delete(query={"market": "BTC-USDT"}))
+    assert (status, answer["code"]) == (403, "RISK_USER_FROZEN")
+
+
+def test_orders_the_database_refuses_give_their_risk_reservation_back(doors):
+    """With a daily limit of two orders, three placements refused by the database (insufficient
+    funds) use up nothing: two orders then pass, and only the third is RISK_DAILY_ORDER_COUNT."""
+    from risk.services import risk_limit_set
+
+    fast, django = doors
+    for door in doors:
+        risk_limit_set(scope="USER", user=door.user, values={"max_daily_orders": 2})
+    for _ in range(3):
+        status, answer, _ = same_answer(fast.post(limit(price="2000", quantity="600")),
+                                        django.post(limit(price="2000", quantity="600")))
+        assert (status, answer["code"]) == (400, "INSUFFICIENT_FUNDS")
+    for _ in range(2):
+        assert same_answer(fast.post(limit()), django.post(limit()))[0] == 201
+    status, answer, _ = same_answer(fast.post(limit()), django.post(limit()))
+    assert (status, answer["code"]) == (409, "RISK_DAILY_ORDER_COUNT")

@@ -27,7 +27,7 @@ CARRY_OVER = """
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange', '0007_audit_market_status_applied'),
+        ('exchange', '0008_user_profile'),
     ]
 
     operations = [

@@ -1,0 +1,144 @@
+"""The risk consumer of the event bus: counters and per-event surveillance from the matcher's events.
+
+It reads ``order.events`` and ``trade.events`` through the deduping consumer
+(``exchange.outbox.consumer``: each event's effects run in one database
+transaction that records it as handled, so a redelivery is skipped):
+
+- ``order.updated`` that ends an order (FILLED, CANCELED, EXPIRED, REJECTED):
+  the order leaves the user's open-order counters (``counters.CLOSE``);
+  a cancel of an unfilled order also runs the spoofing rule;
+- ``trade.executed``: the fill moves from the orders' counters to the users'
+  positions (``counters.FILL``), and the wash-trade and large-trade rules run.
+
+The Redis counter updates are idempotent by themselves (a deleted entry, a
+sequence watermark), since they cannot share the database transaction: a
+handler that fails after updating them is run again and changes nothing the
+second time. A user whose counters are cold is rebuilt from the database
+first (``CountersCold`` ends the pass; ``consume`` rebuilds and reads the
+unacknowledged entries again).
+
+Order matters for the watermark: one consumer at a time reads the streams
+(``consume`` holds a Redis lock), so each market's trades arrive in sequence
+order. With Kafka as the bus (``KAFKA_BOOTSTRAP_SERVERS``), this consumer
+has nothing to read yet: docs/RISK.md, "Operations".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from exchange.core.localcache import LocalCache
+from exchange.core.redis import get_redis
+from exchange.models import Market
+from exchange.outbox.consumer import ReceivedEvent, RedisStreamConsumer
+from exchange.outbox.models import Topic
+from orders.models import FINAL_STATUSES, Order, Side
+from risk import counters, surveillance
+from risk.limits import to_units
+from risk.pretrade import CountersCold
+
+logger = logging.getLogger(__name__)
+
+CONSUMER = "risk"
+LOCK_KEY = "risk:consumer:lock"
+LOCK_TTL_MS = 60_000
+
+
+def _market_ids(symbol: str) -> tuple[int, int]:
+    return Market.objects.values_list("id", "base_id").get(symbol=symbol)
+
+
+_markets = LocalCache("risk.consumer.markets", _market_ids, max_age_s=3600)
+
+
+def _apply(source: str, keys: list, args: list, user_id: int) -> int:
+    reply = counters.script(source)(keys=keys, args=args)
+    if reply == -1:
+        raise CountersCold(user_id)
+    return reply
+
+
+def order_updated(event: ReceivedEvent) -> None:
+    data = event.data
+    if data["status"] not in FINAL_STATUSES:
+        return
+    user_id = data["user_id"]
+    _apply(counters.CLOSE, [counters.counters_key(user_id), counters.open_key(user_id)], [data["client_order_id"]],
+           user_id)
+    market_id, _ = _markets.get(data["market"])
+    surveillance.cancel_check(data, market_id=market_id)
+
+
+def trade_executed(event: ReceivedEvent) -> None:
+    data = event.data
+    market_id, base_id = _markets.get(data["market"])
+    maker_order, taker_order = data["maker_order_id"], data["taker_order_id"]
+    orders = {order_id: (coid, ip) for order_id, coid, ip in Order.objects.filter(
+        id__in=[maker_order, taker_order]).values_list("id", "client_order_id", "client_ip")}
+    taker_buys = data["taker_side"] == Side.BUY
+    quantity = to_units(Decimal(data["quantity"]))
+    legs: dict[int, list] = {}
+    for user_id, order_id, buys in ((data["maker_user_id"], maker_order, not taker_buys),
+                                    (data["taker_user_id"], taker_order, taker_buys)):
+        legs.setdefault(user_id, []).extend([orders[order_id][0], base_id, "b" if buys else "s", quantity])
+    day = counters.day_of(datetime.fromisoformat(data["executed_at"]).timestamp())
+    for user_id, user_legs in legs.items():
+        _apply(counters.FILL, [counters.counters_key(user_id), counters.open_key(user_id)],
+               [market_id, data["sequence"], day, counters.TTL_MS, *user_legs], user_id)
+    surveillance.trade_check(data, market_id=market_id, client_ips={order_id: ip for order_id, (_, ip) in orders.items()})
+
+
+def risk_event_handle(event: ReceivedEvent) -> None:
+    if event.version != 1:
+        return  # a version this code does not know (docs/EVENTS.md)
+    if event.type == "order.updated":
+        order_updated(event)
+    elif event.type == "trade.executed":
+        trade_executed(event)
+
+
+class _PassOver(Exception):
+    """The pass used its time: the entry being read is left for the next pass."""
+
+
+def consume(*, max_seconds: float = 5.0, max_rebuilds: int = 1000) -> int:
+    """Handle what the streams hold, for at most about ``max_seconds`` (well inside the
+    lock's expiry); returns how many events had an effect. Does nothing when another
+    process is consuming: one reader at a time keeps each market's trades in order."""
+    client = get_redis()
+    token = uuid.uuid4().hex
+    if not client.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
+        return 0
+    deadline = time.monotonic() + max_seconds
+
+    def handle(event: ReceivedEvent) -> None:
+        if time.monotonic() > deadline:
+            raise _PassOver
+        risk_event_handle(event)
+
+    handled = 0
+    rebuilds = 0
+    try:
+        while True:
+            # A fresh consumer re-reads first what an earlier pass read but did not acknowledge.
+            consumer = RedisStreamConsumer(name=CONSUMER, topics=[Topic.ORDERS, Topic.TRADES], handler=handle,
+                                           client=client, consumer_id=CONSUMER)
+            try:
+                consumer.drain()
+                return handled + consumer.handled
+            except _PassOver:
+                return handled + consumer.handled
+            except CountersCold as cold:
+                handled += consumer.handled
+                rebuilds += 1
+                if rebuilds > max_rebuilds:
+                    raise
+                counters.counters_rebuild(user_id=cold.user_id, client=client)
+    finally:
+        # Release only our own lock (it may have expired and been taken by another pass).
+        if client.get(LOCK_KEY) == token.encode():
+            client.delete(LOCK_KEY)
