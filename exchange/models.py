@@ -155,7 +155,7 @@ class Market(models.Model):
 # Models kept in packages of this app register through this module.
 from exchange.apikeys.models import ApiKey  # noqa: E402,F401
 from exchange.branding import Branding  # noqa: E402,F401
-from exchange.outbox.models import OutboxEvent, ProcessedEvent  # noqa: E402,F401
+from exchange.outbox.models import OutboxCursor, OutboxEvent, ProcessedEvent  # noqa: E402,F401
 from exchange.profiles import UserProfile  # noqa: E402,F401
 from exchange.audit.models import (  # noqa: E402,F401
     AuditChainHead, AuditChainLink, AuditCheckpoint, AuditLog, LegalHold,

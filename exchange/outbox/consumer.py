@@ -6,20 +6,23 @@ makes a handler's effect happen once: it inserts ``(consumer, event_id)``
 into ``ProcessedEvent`` in the handler's own database transaction, so the
 record exists exactly when the handler's writes committed, and a repeat is
 skipped. ``RedisStreamConsumer`` reads the Redis-stream bus with a consumer
-group and acknowledges an entry after its handler committed.
+group, acknowledges an entry after its handler committed, and takes over the
+entries a dead member of its group left unacknowledged.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
 import redis
+from django.conf import settings
 from django.db import connection, transaction
 
 from exchange.outbox.bus import stream_name
@@ -78,10 +81,19 @@ class RedisStreamConsumer:
     before without acknowledging); each entry is acknowledged only after
     ``event_handle_once`` returned, so a crash redelivers it and the dedupe
     skips it if its effect had committed. Entries of one stream arrive in
-    stream order, so order per key holds for a single consumer."""
+    stream order, so order per key holds for a single consumer.
+
+    Several consumers of one group share the entries; when one dies, what it
+    read and did not acknowledge stays in the group's pending list. Every
+    ``claim_idle_ms / 2`` a poll first claims (XAUTOCLAIM) the entries idle
+    for ``claim_idle_ms`` (OUTBOX_CONSUMER_CLAIM_IDLE_MS) and handles them:
+    they are older than what it reads next. An entry trimmed from the stream
+    before anyone handled it is acknowledged and skipped (nothing to handle).
+    """
 
     def __init__(self, *, name: str, topics: list[str], handler: Callable[[ReceivedEvent], None],
-                 client: redis.Redis | None = None, consumer_id: str | None = None, start: str = "0"):
+                 client: redis.Redis | None = None, consumer_id: str | None = None, start: str = "0",
+                 claim_idle_ms: int | None = None):
         if client is None:
             from exchange.core.redis import get_redis
 
@@ -91,6 +103,7 @@ class RedisStreamConsumer:
         self.handler = handler
         self.streams = [stream_name(topic) for topic in topics]
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.claim_idle_ms = settings.OUTBOX_CONSUMER_CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
         for stream in self.streams:
             try:
                 client.xgroup_create(stream, name, id=start, mkstream=True)
@@ -98,30 +111,58 @@ class RedisStreamConsumer:
                 if "BUSYGROUP" not in str(error):
                     raise
         self._recovering = True
+        self._claimed_at = float("-inf")
         self.handled = 0
+        self.claimed = 0
 
     def poll(self, *, count: int = 500, block_ms: int | None = None) -> int:
         """Read up to ``count`` entries per stream and handle them; returns how
         many entries were read (``self.handled`` counts the new effects)."""
-        if self._recovering:
+        entries = []
+        if (time.monotonic() - self._claimed_at) * 1000 >= self.claim_idle_ms / 2:
+            self._claimed_at = time.monotonic()
+            entries = self._claim(count)
+        if not entries and self._recovering:
             entries = self.client.xreadgroup(self.name, self.consumer_id, {s: "0" for s in self.streams}, count=count)
             if not any(messages for _, messages in entries):
-                self._recovering = False
-        if not self._recovering:
+                self._recovering, entries = False, []
+        if not entries and not self._recovering:
             entries = self.client.xreadgroup(self.name, self.consumer_id, {s: ">" for s in self.streams},
                                              count=count, block=block_ms)
         read = 0
         for stream, messages in entries or []:
             acked = []
             for entry_id, fields in messages:
-                event = ReceivedEvent.parse(fields[b"event"])
-                if event_handle_once(consumer=self.name, event=event, handler=self.handler):
-                    self.handled += 1
+                if fields:  # empty: trimmed from the stream before it was handled
+                    event = ReceivedEvent.parse(fields[b"event"])
+                    if event_handle_once(consumer=self.name, event=event, handler=self.handler):
+                        self.handled += 1
                 acked.append(entry_id)
             read += len(acked)
             if acked:
                 self.client.xack(stream, self.name, *acked)
         return read
+
+    def _claim(self, count: int) -> list:
+        """Take over the group's entries idle for ``claim_idle_ms``: [(stream, entries)]."""
+        claimed = []
+        for stream in self.streams:
+            start = "0-0"
+            while True:
+                reply = self.client.xautoclaim(stream, self.name, self.consumer_id, self.claim_idle_ms, start,
+                                               count=count)
+                start, entries = reply[0], reply[1]  # Redis 7 adds a third element: the ids it deleted
+                if any(entry_id is None for entry_id, _ in entries):
+                    # Redis 6.2 claims trimmed entries without naming them: the read of
+                    # this consumer's own pending entries acknowledges them.
+                    self._recovering = True
+                entries = [(entry_id, fields) for entry_id, fields in entries if entry_id is not None]
+                if entries:
+                    claimed.append((stream, entries))
+                    self.claimed += len(entries)
+                if start in (b"0-0", "0-0"):
+                    break
+        return claimed
 
     def drain(self, *, count: int = 500) -> int:
         """Poll until nothing is left to read; returns how many entries were read."""

@@ -4,6 +4,7 @@ An ``OutboxEvent`` is written in the transaction of the change it describes
 and published later by the relay (``exchange.outbox.relay``): it exists
 exactly when the change committed. Its ``payload`` is the versioned JSON body
 documented per ``event_type`` in docs/EVENTS.md; amounts are decimal strings.
+``OutboxCursor`` is how far the relay got.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from django.contrib.postgres.indexes import BrinIndex
+
+from exchange.core.horizon import TransactionIdField
 
 
 class Topic(models.TextChoices):
@@ -44,10 +47,21 @@ class EventJSONEncoder(json.JSONEncoder):
 
 
 class OutboxEvent(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "PENDING", "Pending"
-        PUBLISHED = "PUBLISHED", "Published"
-        FAILED = "FAILED", "Failed (requeue after fixing the cause)"
+    """One event, written in the transaction of the change it describes, and never
+    changed after that unless the relay has to set it aside.
+
+    Delivery is the relay's cursor (``OutboxCursor``): an event is published
+    once the cursor passed its transaction (``txid``), and nothing is written
+    to the row. Only an event the bus refused, and the later events of its
+    (topic, key) that must not overtake it, carry a ``delivery`` state: the
+    first one of the key is the head (RETRY, then FAILED after
+    OUTBOX_MAX_ATTEMPTS refusals), the others WAITING behind it.
+    """
+
+    class Delivery(models.TextChoices):
+        RETRY = "RETRY", "Retry (first of its key set aside: published at next_attempt_at)"
+        FAILED = "FAILED", "Failed (refused by the bus: requeue after fixing the cause)"
+        WAITING = "WAITING", "Waiting (behind a retrying or failed event of its key)"
 
     # gen_random_uuid() in the database: bulk emitters that build rows with
     # INSERT ... SELECT (the matcher, the ledger) need no Python per row.
@@ -58,34 +72,79 @@ class OutboxEvent(models.Model):
     version = models.PositiveSmallIntegerField(default=1, db_default=1)
     payload = models.JSONField(encoder=EventJSONEncoder)
     sequence = models.BigIntegerField(null=True, blank=True, help_text="The market's engine sequence, if any.")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_default="PENDING")
-    attempts = models.PositiveIntegerField(default=0, db_default=0, help_text="Failed publish attempts.")
-    next_attempt_at = models.DateTimeField(db_default=Now())
-    last_error = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(db_default=Now())
-    published_at = models.DateTimeField(null=True, blank=True)
+    # The writing transaction: the relay publishes by transaction, in commit order (exchange.outbox.relay).
+    txid = TransactionIdField()
+    delivery = models.CharField(max_length=8, choices=Delivery.choices, null=True, blank=True,
+                                help_text="Empty unless the relay set the event aside.")
+    attempts = models.PositiveIntegerField(default=0, db_default=0, help_text="Times the bus refused the event.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         indexes = [
-            # The relay's scan: pending rows in id order (published rows leave it).
-            models.Index(fields=["id"], name="outbox_unpublished_idx",
-                         condition=Q(status__in=["PENDING", "FAILED"])),
-            # Rows that failed at least once and may block their key: empty
-            # while the bus works, so the relay's search for them is free.
-            models.Index(fields=["topic", "key", "id"], name="outbox_retrying_idx",
-                         condition=Q(attempts__gt=0, status__in=["PENDING", "FAILED"])),
+            # The relay's epochs: the rows of the transactions that committed since its last snapshot.
+            models.Index(fields=["txid"], name="outbox_txid_idx"),
+            # Events set aside (empty while the bus works): the heads of blocked keys, and what waits behind them.
+            models.Index(fields=["topic", "key"], name="outbox_head_idx",
+                         condition=Q(delivery__in=["RETRY", "FAILED"])),
+            models.Index(fields=["topic", "key", "id"], name="outbox_waiting_idx", condition=Q(delivery="WAITING")),
             # Pruning by age: rows are appended in time order, so a BRIN index
             # is tiny and nearly free to maintain.
             BrinIndex(fields=["created_at"], name="outbox_created_brin"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["PENDING", "PUBLISHED", "FAILED"]),
-                                   name="outbox_status_valid"),
+            models.CheckConstraint(condition=Q(delivery__in=["RETRY", "FAILED", "WAITING"]),
+                                   name="outbox_delivery_valid"),
         ]
         permissions = [("requeue_outboxevent", "Can requeue failed outbox events")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.key} #{self.pk}"
+
+
+class SnapshotField(models.Field):
+    """A PostgreSQL ``pg_snapshot`` (``xmin:xmax:xip,...``), as text in Python."""
+
+    description = "PostgreSQL snapshot (pg_snapshot)"
+
+    def db_type(self, connection) -> str:
+        return "pg_snapshot"
+
+    def from_db_value(self, value, expression, connection):
+        return None if value is None else str(value)
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        return None if value is None else str(value)
+
+
+class OutboxCursor(models.Model):
+    """The relay's position (one row, id 1), advanced once per batch.
+
+    ``published_snapshot``: every event written by a transaction visible in
+    it has been published (or set aside). ``epoch_snapshot``, while an epoch
+    is published in several batches: the events of the transactions visible
+    in it and not in ``published_snapshot``, in id order, of which those up
+    to ``epoch_after_id`` are published; ``epoch_last_id`` bounds their ids.
+    While the bus is unavailable the relay waits until ``bus_retry_at``.
+    See ``exchange.outbox.relay``.
+    """
+
+    published_snapshot = SnapshotField()
+    epoch_snapshot = SnapshotField(null=True, blank=True)
+    epoch_after_id = models.BigIntegerField(default=0, db_default=0)
+    epoch_last_id = models.BigIntegerField(default=0, db_default=0)
+    bus_attempts = models.PositiveIntegerField(default=0, db_default=0,
+                                               help_text="Consecutive batches the bus did not confirm.")
+    bus_retry_at = models.DateTimeField(null=True, blank=True)
+    bus_error = models.TextField(blank=True, default="", db_default="")
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="outbox_cursor_single_row")]
+
+    def __str__(self) -> str:
+        return f"outbox cursor at {self.published_snapshot}"
 
 
 class ProcessedEvent(models.Model):
@@ -101,6 +160,8 @@ class ProcessedEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["consumer", "event_id"], name="processed_event_once_per_consumer"),
         ]
+        # Pruning by age (``outbox_prune``): appended in time order, so BRIN.
+        indexes = [BrinIndex(fields=["processed_at"], name="processed_event_at_brin")]
 
     def __str__(self) -> str:
         return f"{self.consumer}: {self.event_id}"

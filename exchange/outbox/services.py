@@ -1,9 +1,10 @@
-"""Writing outbox rows, in the caller's transaction, and kicking the relay after commit.
+"""Writing outbox rows in the caller's transaction; requeue and pruning.
 
 - ``outbox_emit`` / ``outbox_emit_many``: rows built in Python (placement,
-  admin requests, audit). One INSERT per call.
-- ``outbox_kick_on_commit``: what bulk emitters that insert rows with their
-  own ``INSERT ... SELECT`` (the matcher's batch, the ledger) call instead.
+  admin requests, audit). One INSERT per call. Bulk emitters (the matcher's
+  batch, the ledger) insert rows with their own ``INSERT ... SELECT``. No
+  emitter wakes the relay: it polls (``exchange.outbox.relay``), so a commit
+  that writes events costs nothing more than its INSERT.
 - ``outbox_requeue`` (operator) and ``outbox_prune`` (retention).
 
 An emitter writes its row after it locked the rows of the entity the event
@@ -25,10 +26,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.outbox.models import EventJSONEncoder, OutboxEvent, Topic
+from exchange.outbox.models import EventJSONEncoder, OutboxCursor, OutboxEvent, ProcessedEvent, Topic
 
 logger = logging.getLogger(__name__)
 
+# The Redis key the Celery relay's wake-up used. Nothing reads it now; the
+# order-entry fast path (orders/fastpath.py) still sets it in its after-commit
+# pipeline, and can stop (then this and OUTBOX_KICK_* in the settings go).
 KICK_KEY = "outbox:kick"
 
 
@@ -57,14 +61,14 @@ _INSERT = f"""
     FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::smallint[], %s::text[], %s::bigint[])
         WITH ORDINALITY AS e(topic, key, event_type, version, payload, sequence, n)
     ORDER BY e.n
-    RETURNING id, event_id, created_at, next_attempt_at
+    RETURNING id, event_id, created_at
 """
 
 _encoder = EventJSONEncoder(separators=(",", ":"))
 
 
 def outbox_emit_many(events: Iterable[Event]) -> list[OutboxEvent]:
-    """Write events, in order, with one INSERT; the relay is kicked after commit.
+    """Write events, in order, with one INSERT.
 
     One INSERT ... SELECT over arrays bound on the server rather than
     ``bulk_create``: the ORM spends about 0.2 ms of Python per row here
@@ -85,13 +89,11 @@ def outbox_emit_many(events: Iterable[Event]) -> list[OutboxEvent]:
             payloads, [event.sequence for event in events],
         ])
         inserted = sorted(cursor.fetchall())
-    outbox_kick_on_commit()
     return [
         OutboxEvent(id=row_id, event_id=event_id, topic=event.topic, key=str(event.key), event_type=event.event_type,
-                    version=event.version, payload=json.loads(payload),
-                    sequence=event.sequence, status=OutboxEvent.Status.PENDING, attempts=0,
-                    next_attempt_at=next_attempt_at, last_error="", created_at=created_at)
-        for event, payload, (row_id, event_id, created_at, next_attempt_at) in zip(events, payloads, inserted)
+                    version=event.version, payload=json.loads(payload), sequence=event.sequence, delivery=None,
+                    attempts=0, last_error="", created_at=created_at)
+        for event, payload, (row_id, event_id, created_at) in zip(events, payloads, inserted)
     ]
 
 
@@ -121,55 +123,70 @@ def market_changed_emit(*, market, created: bool, changed_fields: Iterable[str],
                        event_type="market.created" if created else "market.updated", payload=payload)
 
 
-def _kick() -> None:
-    """Queue one relay run unless one is already queued (a Redis flag the task clears)."""
-    if not settings.OUTBOX_KICK_ENABLED:
-        return
-    try:
-        from exchange.core.redis import get_redis
-        from exchange.outbox.tasks import outbox_relay as outbox_relay_task
-
-        # The flag expires, so a kick whose task was lost is retried by the
-        # next commit after a few seconds (and by beat in any case).
-        if get_redis().set(KICK_KEY, 1, nx=True, px=settings.OUTBOX_KICK_TTL_MS):
-            outbox_relay_task.apply_async(retry=False)
-    except Exception:  # noqa: BLE001 - the change committed; beat relays it anyway
-        logger.warning("could not kick the outbox relay; beat will run it", exc_info=True)
-
-
 def outbox_kick_on_commit() -> None:
-    """Kick the relay after the current transaction commits, at most once per transaction."""
-    assert connection.in_atomic_block, "outbox rows are written in the transaction of the change they describe"
-    if any(callback is _kick for _, callback, _ in connection.run_on_commit):
-        return
-    transaction.on_commit(_kick)
+    """Nothing: the relay polls and needs no wake-up (docs/EVENTS.md).
+
+    Emitters that insert their own rows (the matcher's batch, the ledger)
+    still call it; the call can be removed from them."""
 
 
 @transaction.atomic
 def outbox_requeue(*, ids: Iterable[int]) -> int:
-    """Put FAILED events back in the queue (attempts reset); returns how many."""
-    count = OutboxEvent.objects.filter(id__in=list(ids), status=OutboxEvent.Status.FAILED).update(
-        status=OutboxEvent.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
-    if count:
-        outbox_kick_on_commit()
-    return count
+    """Put FAILED events back in line: each is the head of its key, retried by
+    the next relay run (attempts reset), with the events waiting behind it.
+    Returns how many were FAILED."""
+    return OutboxEvent.objects.filter(id__in=list(ids), delivery=OutboxEvent.Delivery.FAILED).update(
+        delivery=OutboxEvent.Delivery.RETRY, attempts=0, next_attempt_at=timezone.now())
 
 
-def outbox_prune(*, retention_days: float | None = None, chunk_size: int = 10_000) -> int:
-    """Delete PUBLISHED events created more than ``retention_days`` ago (default
-    OUTBOX_RETENTION_DAYS), in chunks of one transaction each; returns how many."""
-    days = settings.OUTBOX_RETENTION_DAYS if retention_days is None else retention_days
-    cutoff = timezone.now() - timedelta(days=days)
-    table = OutboxEvent._meta.db_table
-    deleted = 0
+# One chunk of a prune, in id order (rows are appended in time order): delete
+# the chunk's rows that match, and say where the chunk ended and whether any
+# of its rows was old enough (none: the rest is newer, stop).
+_PRUNE_CHUNK = """
+    WITH chunk AS MATERIALIZED (
+        SELECT id, {age} AS at FROM {table} WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+    ), gone AS (
+        DELETE FROM {table} t USING chunk WHERE t.id = chunk.id AND chunk.at < %(cutoff)s AND {condition}
+        RETURNING t.id
+    )
+    SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM gone),
+           COALESCE((SELECT bool_or(at < %(cutoff)s) FROM chunk), false)
+"""
+
+# Published: no delivery state, and written by a transaction the cursor's
+# snapshot sees as finished (so published by an earlier epoch).
+_PUBLISHED = f"""
+    t.delivery IS NULL
+    AND t.txid < (SELECT pg_snapshot_xmin(published_snapshot) FROM {OutboxCursor._meta.db_table} WHERE id = 1)
+"""
+
+
+def _prune(table: str, age: str, condition: str, cutoff, chunk_size: int) -> int:
+    deleted, after = 0, 0
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                f"""DELETE FROM {table} WHERE id IN (
-                        SELECT id FROM {table} WHERE created_at < %s AND status = 'PUBLISHED' LIMIT %s)""",
-                [cutoff, chunk_size],
-            )
-            count = cursor.rowcount
+            cursor.execute(_PRUNE_CHUNK.format(table=table, age=age, condition=condition),
+                           {"after": after, "limit": chunk_size, "cutoff": cutoff})
+            last, count, any_old = cursor.fetchone()
         deleted += count
-        if count < chunk_size:
+        if last is None or not any_old:
             return deleted
+        after = last
+
+
+def outbox_prune(*, retention_days: float | None = None, processed_retention_days: float | None = None,
+                 chunk_size: int = 10_000) -> tuple[int, int]:
+    """Delete published events created more than ``retention_days`` ago
+    (OUTBOX_RETENTION_DAYS) and consumers' dedupe records older than
+    ``processed_retention_days`` (OUTBOX_PROCESSED_RETENTION_DAYS), in chunks
+    of one transaction each, walking each table in id order. Events set
+    aside or not yet published are kept whatever their age. Returns
+    (events, records) deleted."""
+    now = timezone.now()
+    days = settings.OUTBOX_RETENTION_DAYS if retention_days is None else retention_days
+    processed_days = (settings.OUTBOX_PROCESSED_RETENTION_DAYS if processed_retention_days is None
+                      else processed_retention_days)
+    events = _prune(OutboxEvent._meta.db_table, "created_at", _PUBLISHED, now - timedelta(days=days), chunk_size)
+    records = _prune(ProcessedEvent._meta.db_table, "processed_at", "true", now - timedelta(days=processed_days),
+                     chunk_size)
+    return events, records

@@ -245,22 +245,27 @@ WALLET_FEE_VOLUME_ASSET = os.environ.get("WALLET_FEE_VOLUME_ASSET", "USDT")
 # --- Outbox and event bus (exchange/outbox, docs/EVENTS.md) --------------------
 
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
-OUTBOX_RELAY_INTERVAL_S = float(os.environ.get("OUTBOX_RELAY_INTERVAL_S", "2"))
+# How often the relay process looks for new events when it has none (the
+# commit -> bus latency of a quiet exchange is about this).
+OUTBOX_RELAY_POLL_MS = env_int("OUTBOX_RELAY_POLL_MS", 25)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 12)
 OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1"))
 OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
 OUTBOX_RETENTION_DAYS = float(os.environ.get("OUTBOX_RETENTION_DAYS", "7"))
+# Consumers' dedupe records (ProcessedEvent): a redelivery older than this is handled again.
+OUTBOX_PROCESSED_RETENTION_DAYS = float(os.environ.get("OUTBOX_PROCESSED_RETENTION_DAYS", "7"))
+# A Redis-stream consumer takes over entries another consumer of its group read
+# and left unacknowledged for this long (that consumer died).
+OUTBOX_CONSUMER_CLAIM_IDLE_MS = env_int("OUTBOX_CONSUMER_CLAIM_IDLE_MS", 60_000)
 OUTBOX_REDIS_STREAM_MAXLEN = env_int("OUTBOX_REDIS_STREAM_MAXLEN", 100_000)
-OUTBOX_REDIS_STREAM_PREFIX = "bus:"
+OUTBOX_REDIS_STREAM_PREFIX = os.environ.get("OUTBOX_REDIS_STREAM_PREFIX", "bus:")
 OUTBOX_KAFKA_TIMEOUT_MS = env_int("OUTBOX_KAFKA_TIMEOUT_MS", 10_000)
 OUTBOX_KAFKA_PARTITIONS = env_int("OUTBOX_KAFKA_PARTITIONS", 6)
-OUTBOX_KICK_ENABLED = env_bool("OUTBOX_KICK_ENABLED", True)
+# The Celery relay's wake-up is gone (the relay polls). Still read by the
+# order-entry fast path (orders/fastpath.py), which sets the old kick flag:
+# off, so that it queues no task; both go when it stops.
+OUTBOX_KICK_ENABLED = False
 OUTBOX_KICK_TTL_MS = 5000
-CELERY_BEAT_SCHEDULE["outbox-relay"] = {
-    "task": "exchange.outbox.tasks.outbox_relay",
-    "schedule": OUTBOX_RELAY_INTERVAL_S,
-    "options": {"queue": "outbox", "expires": OUTBOX_RELAY_INTERVAL_S * 5},
-}
 CELERY_BEAT_SCHEDULE["outbox-prune"] = {
     "task": "exchange.outbox.tasks.outbox_prune",
     "schedule": 24 * 3600.0,

@@ -4,7 +4,8 @@ Embedded PostgreSQL and Redis start when this command's settings load (unless
 DATABASE_URL / REDIS_URL are set); then it migrates, loads the demo, starts
 the web server (``exchange.server``: ``--web-processes`` uvicorn workers for
 HTTP, admin and WebSocket, each on its own ``SO_REUSEPORT`` socket of the
-port), one matcher per market (under their supervisor), a Celery worker and Celery beat, waits until
+port), one matcher per market (under their supervisor), the outbox relay, a
+Celery worker and Celery beat, waits until
 /health/ready answers, starts the demo market maker (with the demo, unless
 --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
 logins, and runs until Ctrl-C or SIGTERM. It then stops every process it
@@ -35,7 +36,8 @@ READY_TIMEOUT_S = 90.0
 
 
 class Command(BaseCommand):
-    help = "Run the exchange: services, migrations, demo data, web server, matchers, Celery worker and beat."
+    help = ("Run the exchange: services, migrations, demo data, web server, matchers, outbox relay, "
+            "Celery worker and beat.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=settings.EXCHANGE_HOST)
@@ -107,6 +109,7 @@ class Command(BaseCommand):
                  "--concurrency", "2", "--loglevel", "WARNING", "--hostname", "worker@%h"],
             ),
             ("matchers", [python, str(settings.BASE_DIR / "manage.py"), "run_matchers"]),
+            ("outbox-relay", [python, str(settings.BASE_DIR / "manage.py"), "run_outbox_relay"]),
             (
                 "celery-beat",
                 [python, "-m", "celery", "-A", "exchange", "beat", "--loglevel", "WARNING",

@@ -10,15 +10,19 @@ import json
 
 import pytest
 
+from exchange.outbox import metrics
 from exchange.outbox.bus import RedisStreamBus, reset_bus, stream_name
 from exchange.outbox.models import OutboxEvent, Topic
 
 
 @pytest.fixture
 def bus(redis_app, transactional_db):
-    """The Redis-stream bus on the application Redis, emptied first."""
+    """The Redis-stream bus on the application Redis, emptied first. The
+    relay's metric counts still in memory at the end go to Redis before
+    ``redis_app`` empties it, so that no test sees another's."""
     reset_bus()
     yield RedisStreamBus()
+    metrics.flush()
     reset_bus()
 
 

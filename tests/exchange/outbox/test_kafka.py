@@ -17,9 +17,10 @@ from django.db import transaction
 from django.utils import timezone
 from kafka import KafkaConsumer
 
+from exchange.outbox import metrics
 from exchange.outbox.bus import KafkaBus
-from exchange.outbox.models import OutboxEvent, Topic
-from exchange.outbox.relay import outbox_relay
+from exchange.outbox.models import OutboxCursor, Topic
+from exchange.outbox.relay import outbox_pending, outbox_relay
 from exchange.outbox.services import Event, outbox_emit_many
 from tests.exchange.outbox.conftest import rows
 
@@ -102,7 +103,7 @@ def test_relayed_events_are_consumed_back_in_order_per_key(kafka_bus, kafka_brok
 
     result = outbox_relay(bus=kafka_bus, batch_size=100)
 
-    assert result.published == 600 and not OutboxEvent.objects.exclude(status="PUBLISHED").exists()
+    assert result.published == 600 and outbox_pending() == (False, None)
     received = consume(kafka_broker, [Topic.ORDERS, Topic.TRADES], 600)
     assert len(received) == 600
     partitions_by_key = defaultdict(set)
@@ -118,10 +119,11 @@ def test_relayed_events_are_consumed_back_in_order_per_key(kafka_bus, kafka_brok
         assert ids == [str(r.event_id) for r in rows(topic=topic, key=key)]
 
 
-def test_broker_stopped_mid_relay_keeps_rows_pending_and_they_go_out_after_restart(kafka_bus, kafka_broker):
-    """The broker dies after the first batch: that batch is PUBLISHED, the rest
-    stays PENDING with a failed attempt; after a restart (a new, empty broker)
-    the relay publishes them all, in order per key."""
+def test_broker_stopped_mid_relay_moves_nothing_and_all_goes_out_after_restart(kafka_bus, kafka_broker):
+    """The broker dies after the first batch: that batch is published, the relay
+    stops at the next one (unconfirmed: the cursor stays, a backoff starts, no
+    event is set aside); after a restart (a new, empty broker) the relay
+    publishes the rest, in order per key."""
     emit([Event(Topic.ORDERS, f"SYM{i % 4}", "test.event", {"i": i}) for i in range(300)])
     calls = []
 
@@ -132,21 +134,20 @@ def test_broker_stopped_mid_relay_keeps_rows_pending_and_they_go_out_after_resta
             calls.append(len(messages))
             if len(calls) == 2:
                 kafka_broker.stop()
-            kafka_bus.publish(messages)
+            return kafka_bus.publish(messages)
 
     result = outbox_relay(bus=StopsAfterFirstBatch(), batch_size=100)
 
-    assert (result.published, result.failed_attempts) == (100, 100)
-    assert OutboxEvent.objects.filter(status="PUBLISHED").count() == 100
-    waiting = OutboxEvent.objects.filter(status="PENDING")
-    assert waiting.count() == 200 and {r.attempts for r in waiting} == {0, 1}
-    assert "kafka" in waiting.filter(attempts=1).first().last_error
+    assert (result.published, result.unconfirmed, result.bus_unavailable) == (100, 100, True)
+    assert metrics.snapshot()["backlog"] == {"PENDING": 200, "RETRY": 0, "WAITING": 0, "FAILED": 0}
+    cursor = OutboxCursor.objects.get(id=1)
+    assert cursor.bus_attempts == 1 and "kafka" in cursor.bus_error
 
     kafka_broker.start()
-    OutboxEvent.objects.filter(status="PENDING").update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    OutboxCursor.objects.update(bus_retry_at=timezone.now() - timedelta(seconds=1))
     after = outbox_relay(bus=kafka_bus, batch_size=100)
 
-    assert after.published == 200 and not OutboxEvent.objects.exclude(status="PUBLISHED").exists()
+    assert after.published == 200 and outbox_pending() == (False, None)
     received = consume(kafka_broker, [Topic.ORDERS], 200)
     per_key = defaultdict(list)
     for record in received:
@@ -154,6 +155,26 @@ def test_broker_stopped_mid_relay_keeps_rows_pending_and_they_go_out_after_resta
     assert sum(len(v) for v in per_key.values()) == 200
     for key, numbers in per_key.items():
         assert numbers == sorted(numbers) and numbers[-1] == max(i for i in range(300) if f"SYM{i % 4}" == key)
+
+
+def test_a_message_kafka_refuses_is_set_aside_and_holds_back_only_its_key(kafka_bus, kafka_broker):
+    """An event too large for a Kafka request is refused (not a broker outage):
+    it becomes the head of its key with the error, the key's next event waits
+    behind it, and the other keys' events are published."""
+    emit([Event(Topic.ORDERS, "SYM0", "test.event", {"i": 0, "blob": "x" * 1_100_000}),
+          Event(Topic.ORDERS, "SYM1", "test.event", {"i": 1}),
+          Event(Topic.ORDERS, "SYM0", "test.event", {"i": 2}),
+          Event(Topic.ORDERS, "SYM1", "test.event", {"i": 3})])
+
+    result = outbox_relay(bus=kafka_bus)
+
+    assert (result.published, result.refused, result.set_aside, result.bus_unavailable) == (2, 1, 2, False)
+    too_large, waiting = rows(key="SYM0")
+    assert (too_large.delivery, too_large.attempts, waiting.delivery) == ("RETRY", 1, "WAITING")
+    assert "MessageSizeTooLarge" in too_large.last_error
+    mine = {str(row.event_id) for row in rows()}
+    received = [json.loads(record.value) for record in consume(kafka_broker, [Topic.ORDERS], 2)]
+    assert [envelope["data"]["i"] for envelope in received if envelope["event_id"] in mine] == [1, 3]
 
 
 def test_the_producer_is_idempotent_with_acks_all(kafka_bus):

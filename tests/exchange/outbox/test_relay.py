@@ -1,6 +1,7 @@
 """The outbox and its relay on the Redis-stream bus: rows exist exactly when the
-change committed, go out in id order per key, survive a bus outage, are
-published once by concurrent relays, and read back by a consumer as stored."""
+change committed, go out in order per key, survive a bus outage and refusals,
+are published once by concurrent relays, and read back by a consumer as stored.
+(Late commits and epochs: test_commit_order.py.)"""
 
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ from django.utils import timezone
 
 from exchange.core.redis import get_redis
 from exchange.outbox import metrics
-from exchange.outbox.bus import BusError, RedisStreamBus
+from exchange.outbox.bus import RedisStreamBus, stream_name
 from exchange.outbox.consumer import RedisStreamConsumer, ReceivedEvent, event_handle_once
-from exchange.outbox.models import OutboxEvent, ProcessedEvent, Topic
-from exchange.outbox.relay import RELAY_LOCK_ID, outbox_relay
-from exchange.outbox.services import KICK_KEY, Event, outbox_emit, outbox_emit_many, outbox_prune, outbox_requeue
+from exchange.outbox.models import OutboxCursor, OutboxEvent, ProcessedEvent, Topic
+from exchange.outbox.relay import RELAY_LOCK_ID, outbox_pending, outbox_relay
+from exchange.outbox.services import (Event, outbox_emit, outbox_emit_many, outbox_kick_on_commit, outbox_prune,
+                                      outbox_requeue)
 from tests.exchange.outbox.conftest import all_stream_events, published_ids, rows, stream_events
-
-PENDING, PUBLISHED, FAILED = OutboxEvent.Status.PENDING, OutboxEvent.Status.PUBLISHED, OutboxEvent.Status.FAILED
 
 
 def emit(key: str, n: int, topic: str = Topic.ORDERS, start: int = 0) -> None:
@@ -42,9 +42,19 @@ class SwitchableRedis:
         return self.down if self.is_down else get_redis()
 
 
+def cursor_state() -> OutboxCursor:
+    return OutboxCursor.objects.get(id=1)
+
+
+def refuse_topic(client, topic: str) -> None:
+    """Make Redis refuse every XADD to ``topic``'s stream (WRONGTYPE), as a broker refuses a message."""
+    client.delete(stream_name(topic))
+    client.set(stream_name(topic), "not a stream")
+
+
 def test_rolled_back_transaction_writes_and_publishes_nothing(bus, redis_app):
-    """An event emitted in a transaction that rolls back leaves no row, queues no kick
-    and is never published; one that commits is."""
+    """An event emitted in a transaction that rolls back leaves no row and is
+    never published; one that commits is."""
     with pytest.raises(RuntimeError):
         with transaction.atomic():
             outbox_emit(topic=Topic.ORDERS, key="BTC-USDT", event_type="order.accepted", payload={"order_id": 1})
@@ -62,18 +72,26 @@ def test_rolled_back_transaction_writes_and_publishes_nothing(bus, redis_app):
     assert OutboxEvent.objects.count() == 1
 
 
-def test_emitting_needs_a_transaction_and_kicks_the_relay_once_per_commit(bus, redis_app):
-    """Outside a transaction emitting is a programming error; inside one, several
-    emits register one after-commit kick, which raises the kick flag once."""
+def test_emitting_needs_a_transaction_and_costs_the_commit_nothing_more(bus, redis_app):
+    """Outside a transaction emitting is a programming error; inside one it writes
+    the rows and nothing else: no after-commit callback, no Redis command (the
+    relay polls), even from emitters that still call outbox_kick_on_commit."""
     with pytest.raises(AssertionError):
         outbox_emit(topic=Topic.ORDERS, key="K", event_type="x", payload={})
+
+    def redis_commands() -> int:
+        return redis_app.info("stats")["total_commands_processed"]
+
+    start = redis_commands()
+    info_itself = redis_commands() - start
+    before = redis_commands()
     with transaction.atomic():
         for i in range(3):
             outbox_emit(topic=Topic.BALANCES, key="7", event_type="x", payload={"i": i})
-        kicks = [callback for _, callback, _ in connection.run_on_commit]
-        assert len(kicks) == 1
-        assert not redis_app.exists(KICK_KEY)
-    assert redis_app.exists(KICK_KEY)
+        outbox_kick_on_commit()
+        assert connection.run_on_commit == []
+    assert redis_commands() - before == info_itself
+    assert OutboxEvent.objects.count() == 3
 
 
 def test_envelope_and_payload_types(bus, redis_app):
@@ -93,10 +111,13 @@ def test_envelope_and_payload_types(bus, redis_app):
     assert received.event_id == row.event_id and received.occurred_at.tzinfo is not None
 
 
-def test_bus_down_keeps_rows_pending_and_they_go_out_in_order_per_key_when_it_returns(bus, redis_app, tmp_path):
-    """With the bus unreachable the batch stays PENDING with attempts, an error and a
-    backoff; rows of other keys still go out, rows of the blocked keys wait behind
-    it; once it is due again everything is published, each key in id order."""
+def test_bus_down_moves_nothing_and_everything_goes_out_in_order_when_it_returns(bus, redis_app, tmp_path,
+                                                                                 settings, caplog):
+    """With the bus unreachable no event is marked or set aside: the cursor stays,
+    the relay waits for its backoff (kept in the cursor) and from the
+    OUTBOX_MAX_ATTEMPTS-th failure logs the alert; once the bus is back every
+    event goes out, each key in id order, with no operator action."""
+    settings.OUTBOX_MAX_ATTEMPTS = 2
     client = SwitchableRedis(tmp_path)
     flaky = RedisStreamBus(client_factory=client)
     emit("A", 3)
@@ -105,60 +126,120 @@ def test_bus_down_keeps_rows_pending_and_they_go_out_in_order_per_key_when_it_re
 
     down = outbox_relay(bus=flaky)
 
-    assert (down.published, down.failed_attempts) == (0, 5)
-    assert {(r.status, r.attempts) for r in rows()} == {(PENDING, 1)}
-    assert all(r.next_attempt_at > timezone.now() and "redis" in r.last_error for r in rows())
+    assert (down.published, down.unconfirmed, down.bus_unavailable) == (0, 5, True)
+    assert not OutboxEvent.objects.exclude(delivery=None).exists()
+    first = cursor_state()
+    assert first.bus_attempts == 1 and first.bus_retry_at > timezone.now() and "redis" in first.bus_error
     assert published_ids(redis_app) == []
+    assert outbox_relay(bus=flaky).bus_unavailable  # backing off: not even tried
+    assert cursor_state().bus_attempts == 1
+
+    OutboxCursor.objects.update(bus_retry_at=timezone.now() - timedelta(seconds=1))
+    with caplog.at_level("WARNING", logger="exchange.outbox.relay"):
+        outbox_relay(bus=flaky)
+    assert cursor_state().bus_attempts == 2
+    assert any(getattr(record, "alert", None) == "outbox_bus_unavailable" for record in caplog.records)
+    assert metrics.snapshot()["bus_attempts"] == 2 and metrics.snapshot()["unconfirmed"] == 10
 
     client.is_down = False
-    emit("A", 2, start=3)  # behind the rows of A that wait for their retry
-    emit("C", 2)  # a key with nothing waiting
+    emit("A", 2, start=3)
+    emit("C", 2)
+    OutboxCursor.objects.update(bus_retry_at=timezone.now() - timedelta(seconds=1))
+    back = outbox_relay(bus=flaky)
 
-    early = outbox_relay(bus=flaky)
-
-    assert early.published == 2
-    assert [e["key"] for e in all_stream_events(redis_app)] == ["C", "C"]
-
-    OutboxEvent.objects.filter(status=PENDING).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
-    late = outbox_relay(bus=flaky)
-
-    assert late.published == 7 and not OutboxEvent.objects.exclude(status=PUBLISHED).exists()
+    assert back.published == 9 and not outbox_pending()[0]
+    assert (cursor_state().bus_attempts, cursor_state().bus_error, cursor_state().bus_retry_at) == (0, "", None)
     events = stream_events(redis_app, Topic.ORDERS)
     for key, count in (("A", 5), ("B", 2), ("C", 2)):
         assert [e["data"]["n"] for e in events if e["key"] == key] == list(range(count))
-    for key in ("A", "B", "C"):
-        assert [e["event_id"] for e in events if e["key"] == key] == [str(r.event_id) for r in rows(key=key)]
+    assert [e["event_id"] for e in events] == [str(r.event_id) for r in rows()]
 
 
-def test_failed_after_max_attempts_alerts_blocks_its_key_until_requeued(bus, redis_app, tmp_path, settings, caplog):
-    """After OUTBOX_MAX_ATTEMPTS failures rows are FAILED, an error is logged and
-    counted; later rows of their key do not overtake them; requeued, all go out in order."""
+def test_a_refused_event_is_set_aside_its_key_waits_and_requeue_sends_them_in_order(bus, redis_app, settings,
+                                                                                     caplog):
+    """The bus refuses the events of one topic and takes the others: the first
+    refused event of each key becomes its head (RETRY, backoff), the key's later
+    events wait behind it, other keys and topics go on. After
+    OUTBOX_MAX_ATTEMPTS refusals the head is FAILED (alert, counted); new events
+    of the key keep waiting; requeued after the cause is fixed, the head goes out
+    first and then what waited, in id order, and the key flows again."""
     settings.OUTBOX_MAX_ATTEMPTS = 2
     settings.OUTBOX_BACKOFF_BASE_SECONDS = 0
-    client = SwitchableRedis(tmp_path)
-    flaky = RedisStreamBus(client_factory=client)
+    refuse_topic(redis_app, Topic.MARKETS)
+    emit("M1", 2, topic=Topic.MARKETS)
     emit("A", 2)
-    client.is_down = True
+    emit("M2", 1, topic=Topic.MARKETS)
 
-    outbox_relay(bus=flaky)
-    with caplog.at_level("ERROR", logger="exchange.outbox.relay"):
-        second = outbox_relay(bus=flaky)
+    first = outbox_relay(bus=bus)
 
-    assert second.failed == 2 and {r.status for r in rows()} == {FAILED}
-    assert any(getattr(record, "alert", None) == "outbox_event_failed" for record in caplog.records)
-    assert metrics.snapshot()["failed"] == 2 and metrics.snapshot()["failed_attempts"] == 4
+    assert (first.published, first.refused, first.set_aside) == (2, 2, 3)
+    by_key = {(r.key, r.payload["n"]): r for r in rows()}
+    assert [(by_key["M1", n].delivery, by_key["M1", n].attempts) for n in (0, 1)] == [("RETRY", 1), ("WAITING", 0)]
+    assert (by_key["M2", 0].delivery, by_key["A", 0].delivery) == ("RETRY", None)
+    assert "WRONGTYPE" in by_key["M1", 0].last_error
+    assert [e["key"] for e in stream_events(redis_app, Topic.ORDERS)] == ["A", "A"]
 
-    client.is_down = False
+    emit("M1", 1, topic=Topic.MARKETS, start=2)  # behind the head of M1
     emit("A", 1, start=2)
-    emit("B", 1)
-    outbox_relay(bus=flaky)
-    assert [e["key"] for e in all_stream_events(redis_app)] == ["B"]
+    with caplog.at_level("ERROR", logger="exchange.outbox.relay"):
+        second = outbox_relay(bus=bus)
 
+    assert second.failed == 2 and second.published == 1
+    assert {r.key: r.delivery for r in rows(topic=Topic.MARKETS, attempts__gt=0)} == {"M1": "FAILED", "M2": "FAILED"}
+    assert [r.delivery for r in rows(key="M1")] == ["FAILED", "WAITING", "WAITING"]
+    assert any(getattr(record, "alert", None) == "outbox_event_failed" for record in caplog.records)
+    assert metrics.snapshot()["failed"] == 2 and metrics.snapshot()["backlog"]["WAITING"] == 2
+    assert outbox_relay(bus=bus).published == 0 and not outbox_pending()[0]  # FAILED waits for an operator
+
+    redis_app.delete(stream_name(Topic.MARKETS))  # the cause fixed
     assert outbox_requeue(ids=[r.id for r in rows()]) == 2
-    outbox_relay(bus=flaky)
+    requeued = outbox_relay(bus=bus)
 
-    assert [e["data"]["n"] for e in stream_events(redis_app, Topic.ORDERS) if e["key"] == "A"] == [0, 1, 2]
-    assert not OutboxEvent.objects.exclude(status=PUBLISHED).exists()
+    assert requeued.published == 4 and not OutboxEvent.objects.exclude(delivery=None).exists()
+    markets = stream_events(redis_app, Topic.MARKETS)
+    assert [e["data"]["n"] for e in markets if e["key"] == "M1"] == [0, 1, 2]
+    emit("M1", 1, topic=Topic.MARKETS, start=3)
+    assert outbox_relay(bus=bus).published == 1
+    assert [e["data"]["n"] for e in stream_events(redis_app, Topic.MARKETS) if e["key"] == "M1"] == [0, 1, 2, 3]
+
+
+def test_redis_out_of_memory_is_an_unavailable_bus_not_a_refusal(bus, redis_app):
+    """An error reply about the server (OOM with maxmemory reached) is not about
+    the messages: nothing is set aside, the cursor stays and backs off; once
+    Redis has memory again everything goes out."""
+    emit("A", 3)
+    policy = redis_app.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_app.config_set("maxmemory-policy", "noeviction")
+    redis_app.config_set("maxmemory", "1")
+    try:
+        full = outbox_relay(bus=bus)
+    finally:
+        redis_app.config_set("maxmemory", "0")
+        redis_app.config_set("maxmemory-policy", policy)
+
+    assert (full.published, full.refused, full.unconfirmed, full.bus_unavailable) == (0, 0, 3, True)
+    assert not OutboxEvent.objects.exclude(delivery=None).exists()
+    assert "OutOfMemory" in cursor_state().bus_error
+    OutboxCursor.objects.update(bus_retry_at=timezone.now() - timedelta(seconds=1))
+    assert outbox_relay(bus=bus).published == 3
+
+
+def test_a_long_wait_behind_a_head_drains_in_batches(bus, redis_app):
+    """When more events wait behind a head than fit in a batch, each batch sends
+    the head (or the first one still waiting, promoted) and what follows it,
+    until the key is clear; the order per key holds throughout."""
+    refuse_topic(redis_app, Topic.MARKETS)
+    emit("M", 25, topic=Topic.MARKETS)
+    outbox_relay(bus=bus, batch_size=10)
+    assert [r.delivery for r in rows()] == ["RETRY"] + ["WAITING"] * 24
+    redis_app.delete(stream_name(Topic.MARKETS))
+    OutboxEvent.objects.filter(delivery="RETRY").update(next_attempt_at=timezone.now())
+
+    result = outbox_relay(bus=bus, batch_size=10)
+
+    assert result.published == 25 and result.batches >= 3
+    assert [e["data"]["n"] for e in stream_events(redis_app, Topic.MARKETS)] == list(range(25))
+    assert not OutboxEvent.objects.exclude(delivery=None).exists()
 
 
 class SlowRecordingBus(RedisStreamBus):
@@ -166,7 +247,7 @@ class SlowRecordingBus(RedisStreamBus):
 
     def publish(self, messages):
         time.sleep(0.005)
-        super().publish(messages)
+        return super().publish(messages)
 
 
 def test_two_relay_workers_in_parallel_publish_each_event_once_in_order(bus, redis_app):
@@ -180,7 +261,7 @@ def test_two_relay_workers_in_parallel_publish_each_event_once_in_order(bus, red
         try:
             relay_bus = SlowRecordingBus()
             deadline = time.monotonic() + 60
-            while OutboxEvent.objects.filter(status=PENDING).exists() and time.monotonic() < deadline:
+            while outbox_pending()[0] and time.monotonic() < deadline:
                 outbox_relay(bus=relay_bus, batch_size=50, max_batches=3)
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
@@ -284,16 +365,25 @@ def test_handler_failure_is_retried_and_its_effect_happens_once(bus, redis_app):
     assert event_handle_once(consumer="flaky", event=event, handler=handler) is False
 
 
-def test_prune_deletes_only_published_rows_older_than_the_retention(bus, redis_app):
+def test_prune_deletes_only_published_events_and_dedupe_records_older_than_their_retention(bus, redis_app):
+    """Published events older than the retention go; younger ones, pending ones
+    and set-aside ones stay whatever their age; dedupe records likewise."""
     emit("A", 4)
+    refuse_topic(redis_app, Topic.MARKETS)
+    emit("M", 1, topic=Topic.MARKETS)
     outbox_relay(bus=bus)
     emit("A", 1, start=4)  # pending: never pruned
-    old = rows()[:2]
-    OutboxEvent.objects.filter(id__in=[r.id for r in old]).update(created_at=timezone.now() - timedelta(days=8))
-    OutboxEvent.objects.filter(status=PENDING).update(created_at=timezone.now() - timedelta(days=30))
+    a = rows(key="A")
+    OutboxEvent.objects.filter(id__in=[a[0].id, a[1].id]).update(created_at=timezone.now() - timedelta(days=8))
+    OutboxEvent.objects.filter(id__in=[a[4].id, rows(key="M")[0].id]).update(
+        created_at=timezone.now() - timedelta(days=30))
+    ProcessedEvent.objects.bulk_create([ProcessedEvent(consumer="c", event_id=uuid.uuid4()) for _ in range(3)])
+    ProcessedEvent.objects.filter(id__in=list(ProcessedEvent.objects.order_by("id").values_list("id", flat=True)[:2])
+                                  ).update(processed_at=timezone.now() - timedelta(days=8))
 
-    assert outbox_prune(retention_days=7, chunk_size=1) == 2
-    assert [r.payload["n"] for r in rows()] == [2, 3, 4]
+    assert outbox_prune(retention_days=7, processed_retention_days=7, chunk_size=1) == (2, 2)
+    assert [(r.key, r.payload["n"]) for r in rows()] == [("A", 2), ("A", 3), ("M", 0), ("A", 4)]
+    assert ProcessedEvent.objects.count() == 1
 
 
 def test_metrics_show_backlog_lag_and_totals(bus, redis_app, client):
@@ -309,4 +399,5 @@ def test_metrics_show_backlog_lag_and_totals(bus, redis_app, client):
                      if line.startswith("exchange_outbox_relay_lag_seconds")))
     assert lag >= 30
     assert 'exchange_outbox_backlog{status="PENDING"} 0.0' in after
-    assert "exchange_outbox_published_total 3.0" in after
+    assert 'exchange_outbox_backlog{status="FAILED"} 0.0' in after
+    assert "exchange_outbox_published_total 3.0" in after and "exchange_outbox_bus_failed_attempts 0.0" in after

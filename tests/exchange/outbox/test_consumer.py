@@ -1,0 +1,41 @@
+"""A Redis-stream consumer group takes over what a dead member left unacknowledged."""
+
+from __future__ import annotations
+
+import time
+
+from django.db import transaction
+
+from exchange.outbox.consumer import RedisStreamConsumer
+from exchange.outbox.models import ProcessedEvent, Topic
+from exchange.outbox.relay import outbox_relay
+from exchange.outbox.services import Event, outbox_emit_many
+
+
+def test_a_consumer_claims_the_entries_a_dead_member_read_and_never_acknowledged(bus, redis_app):
+    """Member A reads 5 entries and dies before handling them; member B of the
+    same group, once they are idle for claim_idle_ms, claims and handles them
+    (once each, in stream order) before its own new entries, and acknowledges
+    them; an entry trimmed from the stream meanwhile is acknowledged unhandled."""
+    with transaction.atomic():
+        outbox_emit_many([Event(Topic.ORDERS, "K", "test.event", {"n": n}) for n in range(5)])
+    outbox_relay(bus=bus)
+    seen = []
+    dead = RedisStreamConsumer(name="risk", topics=[Topic.ORDERS], handler=seen.append, client=redis_app,
+                               consumer_id="dead", claim_idle_ms=50)
+    read = redis_app.xreadgroup("risk", "dead", {"bus:order.events": ">"}, count=10)  # read, then died
+    [(_, entries)] = read
+    redis_app.xdel("bus:order.events", entries[2][0])  # trimmed before anyone handled it
+    with transaction.atomic():
+        outbox_emit_many([Event(Topic.ORDERS, "K", "test.event", {"n": 5})])
+    outbox_relay(bus=bus)
+    time.sleep(0.1)
+
+    alive = RedisStreamConsumer(name="risk", topics=[Topic.ORDERS], handler=seen.append, client=redis_app,
+                                consumer_id="alive", claim_idle_ms=50)
+    alive.drain()
+
+    assert [event.data["n"] for event in seen] == [0, 1, 3, 4, 5]
+    assert alive.claimed == 4 and ProcessedEvent.objects.filter(consumer="risk").count() == 5
+    assert redis_app.xpending("bus:order.events", "risk")["pending"] == 0
+    assert dead.handled == 0
