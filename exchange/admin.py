@@ -2,14 +2,11 @@ from django.contrib import admin
 
 from exchange.admin_actions import reason_action
 from exchange.audit.admin import AuditedModelAdmin
+from exchange.backoffice.display import NormalizedDecimalsForm, amount_column, places
 from exchange.branding import Branding, branding_save
 from exchange.models import Asset, Market
 from exchange.outbox.services import market_changed_emit
 from matching.services import market_status_request
-
-admin.site.site_header = "Exchange back office"
-admin.site.site_title = "Exchange back office"
-admin.site.index_title = "Operations"
 
 
 @admin.register(Asset)
@@ -24,32 +21,42 @@ class AssetAdmin(AuditedModelAdmin):
         return ("code", "precision") if obj else ()
 
 
+def _normalized(field: str):
+    """A column of a market's size or rate without trailing zeros."""
+    return amount_column(field, lambda market: places(getattr(market, field)))
+
+
+# Market status actions: (status, title).
+STATUS_ACTIONS = (
+    (Market.Status.HALTED, "Halt trading"),
+    (Market.Status.TRADING, "Resume trading"),
+    (Market.Status.CANCEL_ONLY, "Cancel only"),
+    (Market.Status.POST_ONLY, "Post only"),
+)
+
+
 @admin.register(Market)
 class MarketAdmin(AuditedModelAdmin):
     audit_prefix = "MARKET"
+    form = NormalizedDecimalsForm
     list_display = (
         "symbol",
         "status",
-        "tick_size",
-        "step_size",
-        "min_quantity",
-        "max_quantity",
-        "min_notional",
-        "maker_fee_rate",
-        "taker_fee_rate",
+        *(_normalized(field) for field in ("tick_size", "step_size", "min_quantity", "max_quantity", "min_notional",
+                                           "maker_fee_rate", "taker_fee_rate")),
     )
     list_filter = ("status", "quote")
     search_fields = ("symbol",)
     actions = [
         reason_action(
             name=f"set_{status.lower()}",
-            title=f"Set status {status}",
+            title=title,
             description=f"The markets' matchers will switch them to {status} in sequence with their orders.",
             permission="change",
             apply=lambda market, actor, reason, audit, status=status: market_status_request(
                 market=market, new_status=status, actor=actor, reason=reason, audit=audit),
         )
-        for status in Market.Status.values
+        for status, title in STATUS_ACTIONS
     ]
 
     def audit_market(self, market) -> str:

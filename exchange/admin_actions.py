@@ -18,7 +18,7 @@ class ReasonForm(forms.Form):
 def reason_action(*, name: str, title: str, description: str, permission: str, apply):
     """An admin action that asks for a reason, then calls ``apply(obj, actor, reason, audit)``
     (a service; ``audit`` is the request's ``audit_context``) for each selected object and
-    reports errors per object."""
+    reports errors per object; a text ``apply`` returns is shown as a message."""
 
     def action(modeladmin, request, queryset):
         form = ReasonForm(request.POST if request.POST.get("confirm") else None)
@@ -26,10 +26,13 @@ def reason_action(*, name: str, title: str, description: str, permission: str, a
             done = 0
             for obj in queryset:
                 try:
-                    apply(obj, request.user, form.cleaned_data["reason"], audit_context(request))
+                    outcome = apply(obj, request.user, form.cleaned_data["reason"], audit_context(request))
                     done += 1
                 except ApplicationError as exc:
                     modeladmin.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
+                    continue
+                if isinstance(outcome, str):
+                    modeladmin.message_user(request, outcome, messages.INFO)
             if done:
                 modeladmin.message_user(request, f"{title}: {done} requested.", messages.SUCCESS)
             return None

@@ -17,7 +17,7 @@ from django.db import transaction
 from exchange.audit import actions
 from exchange.audit.services import audit_log_record, snapshot
 from exchange.models import Asset, Market
-from exchange.roles import COMPLIANCE, roles_sync
+from exchange.roles import COMPLIANCE, OPERATORS, SUPPORT, roles_sync
 from risk.models import SurveillanceExemption
 from wallet.services import deposit_credit
 
@@ -70,7 +70,10 @@ class DemoUser:
 
 DEMO_USERS = [
     DemoUser("operator", "operator (superuser)", superuser=True, staff=True),
-    DemoUser("compliance", "compliance (read-only back office)", staff=True, group=COMPLIANCE),
+    DemoUser("operator2", "second operator (Operators role): approves what the first asks above the four-eyes "
+                          "threshold", staff=True, group=OPERATORS),
+    DemoUser("support", "support (reads users, orders, trades; cancels orders)", staff=True, group=SUPPORT),
+    DemoUser("compliance", "compliance (read-only back office, exports)", staff=True, group=COMPLIANCE),
     DemoUser("alice", "trader", funds=tuple(DEMO_FUNDS)),
     DemoUser("bob", "trader", funds=tuple(DEMO_FUNDS)),
     DemoUser(MARKET_MAKER_USERNAME, "demo market maker (a bot; trades through the API)", funds=tuple(MARKET_MAKER_FUNDS)),

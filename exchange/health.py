@@ -8,21 +8,33 @@
 A critical check failing makes the platform ``unhealthy`` (HTTP 503); a
 non-critical one only ``degraded`` (HTTP 200). ``/health/ready`` is 503
 unless every critical dependency answers; ``/health/live`` only says the
-process serves requests.
+process serves requests. A failing check's ``error`` (the exception's text)
+is shown only while ``HEALTH_SHOW_ERRORS`` is on, never in production.
+
+``/metrics`` (Prometheus, django-prometheus) is open unless restricted:
+with ``METRICS_TOKEN`` a scraper may send ``Authorization: Bearer <token>``,
+with ``METRICS_ALLOWED_NETWORKS`` it may come from one of those networks
+(``exchange.core.net.client_ip``); anything else gets 403 ``METRICS_FORBIDDEN``.
 """
 
 from __future__ import annotations
 
+import functools
+import hmac
+import ipaddress
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
 from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
+from django_prometheus.exports import ExportToDjangoView
 
+from exchange.core.net import client_ip, parse_ip
 from exchange.core.redis import get_redis
 
 
@@ -82,7 +94,9 @@ def run_checks() -> dict:
             details = check.probe() or {}
             result = {"status": "healthy", **details}
         except Exception as exc:  # a probe's failure is the answer, never a 500
-            result = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            result = {"status": "unhealthy"}
+            if settings.HEALTH_SHOW_ERRORS:
+                result["error"] = f"{type(exc).__name__}: {exc}"[:300]
             if check.critical:
                 status = "unhealthy"
             elif status == "healthy":
@@ -113,3 +127,51 @@ def health_ready(request):
     report = run_checks()
     ready = report["status"] != "unhealthy"
     return JsonResponse({"status": "ready" if ready else "not ready", "checks": report["checks"]}, status=200 if ready else 503)
+
+
+def metrics_allowed(request) -> bool:
+    """Whether ``request`` may read /metrics (see the module docstring)."""
+    token, networks = settings.METRICS_TOKEN, settings.METRICS_ALLOWED_NETWORKS
+    if not token and not networks:
+        return True
+    if token:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
+            return True
+    address = parse_ip(client_ip(request))
+    return address is not None and any(address in _network(entry) for entry in networks)
+
+
+@functools.lru_cache(maxsize=64)
+def _network(entry: str):
+    return ipaddress.ip_network(entry.strip(), strict=False)
+
+
+@never_cache
+def metrics(request):
+    if not metrics_allowed(request):
+        return JsonResponse({"code": "METRICS_FORBIDDEN", "message": "Metrics are restricted: send the metrics token "
+                             "or scrape from an allowed network.", "field": None}, status=403)
+    return ExportToDjangoView(request)
+
+
+@register(Tags.security)
+def metrics_networks_check(app_configs=None, **kwargs):
+    """exchange.E011: every METRICS_ALLOWED_NETWORKS entry is a network (else each scrape would fail)."""
+    errors = []
+    for entry in settings.METRICS_ALLOWED_NETWORKS:
+        try:
+            _network(entry)
+        except ValueError:
+            errors.append(Error(f"METRICS_ALLOWED_NETWORKS: {entry!r} is not an IP network", id="exchange.E011"))
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def metrics_restricted_check(app_configs=None, **kwargs):
+    """exchange.W012: /metrics is open to anyone in production."""
+    if settings.METRICS_TOKEN or settings.METRICS_ALLOWED_NETWORKS:
+        return []
+    return [Warning("/metrics is readable by anyone.", hint="Set METRICS_TOKEN (Prometheus: authorization "
+                    "credentials) or METRICS_ALLOWED_NETWORKS (the scraper's network).", id="exchange.W012")]

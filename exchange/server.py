@@ -97,6 +97,27 @@ def serve(host: str, port: int, workers: int) -> int:
     return 0
 
 
+PRODUCTION_SETTINGS = "exchange.settings.production"
+
+
+def refuse_default_passwords() -> None:
+    """With the production settings, refuse to serve while an active account still has the demo's
+    published password (exchange/accounts/passwords.py): the process exits with the usernames."""
+    import django
+    from django.conf import settings
+
+    django.setup()
+    if not settings.REFUSE_DEFAULT_PASSWORDS:
+        return
+    from exchange.accounts.passwords import default_password_users
+
+    users = default_password_users()
+    if users:
+        raise SystemExit(f"Refusing to serve: active accounts still have the demo's published password: "
+                         f"{', '.join(users)}. Set new passwords (manage.py changepassword USERNAME) or deactivate "
+                         "them.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get("EXCHANGE_HOST", "127.0.0.1"))
@@ -108,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_fd is not None:
         serve_worker(args.worker_fd)
         return 0
+    if os.environ["DJANGO_SETTINGS_MODULE"] == PRODUCTION_SETTINGS:
+        refuse_default_passwords()
     workers = args.workers or min(4, os.cpu_count() or 1)
     return serve(args.host, args.port, max(1, workers))
 

@@ -21,7 +21,7 @@ urlpatterns = [
     path("health/ready", health.health_ready, name="health-ready"),
     path("", trading_page, name="trading-home"),
     path("trade/<str:symbol>/", trading_page, name="trading-market"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", health.metrics, name="prometheus-django-metrics"),
 ]
 
 handler404 = "exchange.core.errors.json_not_found"

@@ -10,10 +10,11 @@ API-key-signed requests without leaving the event loop:
   ``DELETE /api/v1/orders?market=`` (cancel all);
 - per placed order: one Redis round trip before the database (the change
   token of the per-process caches, the market's heartbeat with its reference
-  prices, and the admission script: failed-attempt limits, replay, every
-  rate limit), one PostgreSQL statement (``orders_order_place``: hold,
-  order, events), one Redis round trip after commit (the stream command
-  and the outbox relay's wake-up).
+  prices, the admission script: failed-attempt limits, replay, every rate
+  limit; and the pre-trade risk reservation), one PostgreSQL statement
+  (``orders_order_place``: hold, order, events, audit row; several orders
+  share one when the worker is busy, ``orders.batching``), one Redis round
+  trip after commit (the stream command).
 
 The contract is the Django views' (``orders/api/views.py``), which stay the
 reference and serve everything this path does not take: the same checks in
@@ -58,7 +59,6 @@ from exchange.core.config import redis_db_of
 from exchange.core.throttling import ADMISSION_LUA, ADMITTED, REPLAYED, Admission, auth_failure_record, request_scopes
 from exchange.live import protocol
 from exchange.models import Market
-from exchange.outbox.services import KICK_KEY
 from exchange.selectors import market_get_cached, market_peek
 from matching import stream
 from orders import batching, entry
@@ -562,29 +562,15 @@ def _live_order_accepted(order_id: int, user_id: int) -> None:
 
 
 async def _after_commit(symbol: str, kind: str, row_id: int) -> None:
-    """The stream command and the relay's wake-up: one round trip. If Redis fails the command
-    is not lost (its row is committed; the matcher's sweep finds it)."""
+    """The stream command. If Redis fails the command is not lost (its row is committed; the
+    matcher's sweep finds it). The outbox relay needs no wake-up: it polls."""
     fields = stream.command_fields(kind, row_id)
     try:
-        _, kicked = await aio.redis_client().execute([
-            ("XADD", stream.stream_key(symbol), "*", *(item for pair in fields.items() for item in pair)),
-            ("SET", KICK_KEY, 1, "NX", "PX", settings.OUTBOX_KICK_TTL_MS),
-        ])
+        await aio.redis_client().execute(
+            [("XADD", stream.stream_key(symbol), "*", *(item for pair in fields.items() for item in pair))])
     except (OSError, TimeoutError) as exc:
         logger.warning("XADD failed; the matcher's sweep will pick the command up from the database",
                        extra={"symbol": symbol, "command": kind, "row_id": row_id, "error": str(exc)})
-        return
-    if kicked and settings.OUTBOX_KICK_ENABLED:
-        await aio.in_thread(_relay_kick)
-
-
-def _relay_kick() -> None:
-    try:
-        from exchange.outbox.tasks import outbox_relay as outbox_relay_task
-
-        outbox_relay_task.apply_async(retry=False)
-    except Exception:  # noqa: BLE001 - the change committed; beat relays it anyway
-        logger.warning("could not kick the outbox relay; beat will run it", exc_info=True)
 
 
 async def _cancel(request: _Request):

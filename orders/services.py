@@ -29,7 +29,7 @@ from exchange.core.redis import get_redis
 from exchange.live.publish import order_accepted_on_commit
 from exchange.models import Market
 from exchange.outbox.models import Topic
-from exchange.outbox.services import outbox_emit, outbox_kick_on_commit
+from exchange.outbox.services import outbox_emit
 from exchange.selectors import market_get_cached
 from matching import stream
 from matching.models import MarketState
@@ -112,7 +112,6 @@ def order_place(*, user, symbol: str, request: OrderRequest, audit: dict | None 
             order = _order_from_row(outcome.order, market)
             if outcome.created:
                 order_accepted_on_commit(order)  # live: PENDING order and held balance, before the command is enqueued
-                outbox_kick_on_commit()
                 stream.command_enqueue_on_commit(market.symbol, stream.NEW, order.pk)
     except BaseException:
         reservation.release()
@@ -135,7 +134,6 @@ def order_cancel(*, user, order_id: int, audit: dict | None = None) -> Order:
         with connection.cursor() as cursor:
             cursor.execute(entry.CANCEL_SQL, [user.pk, order_id, *entry.Origin.of(audit).cancel_params()])
             row = entry.cancel_outcome(_row(cursor))
-        outbox_kick_on_commit()
         stream.command_enqueue_on_commit(row["symbol"], stream.CANCEL, order_id)
     order = Order(**{name: row[name] for name in _ORDER_ATTNAMES})
     order.market = market_get_cached(symbol=row["symbol"])
@@ -162,7 +160,6 @@ def orders_cancel_all_request(*, user, market: Market, audit: dict | None = None
                            [user.pk, market.id, market.symbol, *entry.Origin.of(audit).cancel_params()])
             (count,) = cursor.fetchone()
         if count:
-            outbox_kick_on_commit()
             stream.command_enqueue_on_commit(market.symbol, stream.CANCEL_ALL, user.pk)
     return count
 

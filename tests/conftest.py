@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from exchange.core import localcache
 from exchange.core.redis import get_redis
 from exchange.roles import roles_sync
-from tests.factories import UserFactory
+from tests.factories import UserFactory, login_staff
 
 
 @pytest.fixture(autouse=True)
@@ -48,12 +48,23 @@ def api_client():
 
 @pytest.fixture
 def staff(client):
-    """``staff(GROUP)``: log ``client`` in as a new non-superuser member of a back-office group."""
+    """``staff(GROUP)``: log ``client`` in (second factor passed) as a new non-superuser member of a
+    back-office group."""
 
     def login(group: str):
         user = UserFactory(username=f"staff-{group.lower()}", is_staff=True)
         user.groups.add(roles_sync()[group])
-        client.force_login(user)
+        login_staff(client, user)
         return user
 
     return login
+
+
+@pytest.fixture
+def admin_client(db, admin_user):
+    """pytest-django's superuser client, signed in past the second factor as the back office requires."""
+    from django.test import Client
+
+    client = Client()
+    login_staff(client, admin_user)
+    return client

@@ -53,3 +53,18 @@ def api_key_for(user=None, *, permissions=("read",), ip_allowlist=(), label="bot
         user=user or UserFactory(), label=label, permissions=permissions, ip_allowlist=ip_allowlist,
         expires_at=expires_at,
     )
+
+
+def login_staff(client, user):
+    """Sign ``client`` (a Django or DRF test client) in as the staff member ``user`` with the second
+    factor passed, as the back office's sign-in form does; returns their authenticator."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = (TOTPDevice.objects.filter(user=user, confirmed=True).first()
+              or TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True))
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device

@@ -42,7 +42,6 @@ from django.db import connection
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import decimal_to_str
-from exchange.outbox.services import outbox_kick_on_commit
 from wallet.models import AccountKind, Hold, TransactionKind
 
 # (user id or None for the operator, asset id, account kind)
@@ -544,7 +543,6 @@ class Posting:
             _array(available.balance if available else None for available, _ in known),
             _array(held.balance if held else None for _, held in known),
         ])
-        outbox_kick_on_commit()
 
     def _journal_columns(self, transaction_ids: list[int]) -> list[list]:
         entry_transactions, entry_accounts, entry_assets, entry_amounts, entry_holds = [], [], [], [], []

@@ -322,7 +322,13 @@ class Withdrawal(models.Model):
                 name="wallet_withdrawal_txid_iff_completed",
             ),
         ]
-        permissions = [("review_withdrawal", "Can approve, reject and complete withdrawals")]
+        # Separate duties: approving lets funds leave the user's account (and
+        # needs a second staff member above the four-eyes threshold);
+        # completing records that they were sent out.
+        permissions = [
+            ("approve_withdrawal", "Can approve and reject withdrawals"),
+            ("complete_withdrawal", "Can record withdrawals as sent"),
+        ]
 
     def __str__(self) -> str:
         return self.hold_reference
@@ -337,6 +343,88 @@ class Adjustment(LedgerTransaction):
 
     class Meta:
         proxy = True
+
+
+class MoneyAction(models.Model):
+    """A staff member's money action in the back office, under the four-eyes rule.
+
+    Crediting a deposit, adjusting a balance and approving a withdrawal are
+    asked for here (``wallet.services.four_eyes``). Up to the asset's
+    four-eyes threshold the action is EXECUTED at once by whoever asked;
+    above it, it waits (PENDING) for a second, different staff member to
+    approve it (EXECUTED) or reject it (REJECTED). A PENDING approval of a
+    withdrawal that was rejected meanwhile is CANCELED. Nobody acts on their
+    own account. The database holds these rules (check constraints); the back
+    office shows the rows read-only.
+    """
+
+    class Kind(models.TextChoices):
+        DEPOSIT_CREDIT = "DEPOSIT_CREDIT", "Credit a deposit"
+        BALANCE_ADJUST = "BALANCE_ADJUST", "Adjust a balance"
+        WITHDRAWAL_APPROVE = "WITHDRAWAL_APPROVE", "Approve a withdrawal"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting for a second staff member"
+        EXECUTED = "EXECUTED", "Executed"
+        REJECTED = "REJECTED", "Rejected by the second staff member"
+        CANCELED = "CANCELED", "Canceled (the withdrawal was rejected meanwhile)"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+",
+                             help_text="Whose account the money moves on.")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = amount_field(help_text="Signed for adjustments (negative takes away).")
+    txid = models.CharField(max_length=128, blank=True, default="", help_text="A deposit's external transaction id.")
+    withdrawal = models.ForeignKey(Withdrawal, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="money_actions")
+    reason = models.TextField(help_text="Why, from the staff member who asked; recorded on the journal.")
+    four_eyes = models.BooleanField(help_text="Above the asset's threshold: a second staff member decides.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(db_default=Now())
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True, default="")
+    deposit = models.ForeignKey(Deposit, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    journal_transaction = models.ForeignKey(LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+                                            related_name="+", help_text="The ledger transaction it posted.")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["id"], name="wallet_moneyaction_pending", condition=Q(status="PENDING"))]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["DEPOSIT_CREDIT", "BALANCE_ADJUST", "WITHDRAWAL_APPROVE"]),
+                                   name="wallet_moneyaction_kind_valid"),
+            models.CheckConstraint(condition=Q(status__in=["PENDING", "EXECUTED", "REJECTED", "CANCELED"]),
+                                   name="wallet_moneyaction_status_valid"),
+            models.CheckConstraint(condition=~Q(amount=0), name="wallet_moneyaction_amount_not_zero"),
+            models.CheckConstraint(condition=~Q(reason=""), name="wallet_moneyaction_reason_required"),
+            models.CheckConstraint(condition=Q(kind="WITHDRAWAL_APPROVE", withdrawal__isnull=False)
+                                   | ~Q(kind="WITHDRAWAL_APPROVE") & Q(withdrawal__isnull=True),
+                                   name="wallet_moneyaction_withdrawal_iff_approval"),
+            # Nobody acts on their own account.
+            models.CheckConstraint(condition=~Q(requested_by=F("user")), name="wallet_moneyaction_not_own_request"),
+            models.CheckConstraint(condition=Q(decided_by__isnull=True) | ~Q(decided_by=F("user")),
+                                   name="wallet_moneyaction_not_own_decision"),
+            # Four eyes: above the threshold, a second and different person decides.
+            models.CheckConstraint(condition=~Q(status="PENDING") | Q(four_eyes=True),
+                                   name="wallet_moneyaction_pending_needs_four_eyes"),
+            models.CheckConstraint(
+                condition=~Q(four_eyes=True, status__in=["EXECUTED", "REJECTED"])
+                | Q(decided_by__isnull=False) & ~Q(decided_by=F("requested_by")),
+                name="wallet_moneyaction_second_person_decides",
+            ),
+            models.UniqueConstraint(fields=["withdrawal"], condition=Q(status="PENDING"),
+                                    name="wallet_moneyaction_one_pending_per_withdrawal"),
+            # One live credit per deposit txid: two requests cannot credit it twice.
+            models.UniqueConstraint(fields=["asset", "txid"],
+                                    condition=Q(kind="DEPOSIT_CREDIT", status__in=["PENDING", "EXECUTED"]),
+                                    name="wallet_moneyaction_one_credit_per_txid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"money action {self.pk} {self.kind} {self.status}"
 
 
 class FeeTier(models.Model):

@@ -1,8 +1,15 @@
-"""Session authentication for the browser, with DRF's CSRF enforcement and a stable error code."""
+"""Session authentication for the browser, with DRF's CSRF enforcement and a stable error code.
+
+A staff member's session counts only once it passed the second factor
+(``exchange.accounts.twofactor.session_verified``): a password alone opens
+no staff session, in the API as in the back office.
+"""
 
 from __future__ import annotations
 
 from rest_framework import authentication, exceptions
+
+from exchange.accounts.twofactor import session_verified
 
 
 def csrf_failure_reason(request) -> str | None:
@@ -23,7 +30,17 @@ def enforce_csrf(request) -> None:
 
 
 class SessionAuthentication(authentication.SessionAuthentication):
-    """DRF's session authentication: unsafe methods of a logged-in session need a CSRF token."""
+    """DRF's session authentication: unsafe methods of a logged-in session need a CSRF token;
+    staff sessions need the second factor (401 OTP_REQUIRED)."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None and (result[0].is_staff or result[0].is_superuser) \
+                and not session_verified(request._request):
+            raise exceptions.AuthenticationFailed(
+                "Staff sessions need two-factor authentication: sign in again with your authenticator code.",
+                code="OTP_REQUIRED")
+        return result
 
     def enforce_csrf(self, request):
         enforce_csrf(request)

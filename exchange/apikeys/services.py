@@ -20,33 +20,58 @@ from exchange.audit import actions
 from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from exchange.core.localcache import config_changed
+from exchange.live.control import connections_close_on_commit
 
 IP_ALLOWLIST_ENTRIES_MAX = 30
+# The widest network a key that may withdraw can be used from.
+WITHDRAW_PREFIX_MIN = {4: 16, 6: 48}
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def ip_allowlist_normalize(entries: Iterable[str]) -> list[str]:
+def ip_allowlist_normalize(entries: Iterable[str], *, withdraw: bool = False) -> list[str]:
     """Each entry as a network in CIDR notation (a lone address gets /32 or /128), duplicates dropped.
 
     Raises INVALID_IP_ALLOWLIST naming the entry (``ip_allowlist.<index>``).
     Host bits set under the mask (``10.0.0.1/8``) are refused rather than
-    silently widened.
+    silently widened. For a key that may ``withdraw``, a network wider than
+    /16 (IPv4) or /48 (IPv6) is refused (IP_ALLOWLIST_TOO_WIDE).
     """
     networks: list[str] = []
     for index, entry in enumerate(entries):
         try:
-            network = str(ipaddress.ip_network(str(entry).strip(), strict=True))
+            network = ipaddress.ip_network(str(entry).strip(), strict=True)
         except ValueError:
             raise ApplicationError(
                 "INVALID_IP_ALLOWLIST",
                 f"{entry!r} is not an IP address or a network in CIDR notation (e.g. 203.0.113.0/24).",
                 field=f"ip_allowlist.{index}",
             ) from None
-        if network not in networks:
-            networks.append(network)
+        if withdraw and network.prefixlen < WITHDRAW_PREFIX_MIN[network.version]:
+            raise ApplicationError(
+                "IP_ALLOWLIST_TOO_WIDE",
+                f"{network} is too wide for a key that may withdraw: at most /{WITHDRAW_PREFIX_MIN[network.version]} "
+                f"for IPv{network.version}.",
+                field=f"ip_allowlist.{index}",
+            )
+        if str(network) not in networks:
+            networks.append(str(network))
     if len(networks) > IP_ALLOWLIST_ENTRIES_MAX:
         raise ApplicationError(
             "INVALID_IP_ALLOWLIST", f"At most {IP_ALLOWLIST_ENTRIES_MAX} entries are allowed.", field="ip_allowlist"
+        )
+    return networks
+
+
+def api_key_allowlist_check(*, permissions: Iterable[str], ip_allowlist: Iterable[str]) -> list[str]:
+    """The normalized allowlist of a key with ``permissions``; a key that may withdraw needs one
+    (WITHDRAW_REQUIRES_IP_ALLOWLIST) of narrow enough networks (IP_ALLOWLIST_TOO_WIDE)."""
+    withdraw = WITHDRAW in set(permissions)
+    networks = ip_allowlist_normalize(ip_allowlist, withdraw=withdraw)
+    if withdraw and not networks:
+        raise ApplicationError(
+            "WITHDRAW_REQUIRES_IP_ALLOWLIST",
+            "A key with the withdraw permission must be limited to an IP allowlist.",
+            field="ip_allowlist",
         )
     return networks
 
@@ -63,8 +88,10 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """A new key for ``user`` and its plain secret, which is not kept anywhere in clear.
 
-    ``read`` is always granted. ``withdraw`` requires an IP allowlist, as on
-    every exchange that lets keys move money out. ``audit``: the request's
+    ``read`` is always granted. ``withdraw`` requires an IP allowlist of
+    networks no wider than /16 (IPv4) or /48 (IPv6), as on every exchange
+    that lets keys move money out; the API asks for step-up before creating
+    such a key (``exchange.accounts.stepup``). ``audit``: the request's
     ``audit_context`` (every service here takes it); without it the audit
     row names ``user`` as the actor.
     """
@@ -77,13 +104,7 @@ def api_key_create(
         raise ApplicationError(
             "INVALID_PERMISSION", f"Unknown permission(s): {', '.join(sorted(unknown))}.", field="permissions"
         )
-    networks = ip_allowlist_normalize(ip_allowlist)
-    if WITHDRAW in permissions and not networks:
-        raise ApplicationError(
-            "WITHDRAW_REQUIRES_IP_ALLOWLIST",
-            "A key with the withdraw permission must be limited to an IP allowlist.",
-            field="ip_allowlist",
-        )
+    networks = api_key_allowlist_check(permissions=permissions, ip_allowlist=ip_allowlist)
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise ApplicationError("EXPIRES_AT_IN_PAST", "expires_at must be in the future.", field="expires_at")
@@ -123,6 +144,8 @@ def api_key_state(api_key: ApiKey) -> dict:
 
 
 def _record_revoke(api_key: ApiKey, *, audit: dict | None) -> None:
+    """The revocation's audit row; after commit, the key's live connections are closed."""
+    connections_close_on_commit(user_id=api_key.user_id, api_key_id=api_key.pk, reason="API key revoked")
     before = {**api_key_state(api_key), "revoked_at": None}
     audit_log_record(action=actions.API_KEY_REVOKE, object_type="exchange.apikey", object_id=api_key.pk,
                      before=before, after=api_key_state(api_key), subject_user=api_key.user_id,

@@ -26,6 +26,11 @@ USER_DELETE = "USER_DELETE"
 ROLE_CHANGE = "ROLE_CHANGE"
 ROLE_CREATE = "ROLE_CREATE"
 ROLE_DELETE = "ROLE_DELETE"
+USER_DEACTIVATE = "USER_DEACTIVATE"
+USER_REACTIVATE = "USER_REACTIVATE"
+TOTP_ENABLE = "TOTP_ENABLE"
+TOTP_DISABLE = "TOTP_DISABLE"
+LOGIN_LOCKOUT_RESET = "LOGIN_LOCKOUT_RESET"
 
 # API keys.
 API_KEY_CREATE = "API_KEY_CREATE"
@@ -39,6 +44,9 @@ WITHDRAWAL_APPROVE = "WITHDRAWAL_APPROVE"
 WITHDRAWAL_REJECT = "WITHDRAWAL_REJECT"
 WITHDRAWAL_COMPLETE = "WITHDRAWAL_COMPLETE"
 BALANCE_ADJUST = "BALANCE_ADJUST"
+MONEY_ACTION_REQUEST = "MONEY_ACTION_REQUEST"
+MONEY_ACTION_APPROVE = "MONEY_ACTION_APPROVE"
+MONEY_ACTION_REJECT = "MONEY_ACTION_REJECT"
 
 # Venue configuration.
 ASSET_CREATE = "ASSET_CREATE"
@@ -99,6 +107,12 @@ ACTIONS: dict[str, str] = {
                  "permissions, changed.",
     ROLE_CREATE: "A role (group) was created.",
     ROLE_DELETE: "A role (group) was deleted.",
+    USER_DEACTIVATE: "A staff member deactivated a user (their open orders are cancelled, their live connections "
+                     "closed).",
+    USER_REACTIVATE: "A staff member reactivated a user.",
+    TOTP_ENABLE: "A user turned on two-factor authentication (confirmed an authenticator).",
+    TOTP_DISABLE: "A user's authenticator was removed, by the user or reset by a staff member (`after.reason`).",
+    LOGIN_LOCKOUT_RESET: "A staff member lifted a sign-in lockout (a username and address that failed too often).",
     API_KEY_CREATE: "An API key was created (its secret is never recorded).",
     API_KEY_REVOKE: "An API key was revoked, by its owner or in the back office.",
     API_KEYS_REENCRYPT: "Every stored API key secret was re-encrypted with the current key.",
@@ -108,6 +122,11 @@ ACTIONS: dict[str, str] = {
     WITHDRAWAL_REJECT: "An operator rejected a withdrawal (funds released).",
     WITHDRAWAL_COMPLETE: "An operator recorded that a withdrawal was sent.",
     BALANCE_ADJUST: "An operator adjusted a user's balance.",
+    MONEY_ACTION_REQUEST: "A staff member asked for a money action above the four-eyes threshold; it waits for a "
+                          "second staff member.",
+    MONEY_ACTION_APPROVE: "A second staff member approved a waiting money action, which ran (its own row follows).",
+    MONEY_ACTION_REJECT: "A second staff member rejected a waiting money action (or it was canceled because its "
+                         "withdrawal was rejected); no money moved.",
     ASSET_CREATE: "An asset was listed.",
     ASSET_UPDATE: "An asset was edited.",
     ASSET_DELETE: "An asset was deleted.",

@@ -21,8 +21,7 @@ docs/AUDIT.md shows how to recompute it from an export.
 The chainer publishes every link on ``audit.logs`` in the same transaction,
 so a copy of each hash leaves the database: one ``INSERT ... SELECT`` per
 batch builds the events from the rows and their new links in PostgreSQL
-(the outbox's bulk-emitter path, like the matcher's and the ledger's:
-``outbox_kick_on_commit`` after it). Building them in Python and passing
+(the outbox's bulk-emitter path, like the matcher's and the ledger's). Building them in Python and passing
 them through ``outbox_emit_many`` cost about 0.4 ms per row, mostly in the
 driver's escaping of the JSON text array: ten times the rest of chaining.
 """
@@ -39,7 +38,6 @@ from django.db import connection, transaction
 from exchange.audit.signing import sign, signature_valid
 from exchange.core.horizon import below_horizon
 from exchange.outbox.models import OutboxEvent, Topic
-from exchange.outbox.services import outbox_kick_on_commit
 
 GENESIS = bytes(32)
 # The key of every audit.logs event: one partition, so consumers see the chain in order.
@@ -149,7 +147,6 @@ def audit_chain_batch(*, batch_size: int) -> int:
         cursor.execute(_INSERT_LINKS, {"first_seq": first_seq, "hashes": b"".join(hashes),
                                        "log_ids": [row[0] for row in rows]})
         cursor.execute(_EMIT, [first_seq, seq])
-        outbox_kick_on_commit()
         last_txid, last_id = int(rows[-1][1]), rows[-1][0]
         cursor.execute(_HEAD_UPDATE, [seq, last_txid, last_id, prev_hash,
                                       sign(position_message(seq, last_txid, last_id, prev_hash))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from urllib.parse import parse_qs, unquote, urlencode, urlparse, urlunparse
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -26,6 +27,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_amounts(name: str) -> dict[str, Decimal]:
+    """``"USDT=10000,BTC=0.5"`` as {"USDT": Decimal("10000"), "BTC": Decimal("0.5")} (codes upper-cased)."""
+    amounts = {}
+    for item in env_list(name, []):
+        code, _, value = item.partition("=")
+        try:
+            amount = Decimal(value.strip())
+        except ArithmeticError:
+            amount = Decimal("NaN")
+        if not code.strip() or not amount.is_finite() or amount < 0:
+            raise ValueError(f"{name}: {item!r} is not CODE=non-negative amount")
+        amounts[code.strip().upper()] = amount
+    return amounts
 
 
 def env_int(name: str, default: int) -> int:

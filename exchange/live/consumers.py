@@ -27,7 +27,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from exchange.live import protocol
+from exchange.live import control, protocol
 from matching import stream
 from risk.live import account_state
 
@@ -70,17 +70,17 @@ class _SignedAuthRequest:
 
 
 def _authenticate(message: dict, scope: dict):
-    """(user, None) or (None, (reason code, message))."""
+    """(user, api key id, None) or (None, None, (reason code, message))."""
     from rest_framework.exceptions import APIException
 
     from exchange.apikeys.authentication import ApiKeyAuthentication
 
     try:
-        user, _ = ApiKeyAuthentication().authenticate(_SignedAuthRequest(message, scope))
+        user, api_key = ApiKeyAuthentication().authenticate(_SignedAuthRequest(message, scope))
     except APIException as exc:
         codes = exc.get_codes()
-        return None, (codes if isinstance(codes, str) else "AUTH_FAILED", str(exc.detail))
-    return user, None
+        return None, None, (codes if isinstance(codes, str) else "AUTH_FAILED", str(exc.detail))
+    return user, api_key.pk, None
 
 
 def _market_symbol(symbol: str) -> str | None:
@@ -115,12 +115,27 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.tokens = float(protocol.RATE_BURST)
         self.tokens_at = time.monotonic()
         self.strikes = 0
+        # Which credentials this connection lives on: revoking them closes it (exchange/live/control.py).
+        session = self.scope.get("session")
+        self.session_key = session.session_key if self.user is not None and session is not None else None
+        self.api_key_id = None
+        self.control_group = None
         await self.accept()
+        if self.user is not None:
+            await self._join_control_group()
+
+    async def _join_control_group(self):
+        if self.control_group is None:
+            self.control_group = control.control_group(self.user.pk)
+            await self.channel_layer.group_add(self.control_group, self.channel_name)
 
     async def disconnect(self, code):
         for group in list(getattr(self, "groups", ())):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups = set()
+        if getattr(self, "control_group", None) is not None:
+            await self.channel_layer.group_discard(self.control_group, self.channel_name)
+            self.control_group = None
 
     async def send_json(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))
@@ -298,7 +313,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 protocol.BAD_MESSAGE, "auth needs api_key, timestamp, signature (and optionally recvWindow).",
                 request_id=request_id))
             return
-        user, failure = await database_sync_to_async(_authenticate)(message, self.scope)
+        user, api_key_id, failure = await database_sync_to_async(_authenticate)(message, self.scope)
         if user is None:
             reason, text = failure
             error = protocol.error(protocol.AUTH_FAILED, text, request_id=request_id)
@@ -311,6 +326,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 request_id=request_id))
             return
         self.user = user
+        self.api_key_id = api_key_id
+        await self._join_control_group()
         await self.send_json(protocol.envelope("authenticated", None, None, {"user_id": user.pk},
                                                request_id=request_id))
 
@@ -372,6 +389,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if channel in self.subscriptions:
             await self.send_json(protocol.envelope("update", channel, event["sequence"], event["data"],
                                                    timestamp=event["timestamp"]))
+
+    async def live_close(self, event):
+        """The credentials this connection authenticated with were revoked, signed out or deactivated."""
+        if control.closes(event, user_id=self.user and self.user.pk, session_key=self.session_key,
+                          api_key_id=self.api_key_id):
+            await self.close(code=control.CLOSE_CODE, reason=event.get("reason", "")[:120])
 
     async def live_account(self, event):
         """The user's trading state (ACTIVE, CANCEL_ONLY, FROZEN): on subscribe, then on every change."""

@@ -30,7 +30,6 @@ import psutil
 from django.db import connection, transaction
 
 from exchange.outbox.models import OutboxEvent, Topic
-from exchange.outbox.services import outbox_kick_on_commit
 
 TABLE = OutboxEvent._meta.db_table
 
@@ -190,14 +189,12 @@ class LoadWriter:
         with transaction.atomic(), connection.cursor() as cursor:
             user = tx % 5000
             cursor.execute(_PLACEMENT, [tx % self.keys, tx, tx, user, user, tx, user])
-            outbox_kick_on_commit()
         self._committed(tx)
 
     def _matcher(self) -> None:
         tx = self._tx(self.matcher_batch)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_MATCHER_BATCH, [self.keys, tx, self.keys, self.matcher_batch])
-            outbox_kick_on_commit()
         self._committed(tx)
 
     def threads(self) -> list[threading.Thread]:

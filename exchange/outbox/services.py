@@ -30,12 +30,6 @@ from exchange.outbox.models import EventJSONEncoder, OutboxCursor, OutboxEvent, 
 
 logger = logging.getLogger(__name__)
 
-# The Redis key the Celery relay's wake-up used. Nothing reads it now; the
-# order-entry fast path (orders/fastpath.py) still sets it in its after-commit
-# pipeline, and can stop (then this and OUTBOX_KICK_* in the settings go).
-KICK_KEY = "outbox:kick"
-
-
 @dataclass(frozen=True)
 class Event:
     """One event to emit: ``payload`` is the versioned body of ``event_type``."""
@@ -121,13 +115,6 @@ def market_changed_emit(*, market, created: bool, changed_fields: Iterable[str],
                    changed_by=getattr(actor, "pk", None))
     return outbox_emit(topic=Topic.MARKETS, key=market.symbol,
                        event_type="market.created" if created else "market.updated", payload=payload)
-
-
-def outbox_kick_on_commit() -> None:
-    """Nothing: the relay polls and needs no wake-up (docs/EVENTS.md).
-
-    Emitters that insert their own rows (the matcher's batch, the ledger)
-    still call it; the call can be removed from them."""
 
 
 @transaction.atomic

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from exchange import runtime
 from exchange.core.config import (
     celery_redis_url,
     database_settings,
+    env_amounts,
     env_bool,
     env_int,
     env_list,
@@ -96,7 +99,8 @@ CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}, "risk.task
 # --- Django ------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the back office's site (two-factor sign-in, dashboard): exchange/backoffice.
+    "exchange.backoffice.apps.BackOfficeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -107,6 +111,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "exchange",
     "orders",
     "matching",
@@ -153,6 +160,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # The demo's published password is nobody's password (exchange/accounts/passwords.py).
+    {"NAME": "exchange.accounts.passwords.DefaultPasswordValidator"},
     # Accepts every password; records each change in the audit trail (PASSWORD_CHANGE).
     {"NAME": "exchange.audit.passwords.PasswordChangeAudit"},
 ]
@@ -170,6 +179,36 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "/admin/login/"
+
+# --- Sign-in security (docs/OPERATOR.md, "Staff accounts") -------------------
+
+# django-axes counts failed sign-ins per username and client address (both
+# doors: the back office's form and POST /api/v1/auth/login) and refuses that
+# pair for a while after too many. No middleware: the two sign-in views answer
+# a lockout themselves, so requests that do not sign in pay nothing.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # sign-ins are in the audit trail (LOGIN)
+AXES_ENABLE_ADMIN = False  # exchange/accounts/admin.py shows lockouts, with an audited unlock
+AXES_CLIENT_IP_CALLABLE = "exchange.core.net.client_ip"
+AXES_USERNAME_CALLABLE = "exchange.accounts.lockout.lockout_username"
+# Masked in the failure records axes keeps of each attempt's form data.
+AXES_SENSITIVE_PARAMETERS = ["password", "otp_token", "otp", "csrfmiddlewaretoken"]
+AXES_VERBOSE = False
+# The TOTP second factor (django-otp): required for staff, optional for traders.
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Exchange")
+SILENCED_SYSTEM_CHECKS = [
+    # axes.W002 asks for AxesMiddleware, which only turns a lockout into a
+    # response; the sign-in views do that themselves (exchange/accounts/lockout.py).
+    "axes.W002",
+]
 
 # --- API ---------------------------------------------------------------------
 
@@ -239,6 +278,11 @@ SPECTACULAR_SETTINGS = {
 # endpoint answers 503 while it is unset. See docs/LEDGER.md.
 CUSTODY_WEBHOOK_SECRET = os.environ.get("CUSTODY_WEBHOOK_SECRET", "")
 CUSTODY_WEBHOOK_TOLERANCE_S = 300
+# Four eyes on staff money actions (wallet/services/four_eyes.py): crediting,
+# adjusting or approving a withdrawal of more than the asset's threshold needs
+# a second staff member. Unlisted assets use the default; 0: always two people.
+MONEY_FOUR_EYES_THRESHOLDS = env_amounts("MONEY_FOUR_EYES_THRESHOLDS")
+MONEY_FOUR_EYES_THRESHOLD_DEFAULT = Decimal(os.environ.get("MONEY_FOUR_EYES_THRESHOLD_DEFAULT") or "0")
 # The asset VIP fee tiers measure 30-day volume in.
 WALLET_FEE_VOLUME_ASSET = os.environ.get("WALLET_FEE_VOLUME_ASSET", "USDT")
 
@@ -261,11 +305,6 @@ OUTBOX_REDIS_STREAM_MAXLEN = env_int("OUTBOX_REDIS_STREAM_MAXLEN", 100_000)
 OUTBOX_REDIS_STREAM_PREFIX = os.environ.get("OUTBOX_REDIS_STREAM_PREFIX", "bus:")
 OUTBOX_KAFKA_TIMEOUT_MS = env_int("OUTBOX_KAFKA_TIMEOUT_MS", 10_000)
 OUTBOX_KAFKA_PARTITIONS = env_int("OUTBOX_KAFKA_PARTITIONS", 6)
-# The Celery relay's wake-up is gone (the relay polls). Still read by the
-# order-entry fast path (orders/fastpath.py), which sets the old kick flag:
-# off, so that it queues no task; both go when it stops.
-OUTBOX_KICK_ENABLED = False
-OUTBOX_KICK_TTL_MS = 5000
 CELERY_BEAT_SCHEDULE["outbox-prune"] = {
     "task": "exchange.outbox.tasks.outbox_prune",
     "schedule": 24 * 3600.0,
@@ -328,7 +367,16 @@ EXCHANGE_PORT = env_int("EXCHANGE_PORT", 8000)
 # Web workers `manage.py up` runs on the one port (exchange/server.py): one per core.
 EXCHANGE_WEB_PROCESSES = env_int("EXCHANGE_WEB_PROCESSES", min(4, os.cpu_count() or 1))
 EXCHANGE_DEMO = env_bool("EXCHANGE_DEMO", True)
+# Whether `manage.py load_demo` may run at all (production: never).
+EXCHANGE_DEMO_ALLOWED = True
 EXCHANGE_DEMO_PASSWORD = os.environ.get("EXCHANGE_DEMO_PASSWORD") or "demo-exchange-2026"
+# Production refuses to serve while an active account has the demo's password (exchange/accounts/passwords.py).
+REFUSE_DEFAULT_PASSWORDS = False
+# /metrics (Prometheus): open unless a bearer token or client networks are configured (exchange/health.py).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+# /health shows the error of a failing check (production: never, only its status).
+HEALTH_SHOW_ERRORS = True
 # `make run` starts the demo market maker (manage.py run_market_maker) with the demo.
 EXCHANGE_DEMO_MARKET_MAKER = env_bool("EXCHANGE_DEMO_MARKET_MAKER", True)
 HEALTH_CHECK_TIMEOUT_S = 2.0

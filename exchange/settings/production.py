@@ -4,6 +4,12 @@ Run with DJANGO_SETTINGS_MODULE=exchange.settings.production. This module
 refuses to load without SECRET_KEY, API_KEY_ENCRYPTION_KEY, AUDIT_SIGNING_KEY,
 DATABASE_URL, REDIS_URL and ALLOWED_HOSTS from the environment (the embedded servers are a
 development convenience), and ``manage.py check --deploy`` is clean with it.
+
+The demo stays out: EXCHANGE_DEMO=1 or an EXCHANGE_DEMO_PASSWORD are refused,
+``load_demo`` refuses to run, and the web server refuses to start while an
+active account has the demo's password. /health shows no error text, and
+/metrics should be restricted (METRICS_TOKEN or METRICS_ALLOWED_NETWORKS;
+``check --deploy`` warns otherwise).
 """
 
 import os
@@ -31,12 +37,21 @@ _required("REDIS_URL")
 _required("ALLOWED_HOSTS")
 if os.environ.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
     raise ImproperlyConfigured("DEBUG must be off in production")
+if os.environ.get("EXCHANGE_DEMO", "").strip().lower() in ("1", "true", "yes", "on"):
+    raise ImproperlyConfigured("EXCHANGE_DEMO must be off in production: the demo's users have a published password")
+if os.environ.get("EXCHANGE_DEMO_PASSWORD"):
+    raise ImproperlyConfigured("EXCHANGE_DEMO_PASSWORD must not be set in production")
 
 from .base import *  # noqa: E402,F403
 from .base import env_bool, env_int  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = _secret_key
+EXCHANGE_DEMO = False
+EXCHANGE_DEMO_ALLOWED = False
+EXCHANGE_DEMO_MARKET_MAKER = False
+REFUSE_DEFAULT_PASSWORDS = True
+HEALTH_SHOW_ERRORS = False
 WHITENOISE_USE_FINDERS = False
 
 # TLS terminates at the proxy in front of daphne; it must set X-Forwarded-Proto.
@@ -53,4 +68,4 @@ CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
 # HSTS preloading is hard to undo; whether to submit the domain to browser
 # preload lists is the operator's decision (SECURE_HSTS_PRELOAD=1).
-SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SILENCED_SYSTEM_CHECKS = [*SILENCED_SYSTEM_CHECKS, "security.W021"]  # noqa: F405

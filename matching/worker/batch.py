@@ -38,7 +38,7 @@ from django.utils import timezone
 from exchange.core.localcache import config_changed
 from exchange.models import Market
 from exchange.outbox.models import OutboxEvent, Topic
-from exchange.outbox.services import Event, outbox_emit_many, outbox_kick_on_commit
+from exchange.outbox.services import Event, outbox_emit_many
 from matching import engine
 from matching.models import MarketState, MarketStatusChange
 from matching.units import MarketUnits
@@ -549,8 +549,6 @@ class BatchApplier:
                 """,
                 [now, ids, *columns.values(), emit, Topic.ORDERS.value, self.market.symbol, self.market.symbol],
             )
-        if any(emit):
-            outbox_kick_on_commit()
 
     @staticmethod
     def _order_event_flags(changes: list[_OrderChange]) -> list[bool]:
@@ -604,7 +602,6 @@ class BatchApplier:
                 [market.id, *columns, Topic.TRADES.value, market.symbol, market.symbol, quote, base, base, quote],
             )
             assert cursor.rowcount == len(trade_rows), "one trade.executed event per trade"
-        outbox_kick_on_commit()
 
     def _upsert_candles(self, trade_rows: list[Trade]) -> None:
         minutes: dict[datetime, dict] = {}

@@ -57,17 +57,37 @@ def url_ok(url: str) -> bool:
         return False
 
 
-def admin_login(base_url: str, username: str, password: str) -> str:
-    """Log in through the admin's login form; return the admin index HTML."""
+def totp_code(base32_key: str) -> str:
+    """The code an authenticator app shows now for ``base32_key`` (as the enrollment page prints it)."""
+    from base64 import b32decode
+
+    from django_otp.oath import totp
+
+    key = base32_key.replace(" ", "")
+    return f"{totp(b32decode(key + '=' * (-len(key) % 8))):06d}"
+
+
+def admin_login(base_url: str, username: str, password: str, otp_key: str | None = None) -> str:
+    """Log in through the admin's login form (with the code of ``otp_key``, a base32 authenticator key, once the
+    staff member has one; without, enrolling an authenticator as a first sign-in does); return the index HTML."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def post(path: str, page: str, fields: dict) -> str:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+        request = urllib.request.Request(f"{base_url}{path}", data=form, headers={"Referer": base_url})
+        return opener.open(request, timeout=10).read().decode()
+
     page = opener.open(f"{base_url}/admin/login/?next=/admin/", timeout=10).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode(
-        {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"}
-    ).encode()
-    request = urllib.request.Request(f"{base_url}/admin/login/?next=/admin/", data=form, headers={"Referer": base_url})
-    return opener.open(request, timeout=10).read().decode()
+    fields = {"username": username, "password": password, "next": "/admin/"}
+    if otp_key:
+        fields["otp_token"] = totp_code(otp_key)
+    page = post("/admin/login/?next=/admin/", page, fields)
+    enrollment = re.search(r'data-testid="otp-key">([A-Z2-7 ]+)<', page)
+    if enrollment:
+        page = post("/admin/two-factor/", page, {"otp_token": totp_code(enrollment.group(1))})
+    return page
 
 
 def child_env(**overrides) -> dict:

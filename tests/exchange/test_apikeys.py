@@ -253,7 +253,7 @@ def test_a_withdraw_key_withdraws():
 
 def test_views_that_declare_nothing_accept_keys_for_reading_only():
     """Fail closed: a write to a view that does not name a key permission is refused for every key."""
-    client, _ = signed_client(permissions=("read", "trade", "withdraw"), ip_allowlist=["127.0.0.0/8"])
+    client, _ = signed_client(permissions=("read", "trade", "withdraw"), ip_allowlist=["127.0.0.0/16"])
 
     assert client.get("/test/undeclared").status_code == 200
     assert_error(client.post("/test/undeclared", json={}), 403, "API_KEY_PERMISSION_DENIED")

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 
 from exchange.demo import demo_load
 from exchange.models import Asset, Market
-from exchange.roles import COMPLIANCE, SUPPORT
+from exchange.roles import COMPLIANCE, OPERATORS, SUPPORT
 from wallet.invariants import assert_ledger_sound
 from wallet.models import Deposit
 from wallet.selectors import balances_for_user
@@ -24,7 +24,7 @@ def test_demo_load_twice_changes_nothing():
 
     demo_load(password="second-password-2")
 
-    assert (Asset.objects.count(), Market.objects.count(), User.objects.count()) == before == (3, 2, 5)
+    assert (Asset.objects.count(), Market.objects.count(), User.objects.count()) == before == (3, 2, 7)
     assert dict(User.objects.values_list("username", "password")) == hashes
     assert set(Market.objects.values_list("symbol", flat=True)) == {"BTC-USDT", "ETH-USDT"}
     operator = User.objects.get(username="operator")
@@ -59,7 +59,13 @@ def test_compliance_can_only_view():
     assert codenames and all(code.startswith("view_") for code in codenames)
 
 
-def test_support_cannot_change_markets():
+def test_demo_staff_hold_the_three_roles():
+    """The demo has a second operator (for four-eyes approvals), a support and a compliance user, each in their
+    role and none a superuser."""
     demo_load(password="first-password-1")
-    perms = set(Group.objects.get(name=SUPPORT).permissions.values_list("codename", flat=True))
-    assert "view_market" in perms and "change_market" not in perms
+    User = get_user_model()
+
+    for username, role in (("operator2", OPERATORS), ("support", SUPPORT), ("compliance", COMPLIANCE)):
+        user = User.objects.get(username=username)
+        assert user.is_staff and not user.is_superuser
+        assert list(user.groups.values_list("name", flat=True)) == [role]

@@ -41,6 +41,7 @@ def test_production_check_deploy_is_clean():
         "check", "--deploy", "--fail-level", "WARNING",
         SECRET_KEY=secrets.token_urlsafe(64), ALLOWED_HOSTS="exchange.example.com",
         API_KEY_ENCRYPTION_KEY=Fernet.generate_key().decode(), AUDIT_SIGNING_KEY=secrets.token_hex(32),
+        METRICS_TOKEN=secrets.token_urlsafe(32),
     )
     assert result.returncode == 0, result.stderr + result.stdout
 

@@ -14,6 +14,13 @@ from wallet.services import withdrawal_approve, withdrawal_request
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def one_staff_member_suffices(settings):
+    """These tests are about the forms and actions; the amounts stay under the four-eyes threshold
+    (tests/backoffice/test_four_eyes.py is about the threshold)."""
+    settings.MONEY_FOUR_EYES_THRESHOLD_DEFAULT = D("1000")
+
+
 def test_operator_credits_a_deposit_through_the_form(client, staff, alice, btc):
     """The add form calls deposit_credit with the operator and reason; the same txid again credits nothing."""
     operator = staff(OPERATORS)

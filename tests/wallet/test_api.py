@@ -10,6 +10,8 @@ from wallet.services import funds_hold, withdrawal_request
 
 pytestmark = pytest.mark.django_db
 
+PASSWORD = "correct-horse-battery"  # tests.factories.UserFactory's: the step-up of a session's withdrawal
+
 
 @pytest.fixture
 def as_alice(api_client, alice):
@@ -52,7 +54,7 @@ def test_ledger_shows_own_entries_newest_first_with_filters_and_cursor(as_alice,
     assert [row["id"] for row in page["results"]] == [e.pk for e in own]
     assert page["results"][0] == {
         "id": own[0].pk, "time": page["results"][0]["time"], "asset": "BTC", "account_kind": "HELD",
-        "amount": "0.1", "kind": "HOLD", "reference": "order:1", "memo": "",
+        "amount": "0.1", "kind": "HOLD", "reference": "order:1",
     }
     assert page["next"] is None
 
@@ -81,8 +83,8 @@ def test_withdrawal_request_holds_funds_and_lists(as_alice, alice, btc, fund):
     """A withdrawal request holds its amount at once and appears in the caller's list."""
     fund(alice, btc, "1")
 
-    response = as_alice.post("/api/v1/withdrawals", {"asset": "btc", "amount": "0.25", "address": "bc1qexample"},
-                             format="json")
+    response = as_alice.post("/api/v1/withdrawals", {"asset": "btc", "amount": "0.25", "address": "bc1qexample",
+                                                     "password": PASSWORD}, format="json")
 
     assert response.status_code == 201
     body = response.json()
@@ -116,7 +118,7 @@ def test_withdrawal_request_errors_are_4xx_with_stable_codes_and_write_nothing(
     """Each kind of bad request gets its stable code and field, and leaves no withdrawal, hold or balance change."""
     fund(alice, btc, "1")
 
-    response = as_alice.post("/api/v1/withdrawals", payload, format="json")
+    response = as_alice.post("/api/v1/withdrawals", {**payload, "password": PASSWORD}, format="json")
 
     assert response.status_code == status
     assert (response.json()["code"], response.json()["field"]) == (code, field)

@@ -1,7 +1,10 @@
 """The wallet API: balances, ledger history, withdrawals, deposits and the custody webhook.
 
 Every read is the caller's own data (selectors scoped by user); lists that
-grow without bound are cursor-paginated, newest first.
+grow without bound are cursor-paginated, newest first. What operators write
+for themselves (a withdrawal's review reason, the memo of a journal
+transaction) is never shown to the user. Requesting a withdrawal with a
+session needs step-up (``exchange.accounts.stepup``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from exchange.accounts.stepup import step_up_verify
+from exchange.apikeys.models import ApiKey
 from exchange.apikeys.permissions import WITHDRAW
 from exchange.audit.services import audit_context, audit_system
 
@@ -115,7 +120,6 @@ class LedgerEntryOutput(serializers.Serializer):
     amount = DecimalString(help_text="Signed: positive into the balance, negative out of it.")
     kind = serializers.ChoiceField(source="transaction.kind", choices=TransactionKind.choices)
     reference = serializers.CharField(source="transaction.reference", help_text='e.g. "order:12", "withdrawal:3".')
-    memo = serializers.CharField(source="transaction.memo")
 
 
 class LedgerEntryListApi(APIView):
@@ -141,9 +145,9 @@ class LedgerEntryListApi(APIView):
                     "previous": None,
                     "results": [
                         {"id": 42, "time": "2026-11-23T10:00:00Z", "asset": "BTC", "account_kind": "AVAILABLE",
-                         "amount": "0.4995", "kind": "TRADE", "reference": "trade:BTC-USDT:7", "memo": ""},
+                         "amount": "0.4995", "kind": "TRADE", "reference": "trade:BTC-USDT:7"},
                         {"id": 40, "time": "2026-11-23T10:00:00Z", "asset": "USDT", "account_kind": "HELD",
-                         "amount": "-15000", "kind": "TRADE", "reference": "trade:BTC-USDT:7", "memo": ""},
+                         "amount": "-15000", "kind": "TRADE", "reference": "trade:BTC-USDT:7"},
                     ],
                 },
                 response_only=True,
@@ -166,7 +170,6 @@ class WithdrawalOutput(serializers.Serializer):
     amount = DecimalString()
     address = serializers.CharField()
     status = serializers.ChoiceField(choices=Withdrawal.Status.choices)
-    reason = serializers.CharField(help_text="The operator's reason, e.g. why it was rejected.")
     txid = serializers.CharField(help_text="The external transaction id once sent.")
     created_at = serializers.DateTimeField()
     reviewed_at = serializers.DateTimeField(allow_null=True)
@@ -174,8 +177,7 @@ class WithdrawalOutput(serializers.Serializer):
 
 
 WITHDRAWAL_EXAMPLE = {
-    "id": 7, "asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress", "status": "REQUESTED", "reason": "",
-    "txid": "", "created_at": "2026-11-23T10:00:00Z", "reviewed_at": None, "completed_at": None,
+    "id": 7, "asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress", "status": "REQUESTED", "txid": "", "created_at": "2026-11-23T10:00:00Z", "reviewed_at": None, "completed_at": None,
 }
 
 
@@ -187,6 +189,10 @@ class WithdrawalListCreateApi(APIView):
         address = serializers.RegexField(
             r"^[A-Za-z0-9:._\-]{1,128}$", max_length=128, error_messages={"invalid": "Not a valid address."}
         )
+        password = serializers.CharField(max_length=128, required=False, write_only=True, trim_whitespace=False,
+                                         help_text="Step-up with a session, without two-factor authentication.")
+        otp = serializers.CharField(max_length=8, required=False, write_only=True,
+                                    help_text="Step-up with a session, with two-factor authentication on.")
 
     class FilterInput(serializers.Serializer):
         status = serializers.ChoiceField(choices=Withdrawal.Status.choices, required=False)
@@ -198,11 +204,14 @@ class WithdrawalListCreateApi(APIView):
         request=CreateInput,
         responses={201: WithdrawalOutput},
         description="Request a withdrawal: the amount is held from your available balance at once and sent "
-        "after an operator approves it. Errors: INVALID_AMOUNT, MUST_BE_POSITIVE, TOO_MANY_DECIMALS, "
+        "after an operator approves it. With a session it needs step-up: `otp` (your authenticator code) when "
+        "two-factor authentication is on, otherwise `password` (403 STEP_UP_REQUIRED without it, 400 "
+        "INVALID_OTP / INVALID_PASSWORD, 429 LOGIN_LOCKED_OUT); a request signed with a key that has the "
+        "withdraw permission needs none. Errors: INVALID_AMOUNT, MUST_BE_POSITIVE, TOO_MANY_DECIMALS, "
         "AMOUNT_TOO_LARGE, INVALID_PRECISION, UNKNOWN_ASSET, INVALID (address), INSUFFICIENT_FUNDS.",
         examples=[
-            OpenApiExample("Request", value={"asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress"},
-                           request_only=True),
+            OpenApiExample("Request", value={"asset": "BTC", "amount": "0.25", "address": "bc1qexampleaddress",
+                                             "otp": "123456"}, request_only=True),
             OpenApiExample("Requested", value=WITHDRAWAL_EXAMPLE, response_only=True, status_codes=["201"]),
             OpenApiExample(
                 "Insufficient funds",
@@ -216,6 +225,9 @@ class WithdrawalListCreateApi(APIView):
     def post(self, request):
         data = self.CreateInput(data=request.data)
         data.is_valid(raise_exception=True)
+        if not isinstance(request.auth, ApiKey):
+            step_up_verify(request=request._request, user=request.user, password=data.validated_data.get("password"),
+                           otp=data.validated_data.get("otp"))
         withdrawal = withdrawal_request(
             user=request.user,
             asset=asset_get(code=data.validated_data["asset"]),

@@ -10,6 +10,7 @@ from exchange.audit import actions
 from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
+from wallet.services.errors import own_account
 from wallet.models import Account, AccountKind, LedgerTransaction, TransactionKind
 
 ADJUSTMENTS = AccountKind.ADJUSTMENTS.value
@@ -22,7 +23,9 @@ def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str, audit: d
 
     ``reason`` is required and stored with ``actor`` on the journal
     transaction; a negative adjustment can take at most what is available
-    (INSUFFICIENT_FUNDS otherwise), never funds held for orders.
+    (INSUFFICIENT_FUNDS otherwise), never funds held for orders. Nobody
+    adjusts their own account (403 OWN_ACCOUNT). In the back office,
+    adjustments go through ``wallet.services.four_eyes``.
     """
     amount = validate_amount(asset=asset, amount=amount, signed=True)
     reason = (reason or "").strip()
@@ -30,6 +33,8 @@ def balance_adjust(*, user, asset, amount: Decimal, actor, reason: str, audit: d
         raise ApplicationError("REASON_REQUIRED", "An adjustment needs a reason.", field="reason")
     if actor is None:
         raise ApplicationError("ACTOR_REQUIRED", "An adjustment needs the operator who makes it.")
+    if actor.pk == user.pk:
+        raise own_account()
     posting = Posting(accounts=[(None, asset.pk, ADJUSTMENTS), (user.pk, asset.pk, AVAILABLE)])
     posting.transfer(
         kind=TransactionKind.ADJUSTMENT,

@@ -11,6 +11,7 @@ from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, Leg, Posting, exact, validate_amount
 from wallet.models import Account, AccountKind, Deposit, TransactionKind
+from wallet.services.errors import own_account
 
 EXTERNAL = AccountKind.EXTERNAL.value
 
@@ -41,7 +42,9 @@ def deposit_credit(
     same user and amount returns the first deposit and ``created=False``, a
     repeat that disagrees is a ``DEPOSIT_CONFLICT``. Operator deposits need
     the operator (``actor``) and a reason (``memo``); both are recorded on
-    the journal transaction. A credit writes a DEPOSIT_CREDIT audit row
+    the journal transaction; nobody credits their own account (403
+    OWN_ACCOUNT). In the back office, credits go through
+    ``wallet.services.four_eyes``. A credit writes a DEPOSIT_CREDIT audit row
     (``audit``: the request's ``audit_context``; without one the operator,
     or the running process, is the actor); a repeat writes none.
     """
@@ -52,6 +55,8 @@ def deposit_credit(
     memo = memo.strip()
     if source == Deposit.Source.OPERATOR and (actor is None or not memo):
         raise ApplicationError("REASON_REQUIRED", "An operator deposit needs the operator and a reason.", field="memo")
+    if actor is not None and actor.pk == user.pk:
+        raise own_account()
     with connection.cursor() as cursor:
         cursor.execute(
             _INSERT_DEPOSIT,

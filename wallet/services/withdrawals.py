@@ -3,7 +3,9 @@
 
 Each transition locks the withdrawal row first, checks its status, then
 posts through the ledger, so two operators clicking at once cannot move the
-money twice. The hold of a withdrawal is "withdrawal:<id>".
+money twice; no staff member reviews their own withdrawal (403 OWN_ACCOUNT).
+In the back office, approvals go through ``wallet.services.four_eyes``.
+The hold of a withdrawal is "withdrawal:<id>".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from exchange.audit import actions
 from exchange.audit.services import audit_log_record, audit_origin
 from exchange.core.errors import ApplicationError
 from wallet.ledger import AVAILABLE, HELD, Leg, Posting, exact, validate_amount
+from wallet.services.errors import own_account
 from wallet.models import AccountKind, TransactionKind, Withdrawal
 from wallet.services.holds import funds_hold
 
@@ -55,8 +58,10 @@ def _record(action: str, withdrawal: Withdrawal, before: dict, *, actor, audit: 
                      **audit_origin(audit, staff=actor))
 
 
-def _locked(withdrawal: Withdrawal, *, expected: str, action: str) -> Withdrawal:
+def _locked(withdrawal: Withdrawal, *, expected: str, action: str, actor) -> Withdrawal:
     locked = Withdrawal.objects.select_for_update(of=("self",)).select_related("asset").get(pk=withdrawal.pk)
+    if actor is not None and actor.pk == locked.user_id:
+        raise own_account()
     if locked.status != expected:
         raise ApplicationError(
             "INVALID_WITHDRAWAL_STATE",
@@ -96,7 +101,7 @@ def _release_hold(withdrawal: Withdrawal, *, kind: str, to: tuple, actor, reason
 def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str, audit: dict | None = None) -> Withdrawal:
     """Move the held funds to WITHDRAWALS_PENDING (closing the hold): the operator will send them."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Approving a withdrawal needs a reason.")
-    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="approved")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="approved", actor=actor)
     before = _state(withdrawal)
     _release_hold(withdrawal, kind=TransactionKind.WITHDRAWAL_APPROVE, to=(None, withdrawal.asset_id, PENDING),
                   actor=actor, reason=reason)
@@ -110,7 +115,7 @@ def withdrawal_approve(*, withdrawal: Withdrawal, actor, reason: str, audit: dic
 def withdrawal_reject(*, withdrawal: Withdrawal, actor, reason: str, audit: dict | None = None) -> Withdrawal:
     """Release the held funds back to the user's available balance and close the hold."""
     reason = _require(reason, "REASON_REQUIRED", "reason", "Rejecting a withdrawal needs a reason.")
-    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="rejected")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.REQUESTED, action="rejected", actor=actor)
     before = _state(withdrawal)
     _release_hold(withdrawal, kind=TransactionKind.RELEASE, to=(withdrawal.user_id, withdrawal.asset_id, AVAILABLE),
                   actor=actor, reason=reason)
@@ -126,7 +131,7 @@ def withdrawal_complete(*, withdrawal: Withdrawal, actor, txid: str, reason: str
     """Record that the funds were sent (external ``txid``): WITHDRAWALS_PENDING -> EXTERNAL."""
     txid = _require(txid, "INVALID_TXID", "txid", "Completing a withdrawal needs the external transaction id.")
     reason = _require(reason, "REASON_REQUIRED", "reason", "Completing a withdrawal needs a reason.")
-    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.APPROVED, action="completed")
+    withdrawal = _locked(withdrawal, expected=Withdrawal.Status.APPROVED, action="completed", actor=actor)
     before = _state(withdrawal)
     posting = Posting(accounts=[(None, withdrawal.asset_id, PENDING), (None, withdrawal.asset_id, EXTERNAL)])
     posting.transfer(

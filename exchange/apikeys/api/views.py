@@ -1,7 +1,8 @@
 """A user's API keys: list, create (the secret is shown once), revoke.
 
 Session only: a request signed with an API key is refused with 403
-API_KEY_NOT_ALLOWED, so a leaked key cannot mint or revoke keys.
+API_KEY_NOT_ALLOWED, so a leaked key cannot mint or revoke keys. Creating a
+key that may withdraw needs step-up (``exchange.accounts.stepup``).
 """
 
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_serializer
@@ -10,10 +11,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.apikeys.models import PERMISSIONS, ApiKey
+from exchange.accounts.stepup import step_up_verify
+from exchange.apikeys.models import PERMISSIONS, WITHDRAW, ApiKey
 from exchange.apikeys.permissions import SESSION_ONLY, ApiKeyPermission
 from exchange.apikeys.selectors import api_key_list_for_user
-from exchange.apikeys.services import api_key_create, api_key_revoke
+from exchange.apikeys.services import api_key_allowlist_check, api_key_create, api_key_revoke
 from exchange.audit.services import audit_context
 from exchange.core.schema import NOT_AUTHENTICATED, error_response
 
@@ -71,6 +73,12 @@ class ApiKeyListCreateApi(APIView):
             help_text="IP addresses or CIDR networks the key may be used from; empty: any.",
         )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        password = serializers.CharField(max_length=128, required=False, write_only=True, trim_whitespace=False,
+                                         help_text="Step-up for a key with withdraw, without two-factor "
+                                                   "authentication: your password.")
+        otp = serializers.CharField(max_length=8, required=False, write_only=True,
+                                    help_text="Step-up for a key with withdraw, with two-factor authentication on: "
+                                              "your authenticator code.")
 
     @extend_schema_serializer(component_name="ApiKeyCreated")
     class CreatedOutput(ApiKeyOutput):
@@ -108,9 +116,22 @@ class ApiKeyListCreateApi(APIView):
                 ),
                 ("EXPIRES_AT_IN_PAST", "expires_at must be in the future.", "expires_at"),
                 ("API_KEY_LIMIT_REACHED", "A user may hold at most 20 active API keys; revoke one first.", None),
+                ("IP_ALLOWLIST_TOO_WIDE", "10.0.0.0/8 is too wide for a key that may withdraw: at most /16 for IPv4.",
+                 "ip_allowlist.0"),
+                ("INVALID_PASSWORD", "The password is wrong.", "password"),
+                ("INVALID_OTP", "The authenticator code is wrong or was already used.", "otp"),
             ),
             401: NOT_AUTHENTICATED,
-            403: API_KEY_NOT_ALLOWED,
+            403: error_response(
+                "Signed with an API key, the CSRF token is missing, or a key with withdraw without step-up.",
+                ("API_KEY_NOT_ALLOWED", "This endpoint cannot be used with an API key; sign in with a session.", None),
+                ("CSRF_FAILED", "CSRF Failed: CSRF token missing.", None),
+                ("STEP_UP_REQUIRED", "Confirm with your password (password).", "password"),
+            ),
+            429: error_response("Locked out after too many failed step-ups or sign-ins.",
+                                ("LOGIN_LOCKED_OUT", "Too many failed sign-ins for this account from your address: "
+                                                     "try again in 15 minutes, or ask an operator to lift the "
+                                                     "lockout.", None)),
         },
         examples=[
             OpenApiExample(
@@ -125,12 +146,20 @@ class ApiKeyListCreateApi(APIView):
                 status_codes=["201"],
             ),
         ],
-        description="Create a key. The response holds the secret, which is never shown again: store it now.",
+        description="Create a key. The response holds the secret, which is never shown again: store it now. A key "
+                    "with `withdraw` needs an `ip_allowlist` of networks no wider than /16 (IPv4) or /48 (IPv6), "
+                    "and step-up: `otp` (your authenticator code) when two-factor authentication is on, otherwise "
+                    "`password`.",
     )
     def post(self, request):
         data = self.Input(data=request.data)
         data.is_valid(raise_exception=True)
-        api_key, secret = api_key_create(user=request.user, **data.validated_data, audit=audit_context(request))
+        values = dict(data.validated_data)
+        password, otp = values.pop("password", None), values.pop("otp", None)
+        if WITHDRAW in values["permissions"]:
+            api_key_allowlist_check(permissions=values["permissions"], ip_allowlist=values["ip_allowlist"])
+            step_up_verify(request=request._request, user=request.user, password=password, otp=otp)
+        api_key, secret = api_key_create(user=request.user, **values, audit=audit_context(request))
         return Response({**ApiKeyOutput(api_key).data, "secret": secret}, status=status.HTTP_201_CREATED)
 
 

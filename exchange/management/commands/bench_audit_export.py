@@ -180,16 +180,23 @@ class Command(BaseCommand):
                           f"export_rss_growth_mb={max(growth.values()):.0f}")
 
     def _compliance_session(self) -> str:
-        """The session cookie of a Compliance member (created here)."""
+        """The session cookie of a Compliance member (created here), past the second factor as staff
+        sessions must be (exchange.accounts.twofactor)."""
         from django.contrib.auth import get_user_model
         from django.test import Client
+        from django_otp import DEVICE_ID_SESSION_KEY
+        from django_otp.plugins.otp_totp.models import TOTPDevice
 
         from exchange.roles import COMPLIANCE, roles_sync
 
         user, _ = get_user_model().objects.get_or_create(username="bench-compliance", defaults={"is_staff": True})
         user.groups.add(roles_sync()[COMPLIANCE])
+        device, _ = TOTPDevice.objects.get_or_create(user=user, confirmed=True, defaults={"name": "bench"})
         client = Client()
         client.force_login(user)
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
         return client.cookies["sessionid"].value
 
     async def _export(self, cookie: str, export_format: str) -> tuple[int, int]:

@@ -510,13 +510,22 @@
     $("login-error").textContent = "";
     try {
       await ensureCsrf();
-      var user = await request("POST", "/auth/login", { username: $("login-username").value, password: $("login-password").value });
+      var credentials = { username: $("login-username").value, password: $("login-password").value };
+      if ($("login-otp").value) credentials.otp = $("login-otp").value;
+      var user = await request("POST", "/auth/login", credentials);
       state.user = { id: user.id, username: user.username };
       $("login-password").value = "";
+      $("login-otp").value = "";
+      $("login-otp-label").hidden = true;
       renderAccount();
       await Promise.all([loadOrders(), loadBalances()]);
       reconnectSocket(); // the WebSocket authenticates by the new session cookie at connect
     } catch (error) {
+      // Two-factor authentication is on for this account: ask for the code and sign in again.
+      if (error.code === "OTP_REQUIRED") {
+        $("login-otp-label").hidden = false;
+        $("login-otp").focus();
+      }
       $("login-error").textContent = error.message;
     }
   }

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from exchange.audit.models import AuditLog
 from exchange.audit.services import audit_log_record
 from exchange.roles import COMPLIANCE, OPERATORS, SUPPORT, roles_sync
-from tests.factories import UserFactory, api_key_for
+from tests.factories import UserFactory, api_key_for, login_staff
 from tests.signed_client import SignedClient
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def compliance_user(username="regina"):
 def compliance():
     client = APIClient()
     user = compliance_user()
-    client.force_login(user)
+    login_staff(client, user)
     client.user = user
     return client
 
@@ -172,7 +172,10 @@ def _client_for(role: str):
     if role in (OPERATORS, SUPPORT, COMPLIANCE):
         user.groups.add(roles_sync()[role])
     client = APIClient()
-    client.force_login(user)
+    if user.is_staff:
+        login_staff(client, user)
+    else:
+        client.force_login(user)
     return client
 
 
@@ -214,7 +217,7 @@ def test_the_admin_export_page_is_for_compliance_only(client, staff):
     assert client.get("/admin/exchange/auditlog/export/").status_code == 403
     assert b"Compliance export" not in client.get("/admin/exchange/auditlog/").content
 
-    client.force_login(compliance_user())
+    login_staff(client, compliance_user())
     assert b"Compliance export" in client.get("/admin/exchange/auditlog/").content
     bad = client.post("/admin/exchange/auditlog/export/", {"table": "audit-logs", "format": "csv", "start": "soon"})
     response = client.post("/admin/exchange/auditlog/export/", {"table": "audit-logs", "format": "csv",

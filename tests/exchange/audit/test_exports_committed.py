@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from exchange.audit.chain import audit_chain
 from exchange.roles import COMPLIANCE, roles_sync
 from tests.exchange.audit.conftest import record
-from tests.factories import UserFactory
+from tests.factories import UserFactory, login_staff
 from tests.matching.conftest import drain, market, matcher, place, traders  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +30,7 @@ def compliance_client(client_class=APIClient):
     user = UserFactory(username="regina", is_staff=True)
     user.groups.add(roles_sync()[COMPLIANCE])
     client = client_class()
-    client.force_login(user)
+    login_staff(client, user)
     return client
 
 

@@ -24,6 +24,13 @@ from wallet.services import withdrawal_approve, withdrawal_request
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def one_staff_member_suffices(settings):
+    """Money actions here stay under the four-eyes threshold: they run at once, from one request
+    (the second staff member's rows: tests/backoffice/test_four_eyes.py)."""
+    settings.MONEY_FOUR_EYES_THRESHOLD_DEFAULT = D("1000")
+
 IP = "203.0.113.7"
 AGENT = "audit-test/1.0"
 FROM = {"REMOTE_ADDR": IP, "HTTP_USER_AGENT": AGENT}
@@ -224,7 +231,8 @@ def test_balance_adjusted_in_the_back_office(client, staff, alice, btc, fund):  
 def test_withdrawal_requested_approved_rejected_and_completed(client, staff, api, alice, btc, fund):  # noqa: F811
     """The user's request through the API, then each operator decision in the back office."""
     fund(alice, btc, "3")
-    api.post("/api/v1/withdrawals", {"asset": "BTC", "amount": "1", "address": "bc1qfirst"}, format="json", **FROM)
+    api.post("/api/v1/withdrawals", {"asset": "BTC", "amount": "1", "address": "bc1qfirst",
+                                     "password": "correct-horse-battery"}, format="json", **FROM)
     requested = last("WITHDRAWAL_REQUEST")
     assert requested.after["status"] == "REQUESTED" and requested.after["amount"] == "1"
     assert_from_request(requested, user=alice)
@@ -359,11 +367,13 @@ def test_legal_holds_placed_and_released(client, superuser, alice):  # noqa: F81
 def test_the_demo_loader_audits_what_it_creates_once():
     """load_demo's assets, markets, users and roles are audited as the command's; a second run,
     which creates nothing, writes no ASSET/MARKET/USER/ROLE rows."""
+    before = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
     call_command("load_demo", stdout=None)
     first = AuditLog.objects.count()
     call_command("load_demo", stdout=None)
 
-    rows = AuditLog.objects.filter(action__in=["ASSET_CREATE", "MARKET_CREATE", "USER_CREATE", "ROLE_CREATE"])
+    rows = AuditLog.objects.filter(id__gt=before,
+                                   action__in=["ASSET_CREATE", "MARKET_CREATE", "USER_CREATE", "ROLE_CREATE"])
     assert {row.actor_system for row in rows} == {"manage.py load_demo"}
     assert sorted(rows.filter(action="MARKET_CREATE").values_list("market", flat=True)) == ["BTC-USDT", "ETH-USDT"]
     assert "password" not in rows.filter(action="USER_CREATE").first().after

@@ -8,7 +8,7 @@ from exchange.outbox.bus import stream_name
 from exchange.outbox.models import OutboxEvent, Topic
 from exchange.outbox.relay import outbox_relay
 from exchange.outbox.services import Event, outbox_emit_many
-from exchange.roles import OPERATORS, SUPPORT
+from exchange.roles import COMPLIANCE, OPERATORS
 
 pytestmark = pytest.mark.django_db
 
@@ -85,8 +85,8 @@ def test_operator_requeues_failed_events_only_and_the_relay_sends_them_in_order(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_support_can_look_but_not_requeue(client, staff, failed_waiting_published):
-    staff(SUPPORT)
+def test_compliance_can_look_but_not_requeue(client, staff, failed_waiting_published):
+    staff(COMPLIANCE)
     failed = failed_waiting_published[0]
     listing = client.get(URL)
     response = client.post(URL, {"action": "requeue", ACTION_CHECKBOX_NAME: [failed.pk]})

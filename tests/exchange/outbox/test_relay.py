@@ -21,7 +21,7 @@ from exchange.outbox.bus import RedisStreamBus, stream_name
 from exchange.outbox.consumer import RedisStreamConsumer, ReceivedEvent, event_handle_once
 from exchange.outbox.models import OutboxCursor, OutboxEvent, ProcessedEvent, Topic
 from exchange.outbox.relay import RELAY_LOCK_ID, outbox_pending, outbox_relay
-from exchange.outbox.services import (Event, outbox_emit, outbox_emit_many, outbox_kick_on_commit, outbox_prune,
+from exchange.outbox.services import (Event, outbox_emit, outbox_emit_many, outbox_prune,
                                       outbox_requeue)
 from tests.exchange.outbox.conftest import all_stream_events, published_ids, rows, stream_events
 
@@ -75,7 +75,7 @@ def test_rolled_back_transaction_writes_and_publishes_nothing(bus, redis_app):
 def test_emitting_needs_a_transaction_and_costs_the_commit_nothing_more(bus, redis_app):
     """Outside a transaction emitting is a programming error; inside one it writes
     the rows and nothing else: no after-commit callback, no Redis command (the
-    relay polls), even from emitters that still call outbox_kick_on_commit."""
+    relay polls)."""
     with pytest.raises(AssertionError):
         outbox_emit(topic=Topic.ORDERS, key="K", event_type="x", payload={})
 
@@ -88,7 +88,6 @@ def test_emitting_needs_a_transaction_and_costs_the_commit_nothing_more(bus, red
     with transaction.atomic():
         for i in range(3):
             outbox_emit(topic=Topic.BALANCES, key="7", event_type="x", payload={"i": i})
-        outbox_kick_on_commit()
         assert connection.run_on_commit == []
     assert redis_commands() - before == info_itself
     assert OutboxEvent.objects.count() == 3

@@ -27,7 +27,7 @@ CARRY_OVER = """
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('exchange', '0008_user_profile'),
+        ('exchange', '0010_username_unique_normalized'),
     ]
 
     operations = [
