@@ -12,8 +12,9 @@ Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol"):
    never acknowledged. Anything already applied is skipped by the batch.
 3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
    transaction, then XACKs, then publishes the depth snapshot and live
-   events, then beats its heartbeat. When the stream is idle it sweeps the
-   database for commands whose stream entry was lost (Redis down or flushed).
+   events, then beats its heartbeat. Every ``sweep_after_s``, busy or idle,
+   it sweeps the database for commands whose stream entry was lost (Redis
+   down or flushed, an XADD that failed after its commit).
 
 If a batch fails to commit, the in-memory book is ahead of the database: the
 matcher rebuilds it and the unacknowledged entries are read again. Killing a
@@ -22,6 +23,7 @@ matcher at any instant therefore loses nothing and applies nothing twice.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -121,11 +123,19 @@ class Matcher:
 
     # --------------------------------------------------------------- startup
 
-    def start(self) -> None:
+    def start(self, *, lock_wait_s: float = 0.0) -> None:
+        """Take the market's lock, waiting up to ``lock_wait_s`` for it (a
+        predecessor that was just killed holds it until PostgreSQL notices its
+        connection is gone, usually within milliseconds), then recover."""
+        deadline = time.monotonic() + lock_wait_s
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
-            if not cursor.fetchone()[0]:
-                raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
+                if cursor.fetchone()[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+                time.sleep(0.02)
         self.recover()
 
     def stop(self) -> None:
@@ -134,6 +144,11 @@ class Matcher:
 
     def recover(self) -> None:
         started = time.perf_counter()
+        # A recovery during the run replaces a frozen book: give it back to the
+        # collector (its orders form cycles), and freeze the new one after.
+        frozen = gc.get_freeze_count() > 0
+        if frozen:
+            gc.unfreeze()
         self.market = Market.objects.select_related("base", "quote").get(symbol=self.symbol)
         self.units = MarketUnits.of(self.market)
         self.book = book_from_database(self.market)
@@ -153,6 +168,8 @@ class Matcher:
                    "backlog": len(backlog), "seconds": round(time.perf_counter() - started, 3)},
         )
         self._publish(None)
+        if frozen:
+            gc.freeze()
 
     def _ensure_group(self) -> None:
         try:
@@ -208,6 +225,9 @@ class Matcher:
         self._last_acked_id = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
         self._trim()
         self._publish(result)
+        # On a timer, not only when idle: under steady traffic a lost XADD would
+        # otherwise leave its command unapplied for as long as the traffic lasts.
+        self._sweep()
         self._heartbeat()
         return len(entries)
 
@@ -295,10 +315,18 @@ class Matcher:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, should_stop) -> None:
+    def run(self, should_stop, *, on_ready=None, lock_wait_s: float = 0.0) -> None:
         """Loop until ``should_stop()``; a failing batch is retried after a rebuild,
-        and repeated failures end the process for its supervisor to restart."""
-        self.start()
+        and repeated failures end the process for its supervisor to restart.
+        ``on_ready()`` is called once recovery is done (the supervisor's sign
+        that this start succeeded)."""
+        self.start(lock_wait_s=lock_wait_s)
+        # What recovery built (the book: one object per resting order) lives as
+        # long as the process: out of the collector's reach, a full collection
+        # no longer walks it (docs/TRADING.md, "Matcher process").
+        gc.freeze()
+        if on_ready is not None:
+            on_ready()
         failures = 0
         try:
             while not should_stop():
