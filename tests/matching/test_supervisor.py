@@ -1,0 +1,105 @@
+"""run_matchers' supervisor with real child processes (stand-ins for matchers):
+an exit after a healthy run is restarted at once, an exit during startup backs
+off, and a new market gets a child within about a second."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from exchange import processes
+from matching.management.commands.run_matchers import Supervisor, startup_backoff
+
+# A stand-in matcher: "ready" reports ready and then waits to be killed;
+# "broken" exits before reporting ready, like a matcher whose recovery fails.
+CHILD = """
+import os, sys, time
+fd = int(sys.argv[2])
+if sys.argv[1] == "ready":
+    os.write(fd, b"R"); os.close(fd)
+    time.sleep(600)
+sys.exit(3)
+"""
+
+
+def stand_in(behaviour_of):
+    def spawn(symbol: str, ready_fd: int) -> processes.Child:
+        return processes.spawn(symbol, [sys.executable, "-c", CHILD, behaviour_of(symbol), str(ready_fd)],
+                               pass_fds=(ready_fd,))
+    return spawn
+
+
+def run_until(supervisor: Supervisor, condition, timeout_s: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError("condition not met in time")
+        supervisor.step(timeout_s=0.5)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def supervisors():
+    made = []
+    yield made.append
+    for supervisor in made:
+        supervisor.close()
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [startup_backoff(n, first_s=0.5, max_s=4) for n in range(6)] == [0, 0.5, 1, 2, 4, 4]
+
+
+def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors):
+    supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "ready"), backoff_first_s=2.0)
+    supervisors(supervisor)
+    slot = None
+
+    def ready():
+        return supervisor.slots and supervisor.slots["AAA-BBB"].ready
+
+    run_until(supervisor, ready, 20)
+    slot = supervisor.slots["AAA-BBB"]
+    gaps = []
+    for _ in range(5):  # repeated kills: no growing delay (the old supervisor reached 8 s, then 16 s...)
+        victim = slot.child.pid
+        os.kill(victim, signal.SIGKILL)
+        gaps.append(run_until(supervisor, lambda: ready() and slot.child.pid != victim, 20))
+    assert slot.startup_failures == 0
+    # Python's start-up dominates; a 2 s backoff or a 3 s poll would show.
+    print("restart gaps", [round(g, 3) for g in gaps])
+    assert max(gaps) < 1.5, gaps
+
+
+def test_a_matcher_that_dies_during_startup_backs_off_exponentially(supervisors):
+    starts = []
+    spawn = stand_in(lambda symbol: "broken")
+
+    def counting_spawn(symbol, ready_fd):
+        starts.append(time.monotonic())
+        return spawn(symbol, ready_fd)
+
+    supervisor = Supervisor(lambda: ["AAA-BBB"], counting_spawn, backoff_first_s=0.2, backoff_max_s=0.8)
+    supervisors(supervisor)
+    run_until(supervisor, lambda: len(starts) >= 6, 30)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    # Each gap is the child's life (a Python start-up) plus the delay: 0.2, 0.4, 0.8, 0.8, 0.8.
+    delays = [0.2, 0.4, 0.8, 0.8, 0.8]
+    for gap, delay in zip(gaps, delays):
+        assert gap >= delay
+    assert gaps[2] > gaps[0] + 0.4
+    assert supervisor.slots["AAA-BBB"].startup_failures >= 5
+
+
+def test_a_market_added_later_gets_a_matcher_within_seconds(supervisors):
+    markets = ["AAA-BBB"]
+    supervisor = Supervisor(lambda: list(markets), stand_in(lambda symbol: "ready"), markets_every_s=0.5)
+    supervisors(supervisor)
+    run_until(supervisor, lambda: "AAA-BBB" in supervisor.slots and supervisor.slots["AAA-BBB"].ready, 20)
+    markets.append("CCC-DDD")
+    took = run_until(supervisor, lambda: "CCC-DDD" in supervisor.slots and supervisor.slots["CCC-DDD"].ready, 20)
+    assert took < 3.0
