@@ -123,19 +123,23 @@ class Matcher:
 
     # --------------------------------------------------------------- startup
 
-    def start(self, *, lock_wait_s: float = 0.0) -> None:
+    def start(self, *, lock_wait_s: float | None = 0.0) -> None:
         """Take the market's lock, waiting up to ``lock_wait_s`` for it (a
         predecessor that was just killed holds it until PostgreSQL notices its
-        connection is gone, usually within milliseconds), then recover."""
-        deadline = time.monotonic() + lock_wait_s
+        connection is gone, usually within milliseconds; None: as long as it
+        takes, a standby), then recover."""
         with connection.cursor() as cursor:
-            while True:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
-                if cursor.fetchone()[0]:
-                    break
-                if time.monotonic() >= deadline:
-                    raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
-                time.sleep(0.02)
+            if lock_wait_s is None:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [_lock_key(self.symbol)])
+            else:
+                deadline = time.monotonic() + lock_wait_s
+                while True:
+                    cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
+                    if cursor.fetchone()[0]:
+                        break
+                    if time.monotonic() >= deadline:
+                        raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+                    time.sleep(0.02)
         self.recover()
 
     def stop(self) -> None:
@@ -315,7 +319,7 @@ class Matcher:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, should_stop, *, on_ready=None, lock_wait_s: float = 0.0) -> None:
+    def run(self, should_stop, *, on_ready=None, lock_wait_s: float | None = 0.0) -> None:
         """Loop until ``should_stop()``; a failing batch is retried after a rebuild,
         and repeated failures end the process for its supervisor to restart.
         ``on_ready()`` is called once recovery is done (the supervisor's sign

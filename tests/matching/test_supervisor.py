@@ -14,22 +14,28 @@ import pytest
 from exchange import processes
 from matching.management.commands.run_matchers import Supervisor, startup_backoff
 
-# A stand-in matcher: "ready" reports ready and then waits to be killed;
-# "broken" exits before reporting ready, like a matcher whose recovery fails.
+# A stand-in matcher: "ready" takes an exclusive lock on a file (the market's
+# advisory lock: a standby blocks on it until the active one is gone), reports
+# ready and waits to be killed; "broken" exits before reporting ready, like a
+# matcher whose recovery fails.
 CHILD = """
-import os, sys, time
+import fcntl, os, sys, time
 fd = int(sys.argv[2])
 if sys.argv[1] == "ready":
+    lock = open(sys.argv[3], "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     os.write(fd, b"R"); os.close(fd)
     time.sleep(600)
 sys.exit(3)
 """
 
 
-def stand_in(behaviour_of):
-    def spawn(symbol: str, ready_fd: int) -> processes.Child:
-        return processes.spawn(symbol, [sys.executable, "-c", CHILD, behaviour_of(symbol), str(ready_fd)],
-                               pass_fds=(ready_fd,))
+def stand_in(behaviour_of, lock_dir, spawned=None):
+    def spawn(symbol: str, ready_fd: int, standby: bool = False) -> processes.Child:
+        if spawned is not None:
+            spawned.append((time.monotonic(), standby))
+        argv = [sys.executable, "-c", CHILD, behaviour_of(symbol), str(ready_fd), str(lock_dir / symbol)]
+        return processes.spawn(symbol, argv, pass_fds=(ready_fd,))
     return spawn
 
 
@@ -54,8 +60,10 @@ def test_backoff_doubles_and_is_capped():
     assert [startup_backoff(n, first_s=0.5, max_s=4) for n in range(6)] == [0, 0.5, 1, 2, 4, 4]
 
 
-def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors):
-    supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "ready"), backoff_first_s=2.0)
+@pytest.mark.parametrize("standby", [False, True])
+def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors, tmp_path, standby):
+    supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "ready", tmp_path), backoff_first_s=2.0,
+                            standby=standby)
     supervisors(supervisor)
     slot = None
 
@@ -66,6 +74,9 @@ def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors):
     slot = supervisor.slots["AAA-BBB"]
     gaps = []
     for _ in range(5):  # repeated kills: no growing delay (the old supervisor reached 8 s, then 16 s...)
+        if standby:  # as in production: a kill comes after the standby is up
+            run_until(supervisor, lambda: slot.standby is not None, 20)
+            time.sleep(0.3)
         victim = slot.child.pid
         os.kill(victim, signal.SIGKILL)
         gaps.append(run_until(supervisor, lambda: ready() and slot.child.pid != victim, 20))
@@ -75,17 +86,14 @@ def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors):
     assert max(gaps) < 1.5, gaps
 
 
-def test_a_matcher_that_dies_during_startup_backs_off_exponentially(supervisors):
-    starts = []
-    spawn = stand_in(lambda symbol: "broken")
-
-    def counting_spawn(symbol, ready_fd):
-        starts.append(time.monotonic())
-        return spawn(symbol, ready_fd)
-
-    supervisor = Supervisor(lambda: ["AAA-BBB"], counting_spawn, backoff_first_s=0.2, backoff_max_s=0.8)
+def test_a_matcher_that_dies_during_startup_backs_off_exponentially(supervisors, tmp_path):
+    spawned = []
+    supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "broken", tmp_path, spawned),
+                            backoff_first_s=0.2, backoff_max_s=0.8)
     supervisors(supervisor)
-    run_until(supervisor, lambda: len(starts) >= 6, 30)
+    run_until(supervisor, lambda: len(spawned) >= 6, 30)
+    assert not any(standby for _, standby in spawned)  # no standby behind a matcher that never got ready
+    starts = [moment for moment, _ in spawned]
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
     # Each gap is the child's life (a Python start-up) plus the delay: 0.2, 0.4, 0.8, 0.8, 0.8.
     delays = [0.2, 0.4, 0.8, 0.8, 0.8]
@@ -95,9 +103,9 @@ def test_a_matcher_that_dies_during_startup_backs_off_exponentially(supervisors)
     assert supervisor.slots["AAA-BBB"].startup_failures >= 5
 
 
-def test_a_market_added_later_gets_a_matcher_within_seconds(supervisors):
+def test_a_market_added_later_gets_a_matcher_within_seconds(supervisors, tmp_path):
     markets = ["AAA-BBB"]
-    supervisor = Supervisor(lambda: list(markets), stand_in(lambda symbol: "ready"), markets_every_s=0.5)
+    supervisor = Supervisor(lambda: list(markets), stand_in(lambda symbol: "ready", tmp_path), markets_every_s=0.5)
     supervisors(supervisor)
     run_until(supervisor, lambda: "AAA-BBB" in supervisor.slots and supervisor.slots["AAA-BBB"].ready, 20)
     markets.append("CCC-DDD")

@@ -43,20 +43,32 @@ class Command(BaseCommand):
         parser.add_argument("--block-ms", type=int, default=50)
         parser.add_argument("--lock-wait", type=float, default=3.0,
                             help="seconds to wait for the market's lock (a killed predecessor's session)")
+        parser.add_argument("--standby", action="store_true",
+                            help="wait for the market's lock as long as it takes, then take over")
 
-    def handle(self, *args, symbol: str, batch_size: int, block_ms: int, lock_wait: float, **options):
+    def handle(self, *args, symbol: str, batch_size: int, block_ms: int, lock_wait: float, standby: bool,
+               **options):
         symbol = symbol.upper()
         if not Market.objects.filter(symbol=symbol).exists():
             raise CommandError(f"no market {symbol}")
-        stop = {"requested": False}
+        stop = {"requested": False, "started": False}
 
         def request_stop(signum, frame):
+            if not stop["started"]:
+                raise SystemExit(0)  # waiting for the lock (a standby) or recovering: nothing to finish
             stop["requested"] = True
+
+        notify = ready_notifier()
+
+        def on_ready():
+            stop["started"] = True
+            if notify is not None:
+                notify()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         try:
             Matcher(symbol, batch_size=batch_size, block_ms=block_ms).run(
-                lambda: stop["requested"], on_ready=ready_notifier(), lock_wait_s=lock_wait)
+                lambda: stop["requested"], on_ready=on_ready, lock_wait_s=None if standby else lock_wait)
         except MatcherAlreadyRunning as exc:
             raise CommandError(str(exc))

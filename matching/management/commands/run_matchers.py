@@ -12,6 +12,14 @@ kernels without pidfds), so it learns of an exit at once (no poll interval):
   doubles at each consecutive such exit, from ``BACKOFF_FIRST_S`` up to
   ``BACKOFF_MAX_S``; the first ready report resets it.
 
+Behind each ready matcher runs a **standby**: a ``run_matcher --standby``
+that has paid for Python's and Django's start-up and waits on the market's
+advisory lock. When the active matcher dies its database session ends, the
+lock passes to the standby at once, and the standby recovers and reports
+ready; the supervisor then starts a new standby. Python's start-up (1-2 s on
+a busy two-core host) is thus out of the restart time. ``--no-standby``
+halves the processes (and memory) for hosts with many markets.
+
 Markets are re-read every ``MARKETS_EVERY_S``, so a market the operator adds
 gets a matcher within about a second, without a restart of the supervisor.
 Each exit is logged with its status and the delay chosen.
@@ -44,17 +52,43 @@ BACKOFF_MAX_S = 30.0
 
 
 @dataclass
+class Member:
+    """One matcher process: the active one, or the standby waiting for the lock."""
+
+    child: processes.Child
+    ready_fd: int | None  # read end of its ready pipe
+    pid_fd: int | None = None  # readable once it has exited
+    ready: bool = False
+
+    def close(self) -> None:
+        for name in ("ready_fd", "pid_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+@dataclass
 class Slot:
-    """One market's matcher as the supervisor sees it."""
+    """One market's matchers as the supervisor sees them."""
 
     symbol: str
-    child: processes.Child | None = None
-    ready_fd: int | None = None  # read end of the child's ready pipe
-    pid_fd: int | None = None  # readable once the child has exited
-    ready: bool = False
+    active: Member | None = None
+    standby: Member | None = None
     startup_failures: int = 0  # consecutive exits before ready
     not_before: float = 0.0  # no start before this (monotonic)
-    restarts: int = 0
+    starts: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.active is not None and self.active.ready
+
+    @property
+    def child(self) -> processes.Child | None:
+        return self.active.child if self.active is not None else None
+
+    def members(self) -> list[Member]:
+        return [member for member in (self.active, self.standby) if member is not None]
 
 
 def startup_backoff(failures: int, *, first_s: float = BACKOFF_FIRST_S, max_s: float = BACKOFF_MAX_S) -> float:
@@ -65,16 +99,20 @@ def startup_backoff(failures: int, *, first_s: float = BACKOFF_FIRST_S, max_s: f
 
 
 class Supervisor:
-    """Runs ``spawn(symbol, ready_fd)`` for every symbol ``symbols()`` lists.
+    """Runs ``spawn(symbol, ready_fd, standby)`` for every symbol ``symbols()`` lists.
 
-    ``spawn`` must start a process that writes one byte to ``ready_fd`` when
-    it is ready (then the fd may be closed) and return its ``processes.Child``.
+    ``spawn`` must start a process that writes one byte to ``ready_fd`` once it
+    is ready (then the fd may be closed) and return its ``processes.Child``.
+    With ``standby`` it first waits for the market's lock (the active
+    matcher's), so it takes over the moment the active one is gone: it has
+    already paid for Python's and Django's start-up.
     """
 
-    def __init__(self, symbols, spawn, *, markets_every_s: float = MARKETS_EVERY_S,
+    def __init__(self, symbols, spawn, *, standby: bool = True, markets_every_s: float = MARKETS_EVERY_S,
                  backoff_first_s: float = BACKOFF_FIRST_S, backoff_max_s: float = BACKOFF_MAX_S):
         self.symbols = symbols
         self.spawn = spawn
+        self.use_standby = standby
         self.markets_every_s = markets_every_s
         self.backoff_first_s = backoff_first_s
         self.backoff_max_s = backoff_max_s
@@ -88,7 +126,7 @@ class Supervisor:
     # ------------------------------------------------------------- signals
 
     def install_signals(self) -> None:
-        """Wake ``select()`` when a child exits (main thread only)."""
+        """Wake ``select()`` when a child exits, where pidfds are missing (main thread only)."""
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
@@ -104,11 +142,12 @@ class Supervisor:
         """Wait up to ``timeout_s`` for something to happen, then act on it."""
         now = time.monotonic()
         deadlines = [self._next_markets] + [
-            slot.not_before for slot in self.slots.values() if slot.child is None]
+            slot.not_before for slot in self.slots.values() if self._wants_start(slot)]
         wait = max(0.0, min([now + timeout_s, *deadlines]) - now)
         fds = [self._wake_r]
         for slot in self.slots.values():
-            fds.extend(fd for fd in (slot.ready_fd, slot.pid_fd) if fd is not None)
+            for member in slot.members():
+                fds.extend(fd for fd in (member.ready_fd, member.pid_fd) if fd is not None)
         try:
             readable, _, _ = select.select(fds, [], [], wait)
         except InterruptedError:  # pragma: no cover - PEP 475 retries select
@@ -119,10 +158,13 @@ class Supervisor:
                     pass
             except BlockingIOError:
                 pass
-        for slot in self.slots.values():
-            if slot.ready_fd is not None and slot.ready_fd in readable:
-                self._read_ready(slot)
+        # Exits first: a standby's ready byte often arrives in the same wake-up
+        # as its predecessor's exit, and must find the standby promoted.
         self._reap()
+        for slot in self.slots.values():
+            for member in slot.members():
+                if member.ready_fd is not None and member.ready_fd in readable:
+                    self._read_ready(slot, member)
         now = time.monotonic()
         if now >= self._next_markets:
             self._next_markets = now + self.markets_every_s
@@ -134,93 +176,115 @@ class Supervisor:
             for symbol in symbols:
                 self.slots.setdefault(symbol, Slot(symbol))
         for slot in self.slots.values():
-            if slot.child is None and now >= slot.not_before:
-                self._start(slot)
+            if now < slot.not_before or not self._wants_start(slot):
+                continue
+            if slot.active is None:
+                slot.active = self._start(slot, standby=False)
+            else:
+                slot.standby = self._start(slot, standby=True)
 
-    def _read_ready(self, slot: Slot) -> None:
+    def _wants_start(self, slot: Slot) -> bool:
+        """No matcher at all; or no standby behind a ready one (only once the
+        active one is ready: a standby's start-up never competes with a
+        recovery for the CPU)."""
+        if slot.active is None:
+            return slot.standby is None
+        return self.use_standby and slot.standby is None and slot.active.ready
+
+    def _read_ready(self, slot: Slot, member: Member) -> None:
         try:
-            data = os.read(slot.ready_fd, 64)
+            data = os.read(member.ready_fd, 64)
         except BlockingIOError:  # pragma: no cover
             return
-        if data:
-            if not slot.ready:
-                logger.info("matcher ready", extra={"symbol": slot.symbol, "pid": slot.child.pid if slot.child else None})
-            slot.ready = True
-            slot.startup_failures = 0
-        self._close_ready(slot)  # one byte is all it ever writes; EOF: it died
-
-    def _close_ready(self, slot: Slot) -> None:
-        if slot.ready_fd is not None:
-            os.close(slot.ready_fd)
-            slot.ready_fd = None
+        os.close(member.ready_fd)  # one byte is all it ever writes; EOF: it died
+        member.ready_fd = None
+        if not data:
+            return
+        member.ready = True
+        slot.startup_failures = 0
+        if member is slot.standby:
+            # The standby holds the lock now: whatever the active one is doing,
+            # it no longer holds it (a lost database session); it must go.
+            previous = slot.active
+            slot.active, slot.standby = member, None
+            if previous is not None:
+                logger.error("standby took over from a matcher still running; stopping that one",
+                             extra={"symbol": slot.symbol, "pid": previous.child.pid})
+                processes.stop([previous.child], grace_s=5.0)
+                previous.close()
+        logger.info("matcher ready", extra={"symbol": slot.symbol, "pid": member.child.pid})
 
     def _reap(self) -> None:
         now = time.monotonic()
         for slot in self.slots.values():
-            child = slot.child
-            if child is None or child.alive():
-                continue
-            if slot.ready_fd is not None:
-                self._read_ready(slot)  # a ready byte written just before the exit still counts
-            status = child.popen.returncode
-            if slot.ready:
-                delay = 0.0
-                logger.error("matcher exited after a healthy run; restarting now",
-                             extra={"symbol": slot.symbol, "status": status, "pid": child.pid})
-            else:
-                slot.startup_failures += 1
-                delay = startup_backoff(slot.startup_failures, first_s=self.backoff_first_s, max_s=self.backoff_max_s)
-                logger.error("matcher exited during startup; restarting after a delay",
-                             extra={"symbol": slot.symbol, "status": status, "pid": child.pid,
-                                    "failures": slot.startup_failures, "delay_s": delay})
-            if slot.pid_fd is not None:
-                os.close(slot.pid_fd)
-                slot.pid_fd = None
-            slot.child = None
-            slot.ready = False
-            slot.not_before = now + delay
+            for member in slot.members():
+                if member.child.alive():
+                    continue
+                if member.ready_fd is not None:
+                    self._read_ready(slot, member)  # a ready byte written just before the exit still counts
+                status = member.child.popen.returncode
+                role = "active" if member is slot.active else "standby"
+                if member.ready:
+                    delay = 0.0
+                    logger.error("matcher exited after a healthy run; restarting now",
+                                 extra={"symbol": slot.symbol, "status": status, "pid": member.child.pid,
+                                        "standby_takes_over": slot.standby is not None})
+                else:
+                    slot.startup_failures += 1
+                    delay = startup_backoff(slot.startup_failures, first_s=self.backoff_first_s,
+                                            max_s=self.backoff_max_s)
+                    logger.error("matcher exited during startup; restarting after a delay",
+                                 extra={"symbol": slot.symbol, "status": status, "pid": member.child.pid,
+                                        "role": role, "failures": slot.startup_failures, "delay_s": delay})
+                member.close()
+                if member is slot.active:
+                    slot.active = None
+                    if slot.standby is not None:
+                        slot.active, slot.standby = slot.standby, None  # it takes the lock and recovers
+                else:
+                    slot.standby = None
+                slot.not_before = max(slot.not_before, now + delay) if delay else slot.not_before
 
-    def _start(self, slot: Slot) -> None:
+    def _start(self, slot: Slot, *, standby: bool) -> Member | None:
         read_fd, write_fd = os.pipe()
         try:
-            slot.child = self.spawn(slot.symbol, write_fd)
+            child = self.spawn(slot.symbol, write_fd, standby)
         except OSError as exc:
             os.close(read_fd)
             slot.startup_failures += 1
             slot.not_before = time.monotonic() + startup_backoff(
                 slot.startup_failures, first_s=self.backoff_first_s, max_s=self.backoff_max_s)
             logger.error("could not start a matcher", extra={"symbol": slot.symbol, "error": str(exc)})
-            return
+            return None
         finally:
             os.close(write_fd)  # the child has its own copy
-        slot.ready_fd = read_fd
-        slot.ready = False
-        slot.restarts += 1
+        member = Member(child, read_fd)
+        slot.starts += 1
         if hasattr(os, "pidfd_open"):
             try:
-                slot.pid_fd = os.pidfd_open(slot.child.pid)
+                member.pid_fd = os.pidfd_open(child.pid)
             except OSError:  # an old kernel: SIGCHLD and the step timeout still apply
-                slot.pid_fd = None
+                member.pid_fd = None
+        return member
 
     def children(self) -> list[processes.Child]:
-        return [slot.child for slot in self.slots.values() if slot.child is not None]
+        return [member.child for slot in self.slots.values() for member in slot.members()]
 
     def close(self) -> None:
         processes.stop(self.children())
         for slot in self.slots.values():
-            self._close_ready(slot)
-            if slot.pid_fd is not None:
-                os.close(slot.pid_fd)
-                slot.pid_fd = None
+            for member in slot.members():
+                member.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
 
 
-def spawn_matcher(symbol: str, ready_fd: int) -> processes.Child:
+def spawn_matcher(symbol: str, ready_fd: int, standby: bool = False) -> processes.Child:
     env = dict(os.environ, **{READY_FD_ENV: str(ready_fd)})
-    return processes.spawn(
-        f"matcher-{symbol}", [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_matcher", symbol],
-        env=env, pass_fds=(ready_fd,))
+    argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_matcher", symbol]
+    if standby:
+        argv.append("--standby")
+    return processes.spawn(f"matcher-{symbol}{'-standby' if standby else ''}", argv, env=env, pass_fds=(ready_fd,))
 
 
 def market_symbols() -> list[str]:
@@ -231,9 +295,13 @@ def market_symbols() -> list[str]:
 class Command(BaseCommand):
     help = "Run and supervise one matcher process per market."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--no-standby", action="store_true",
+                            help="no standby process per market (restarts then pay Python's start-up)")
+
+    def handle(self, *args, no_standby: bool, **options):
         stop = {"requested": False}
-        supervisor = Supervisor(market_symbols, spawn_matcher)
+        supervisor = Supervisor(market_symbols, spawn_matcher, standby=not no_standby)
 
         def request_stop(signum, frame):
             stop["requested"] = True
