@@ -44,6 +44,7 @@ from matching import stream
 from matching.models import MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.batch import BatchApplier, BatchResult, Command, to_micros
+from matching.worker import poison
 from matching.worker.rebuild import book_from_database
 from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
 
@@ -117,6 +118,9 @@ class Matcher:
         self._last_heartbeat = 0.0
         self._batches_since_trim = 0
         self._last_acked_id: str | None = None
+        # Commands set aside as poisoned: (kind, row id), skipped if read again.
+        self._set_aside: set[tuple[str, int]] = set()
+        self.set_aside_after = poison.set_aside_after()
         # Reference prices for order entry, carried by the heartbeat (decimal strings).
         self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
@@ -155,14 +159,14 @@ class Matcher:
             gc.unfreeze()
         self.market = Market.objects.select_related("base", "quote").get(symbol=self.symbol)
         self.units = MarketUnits.of(self.market)
-        self.book = book_from_database(self.market)
-        self.applier = BatchApplier(self.market, self.book)
+        self._rebuild()
         self.live = MarketPublisher(self.market, self.units)
         self._ensure_group()
         backlog = database_backlog(self.market)
         for start in range(0, len(backlog), self.batch_size):
-            # A failure here propagates: the caller retries recovery from scratch.
-            result = self.applier.apply(backlog[start:start + self.batch_size])
+            # A transient failure here propagates: the caller retries recovery
+            # from scratch. A poisoned command is set aside (``_apply``).
+            result = self._apply(backlog[start:start + self.batch_size])
             self._publish(result)
         self._read_id = "0"
         self._heartbeat(force=True)
@@ -174,6 +178,11 @@ class Matcher:
         self._publish(None)
         if frozen:
             gc.freeze()
+
+    def _rebuild(self) -> None:
+        """The book from the database (the authority), and an applier on it."""
+        self.book = book_from_database(self.market)
+        self.applier = BatchApplier(self.market, self.book)
 
     def _ensure_group(self) -> None:
         try:
@@ -236,15 +245,54 @@ class Matcher:
         return len(entries)
 
     def _apply(self, commands: list[Command]) -> BatchResult | None:
+        """Apply ``commands`` in one batch. If the batch fails, the book (now
+        maybe ahead of the database) is rebuilt; a transient failure (database
+        or Redis away, a sequence conflict) propagates, any other one means a
+        command may be poisoned: the commands are applied one by one, each
+        alone batch published as it commits, and one that fails
+        ``set_aside_after()`` times is set aside (matching/worker/poison.py)."""
+        commands = [c for c in commands if (c.kind, c.row_id) not in self._set_aside]
         if not commands:
             return None
         try:
             return self.applier.apply(commands)
+        except Exception as exc:
+            self._after_failure(exc)
+            if poison.is_transient(exc) or self.set_aside_after <= 0:
+                raise
+            if len(commands) == 1:
+                return self._apply_alone(commands[0], failures=1, error=exc)
+            logger.warning("applying the failed batch's commands one at a time",
+                           extra={"symbol": self.symbol, "commands": len(commands)})
+            for command in commands:
+                self._publish(self._apply_alone(command))
+            return None
+
+    def _after_failure(self, exc: BaseException) -> None:
+        # The book may be ahead of the database now; only a rebuild is safe.
+        logger.error("batch failed; rebuilding the book from the database", exc_info=exc,
+                     extra={"symbol": self.symbol})
+        self._rebuild()
+        self._read_id = "0"  # what this consumer read and did not acknowledge is read again
+
+    def _apply_alone(self, command: Command, *, failures: int = 0, error: BaseException | None = None):
+        while failures < self.set_aside_after:
+            try:
+                return self.applier.apply([command])
+            except Exception as exc:
+                self._after_failure(exc)
+                if poison.is_transient(exc):
+                    raise
+                failures, error = failures + 1, exc
+        self._set_aside.add((command.kind, command.row_id))
+        try:
+            poison.set_aside(market=self.market, book=self.book, command=command, error=error, tries=failures)
         except Exception:
-            # The book may be ahead of the database now; only a rebuild is safe.
-            logger.exception("batch failed; rebuilding the book from the database", extra={"symbol": self.symbol})
-            self.recover()
-            raise
+            # Kept aside in this process anyway: the market trades on; the
+            # next incarnation will try (and set aside) again.
+            logger.exception("setting a poisoned command aside failed", extra={
+                "symbol": self.symbol, "kind": command.kind, "row_id": command.row_id})
+        return None
 
     def _sweep(self, force: bool = False) -> None:
         """Apply commands the database holds but the stream lost (Redis down or flushed)."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gc
 from datetime import timedelta
+from decimal import Decimal as D
+
+import pytest
 
 from matching import stream
 from orders.models import Order
-from tests.matching.conftest import place
+from tests.matching.conftest import drain, place
 from tests.matching.test_matcher import assert_sound
 
 
@@ -51,3 +54,97 @@ def test_run_freezes_what_recovery_built(market, redis_app):
     finally:
         gc.unfreeze()
     assert seen["frozen"] > 0
+
+
+# ------------------------------------------------------------ poisoned commands
+
+
+def _poison(order) -> None:
+    """Make the order's row unprocessable: a price off the market's tick grid
+    makes every attempt to apply it raise (NotAMultiple), like a rounding the
+    engine can never take."""
+    Order.objects.filter(pk=order.pk).update(price=D("100.005"))
+
+
+def test_a_poisoned_order_is_set_aside_and_the_market_keeps_trading(traders, matcher):
+    from exchange.outbox.models import OutboxEvent
+    from risk.models import RiskAlert
+    from tests.matching.test_matcher import balance
+
+    alice, bob, carol = traders
+    free_before = balance(alice, "BTC")
+    bad = place(alice, "SELL", price=100, quantity=1)
+    good_sell = place(carol, "SELL", price=101, quantity=1)
+    good_buy = place(bob, "BUY", price=101, quantity=D("0.5"))
+    _poison(bad)
+
+    drain(matcher)  # before the fix: raised, and every restart failed the same way
+
+    bad.refresh_from_db()
+    good_sell.refresh_from_db()
+    good_buy.refresh_from_db()
+    assert (bad.status, bad.status_reason) == ("REJECTED", "UNPROCESSABLE")
+    assert (good_sell.status, good_buy.status) == ("PARTIALLY_FILLED", "FILLED")
+    assert balance(alice, "BTC") == free_before  # the hold is released: all available again
+    alert = RiskAlert.objects.get(kind="SET_ASIDE", user=alice, market=matcher.market)
+    assert alert.severity == "HIGH" and alert.evidence[0]["row_id"] == bad.pk
+    assert "NotAMultiple" in alert.evidence[0]["error"]
+    assert OutboxEvent.objects.filter(event_type="order.updated", payload__order_id=bad.pk,
+                                      payload__status="REJECTED").count() == 1
+    # Still trading: a later order matches.
+    later = place(alice, "SELL", price=101, quantity=D("0.5"))
+    drain(matcher)
+    later.refresh_from_db()
+    assert later.status == "NEW"
+    assert_sound(matcher)
+
+
+def test_a_poisoned_order_in_the_backlog_does_not_stop_recovery(traders, market, redis_app, settings):
+    """The restart path: the command fails during recovery (before ready), so a
+    supervisor could only back off for ever; it is set aside instead."""
+    from matching.worker.matcher import Matcher
+
+    settings.ORDERS_REQUIRE_LIVE_MATCHER = False  # orders queue while no matcher runs
+    alice, bob, _ = traders
+    bad = place(alice, "BUY", price=100, quantity=1)
+    good = place(bob, "SELL", price=99, quantity=1)
+    _poison(bad)
+    matcher = Matcher(market.symbol, batch_size=500, block_ms=1)
+    matcher.start()
+    try:
+        bad.refresh_from_db()
+        good.refresh_from_db()
+        assert (bad.status, good.status) == ("REJECTED", "NEW")
+        drain(matcher)
+        assert_sound(matcher)
+    finally:
+        matcher.stop()
+
+
+def test_a_transient_failure_is_never_set_aside(traders, matcher, monkeypatch):
+    """A database error says nothing about the command: the batch fails (the
+    run loop retries it), the order is not rejected."""
+    from django.db import OperationalError
+
+    from matching.worker import batch as batch_module
+
+    alice, _, _ = traders
+    order = place(alice, "SELL", price=100, quantity=1)
+    calls = {"n": 0}
+    real = batch_module.BatchApplier.apply
+
+    def flaky(self, commands):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(self, commands)
+
+    monkeypatch.setattr(batch_module.BatchApplier, "apply", flaky)
+    matcher.run_once()  # the pending list: empty
+    for _ in range(3):
+        with pytest.raises(OperationalError):
+            matcher.run_once()
+    drain(matcher)
+    order.refresh_from_db()
+    assert order.status == "NEW"
+    assert_sound(matcher)
