@@ -44,8 +44,7 @@ from matching import stream
 from matching.models import MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.batch import BatchApplier, BatchResult, Command, to_micros
-from matching.worker import poison
-from matching.worker.rebuild import book_from_database
+from matching.worker import poison, snapshot
 from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -121,6 +120,7 @@ class Matcher:
         # Commands set aside as poisoned: (kind, row id), skipped if read again.
         self._set_aside: set[tuple[str, int]] = set()
         self.set_aside_after = poison.set_aside_after()
+        self.snapshots: snapshot.SnapshotWriter | None = None
         # Reference prices for order entry, carried by the heartbeat (decimal strings).
         self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
@@ -147,6 +147,8 @@ class Matcher:
         self.recover()
 
     def stop(self) -> None:
+        if self.snapshots is not None:
+            self.snapshots.close()  # a snapshot being written is finished, not left half-done
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(self.symbol)])
 
@@ -159,7 +161,10 @@ class Matcher:
             gc.unfreeze()
         self.market = Market.objects.select_related("base", "quote").get(symbol=self.symbol)
         self.units = MarketUnits.of(self.market)
-        self._rebuild()
+        source = self._rebuild()
+        if self.snapshots is None:
+            self.snapshots = snapshot.SnapshotWriter(self.market)
+        self.snapshots.after_recovery(self.book, from_database=source == "database")
         self.live = MarketPublisher(self.market, self.units)
         self._ensure_group()
         backlog = database_backlog(self.market)
@@ -173,16 +178,19 @@ class Matcher:
         logger.info(
             "matcher recovered",
             extra={"symbol": self.symbol, "sequence": self.book.sequence, "open_orders": len(self.book),
-                   "backlog": len(backlog), "seconds": round(time.perf_counter() - started, 3)},
+                   "backlog": len(backlog), "book_from": source, "seconds": round(time.perf_counter() - started, 3)},
         )
         self._publish(None)
         if frozen:
             gc.freeze()
 
-    def _rebuild(self) -> None:
-        """The book from the database (the authority), and an applier on it."""
-        self.book = book_from_database(self.market)
+    def _rebuild(self) -> str:
+        """The book from its snapshot brought up to date, or from the database
+        (matching/worker/snapshot.py), and an applier on it. Returns the source."""
+        self.book, source = snapshot.load_book(self.market)
         self.applier = BatchApplier(self.market, self.book)
+        self.book_source = source
+        return source
 
     def _ensure_group(self) -> None:
         try:
@@ -223,6 +231,7 @@ class Matcher:
                 self._sweep()
             self.live.flush_ticker()
             self._heartbeat()
+            self.snapshots.tick(self.book)
             return 0
         commands = []
         for entry_id, fields in entries:
@@ -242,6 +251,7 @@ class Matcher:
         # otherwise leave its command unapplied for as long as the traffic lasts.
         self._sweep()
         self._heartbeat()
+        self.snapshots.tick(self.book)
         return len(entries)
 
     def _apply(self, commands: list[Command]) -> BatchResult | None:
