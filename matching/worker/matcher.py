@@ -1,24 +1,33 @@
 """One market's matcher: the only writer of its book, orders and trades.
 
-Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol"):
+Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol";
+docs/TRADING.md, "Matcher process: restart and recovery"):
 
 1. ``start()`` takes a PostgreSQL advisory lock for the market (a second
-   matcher for the same market refuses to start; the fenced sequence update
-   in every batch is the second line of defence) and recovers.
-2. ``recover()`` rebuilds the book from the database, then applies what the
-   database says is still to do (orders still PENDING, cancels still
+   matcher for the same market waits ``lock_wait_s`` and then refuses to
+   start; a standby waits as long as it takes; the fenced sequence update in
+   every batch is the second line of defence) and recovers.
+2. ``recover()`` loads the book from its snapshot brought up to date, or
+   rebuilds it from the database (matching/worker/snapshot.py), then applies
+   what the database says is still to do (orders still PENDING, cancels still
    requested, amendments and status changes still REQUESTED, in the order
    they were made), then re-reads the stream entries this consumer read but
    never acknowledged. Anything already applied is skipped by the batch.
+   ``run()`` then freezes what recovery built out of the collector's reach
+   and tells its supervisor it is ready.
 3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
    transaction, then XACKs, then publishes the depth snapshot and live
    events, then beats its heartbeat. Every ``sweep_after_s``, busy or idle,
    it sweeps the database for commands whose stream entry was lost (Redis
-   down or flushed, an XADD that failed after its commit).
+   down or flushed, an XADD that failed after its commit); every minute a
+   forked child writes the book's snapshot.
 
 If a batch fails to commit, the in-memory book is ahead of the database: the
-matcher rebuilds it and the unacknowledged entries are read again. Killing a
-matcher at any instant therefore loses nothing and applies nothing twice.
+matcher rebuilds it and the unacknowledged entries are read again. A failure
+that is not transient may be a poisoned command: the batch's commands are
+applied one at a time, and one that keeps failing is set aside
+(matching/worker/poison.py). Killing a matcher at any instant therefore loses
+nothing and applies nothing twice.
 """
 
 from __future__ import annotations

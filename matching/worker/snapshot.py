@@ -287,7 +287,7 @@ def load_book(market) -> tuple[OrderBook, str]:
     database. Returns ``(book, source)``, source ``"snapshot"`` or ``"database"``.
 
     The collector is off meanwhile: building a million objects, it would
-    otherwise walk the growing heap again and again (a third of the time)."""
+    otherwise walk the growing heap again and again (docs/TRADING.md)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -9,6 +9,10 @@ path of the API: pulse check, holds, XADD after commit) at about
 ``--rate`` per second, crossing and resting alternately, so the market trades
 the whole time.
 
+With a standby (the default, as ``run_matchers``) the kill lands on a market
+whose standby has had ``--interval`` seconds to start; ``--no-standby``
+measures a cold start of ``run_matcher`` instead.
+
 Timed, ``--kills`` times: after ``--interval`` seconds of trading the
 matcher is SIGKILLed; the time until an order placed after the kill is
 applied (no longer PENDING) is the outage. The new matcher's start, its
@@ -44,14 +48,15 @@ class Command(BaseCommand):
         parser.add_argument("--kills", type=int, default=20)
         parser.add_argument("--interval", type=float, default=2.0, help="seconds of trading between kills")
         parser.add_argument("--rate", type=float, default=100.0, help="orders per second placed")
+        parser.add_argument("--no-standby", action="store_true", help="as run_matchers --no-standby")
 
-    def handle(self, *args, kills: int, interval: float, rate: float, **options):
+    def handle(self, *args, kills: int, interval: float, rate: float, no_standby: bool, **options):
         if kills < 1 or rate <= 0:
             raise CommandError("--kills must be at least 1 and --rate positive")
         market = bench_market("K")
         traders = funded_traders(market, 10, name=f"restart-{market.symbol}")
         symbol = market.symbol
-        supervisor = Supervisor(lambda: [symbol], spawn_matcher)
+        supervisor = Supervisor(lambda: [symbol], spawn_matcher, standby=not no_standby)
         stop = threading.Event()
         placed: list[tuple[float, int]] = []  # (monotonic time of the acknowledgement, order id)
         counters = {"refused": 0, "errors": 0}
