@@ -130,6 +130,7 @@ class Matcher:
         self._set_aside: set[tuple[str, int]] = set()
         self.set_aside_after = poison.set_aside_after()
         self.snapshots: snapshot.SnapshotWriter | None = None
+        self.locked = False  # holds the market's advisory lock
         # Reference prices for order entry, carried by the heartbeat (decimal strings).
         self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
@@ -153,6 +154,7 @@ class Matcher:
                     if time.monotonic() >= deadline:
                         raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
                     time.sleep(0.02)
+        self.locked = True
         self.recover()
 
     def stop(self) -> None:

@@ -51,24 +51,21 @@ class Command(BaseCommand):
         symbol = symbol.upper()
         if not Market.objects.filter(symbol=symbol).exists():
             raise CommandError(f"no market {symbol}")
-        stop = {"requested": False, "started": False}
+        stop = {"requested": False}
+        matcher = Matcher(symbol, batch_size=batch_size, block_ms=block_ms)
 
         def request_stop(signum, frame):
-            if not stop["started"]:
-                raise SystemExit(0)  # waiting for the lock (a standby) or recovering: nothing to finish
-            stop["requested"] = True
-
-        notify = ready_notifier()
-
-        def on_ready():
-            stop["started"] = True
-            if notify is not None:
-                notify()
+            if standby and not matcher.locked:
+                # Waiting for the lock: nothing held, nothing to finish. (An
+                # exception raised here would have to unwind through the
+                # database driver's wait first.)
+                os._exit(0)
+            stop["requested"] = True  # recovering or running: stop after the current batch
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         try:
-            Matcher(symbol, batch_size=batch_size, block_ms=block_ms).run(
-                lambda: stop["requested"], on_ready=on_ready, lock_wait_s=None if standby else lock_wait)
+            matcher.run(lambda: stop["requested"], on_ready=ready_notifier(),
+                        lock_wait_s=None if standby else lock_wait)
         except MatcherAlreadyRunning as exc:
             raise CommandError(str(exc))
