@@ -111,3 +111,49 @@ def test_a_market_added_later_gets_a_matcher_within_seconds(supervisors, tmp_pat
     markets.append("CCC-DDD")
     took = run_until(supervisor, lambda: "CCC-DDD" in supervisor.slots and supervisor.slots["CCC-DDD"].ready, 20)
     assert took < 3.0
+
+
+# ------------------------------------------------ real matchers: a standby
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_real_standby_takes_over_when_the_matcher_is_killed(traders, market, redis_app):
+    """``run_matcher`` and ``run_matcher --standby`` on the test database: the
+    standby waits on the market's lock, takes over within a second of a
+    SIGKILL of the active matcher, and applies the next order; a standby still
+    waiting leaves at once on SIGTERM."""
+    from matching.stream import heartbeat_read
+    from orders.models import Order
+    from tests.e2e.harness import ROOT, child_env, wait_for
+    from tests.matching.conftest import place
+
+    env = child_env()
+    argv = [sys.executable, "manage.py", "run_matcher", market.symbol, "--block-ms", "5"]
+    active = processes.spawn("active", argv, env=env, cwd=ROOT)
+    standby = spare = None
+    try:
+        wait_for(lambda: (heartbeat_read(market.symbol) or {}).get("pid") == active.pid, timeout_s=60,
+                 what="the active matcher")
+        standby = processes.spawn("standby", [*argv, "--standby"], env=env, cwd=ROOT)
+        time.sleep(5)  # the standby is up and waiting on the lock
+        assert standby.alive()
+        os.kill(active.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: (heartbeat_read(market.symbol) or {}).get("pid") == standby.pid, timeout_s=30,
+                 what="the standby taking over")
+        took = time.monotonic() - killed
+        order = place(traders[0], "BUY", price=100, quantity=1)
+        wait_for(lambda: Order.objects.get(pk=order.pk).status == "NEW", timeout_s=30, what="the order applied")
+        assert took < 2.0, took
+
+        spare = processes.spawn("spare", [*argv, "--standby"], env=env, cwd=ROOT)
+        time.sleep(4)
+        assert spare.alive()
+        os.kill(spare.pid, signal.SIGTERM)
+        begun = time.monotonic()
+        spare.popen.wait(timeout=10)
+        assert time.monotonic() - begun < 1.0
+        assert standby.alive()  # the active one is untouched
+    finally:
+        processes.stop([child for child in (active, standby, spare) if child is not None])
