@@ -148,3 +148,28 @@ def test_a_transient_failure_is_never_set_aside(traders, matcher, monkeypatch):
     order.refresh_from_db()
     assert order.status == "NEW"
     assert_sound(matcher)
+
+
+def test_a_poisoned_amendment_is_rejected_and_the_hold_trued_up(traders, matcher):
+    from orders.models import OrderAmendment
+    from orders.services import order_amend
+    from risk.models import RiskAlert
+    from tests.matching.test_matcher import balance
+
+    alice, _, _ = traders
+    order = place(alice, "BUY", price=100, quantity=1)
+    drain(matcher)
+    held_resting = balance(alice, "USDT")[1]
+    order_amend(user=alice, order_id=order.pk, price=D(120), quantity=D(1))  # tops the hold up first
+    assert balance(alice, "USDT")[1] > held_resting
+    OrderAmendment.objects.filter(order=order).update(new_price=D("120.005"))  # unprocessable
+
+    drain(matcher)
+
+    amendment = OrderAmendment.objects.get(order=order)
+    order.refresh_from_db()
+    assert (amendment.status, amendment.reject_reason) == ("REJECTED", "UNPROCESSABLE")
+    assert (order.status, order.price) == ("NEW", D(100))
+    assert balance(alice, "USDT")[1] == held_resting  # back to what the resting order needs
+    assert RiskAlert.objects.filter(kind="SET_ASIDE", user=alice).exists()
+    assert_sound(matcher)
