@@ -17,15 +17,16 @@ from matching.management.commands.run_matchers import Supervisor, startup_backof
 # A stand-in matcher: "ready" takes an exclusive lock on a file (the market's
 # advisory lock: a standby blocks on it until the active one is gone), reports
 # ready and waits to be killed; "broken" exits before reporting ready, like a
-# matcher whose recovery fails.
+# matcher whose recovery fails; "flash" exits right after reporting ready.
 CHILD = """
 import fcntl, os, sys, time
 fd = int(sys.argv[2])
-if sys.argv[1] == "ready":
+if sys.argv[1] in ("ready", "flash"):
     lock = open(sys.argv[3], "a")
     fcntl.flock(lock, fcntl.LOCK_EX)
     os.write(fd, b"R"); os.close(fd)
-    time.sleep(600)
+    if sys.argv[1] == "ready":
+        time.sleep(600)
 sys.exit(3)
 """
 
@@ -63,7 +64,7 @@ def test_backoff_doubles_and_is_capped():
 @pytest.mark.parametrize("standby", [False, True])
 def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors, tmp_path, standby):
     supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "ready", tmp_path), backoff_first_s=2.0,
-                            standby=standby)
+                            standby=standby, healthy_after_s=0.2)
     supervisors(supervisor)
     slot = None
 
@@ -76,7 +77,7 @@ def test_a_matcher_killed_after_a_healthy_run_is_restarted_at_once(supervisors, 
     for _ in range(5):  # repeated kills: no growing delay (the old supervisor reached 8 s, then 16 s...)
         if standby:  # as in production: a kill comes after the standby is up
             run_until(supervisor, lambda: slot.standby is not None, 20)
-            time.sleep(0.3)
+        time.sleep(0.3)  # a healthy run: longer than healthy_after_s
         victim = slot.child.pid
         os.kill(victim, signal.SIGKILL)
         gaps.append(run_until(supervisor, lambda: ready() and slot.child.pid != victim, 20))
@@ -101,6 +102,19 @@ def test_a_matcher_that_dies_during_startup_backs_off_exponentially(supervisors,
         assert gap >= delay
     assert gaps[2] > gaps[0] + 0.4
     assert supervisor.slots["AAA-BBB"].startup_failures >= 5
+
+
+def test_a_matcher_that_dies_right_after_ready_backs_off_too(supervisors, tmp_path):
+    """Dying in its first batch every time is no healthy run: no restart loop."""
+    spawned = []
+    supervisor = Supervisor(lambda: ["AAA-BBB"], stand_in(lambda symbol: "flash", tmp_path, spawned),
+                            backoff_first_s=0.3, backoff_max_s=2.0, healthy_after_s=1.0, standby=False)
+    supervisors(supervisor)
+    run_until(supervisor, lambda: supervisor.slots.get("AAA-BBB") is not None
+              and supervisor.slots["AAA-BBB"].startup_failures >= 3, 30)
+    starts = [moment for moment, _ in spawned]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert gaps[1] >= 0.6 and gaps[0] >= 0.3, gaps
 
 
 def test_a_market_added_later_gets_a_matcher_within_seconds(supervisors, tmp_path):

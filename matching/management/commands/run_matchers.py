@@ -8,9 +8,10 @@ kernels without pidfds), so it learns of an exit at once (no poll interval):
   a SIGKILL, the OOM killer, a rolling restart, a bug in the loop) is
   restarted at once, however often that happens;
 - a matcher that exits **during its own startup** (before ready: the
-  database unreachable, recovery failing) is restarted after a delay that
-  doubles at each consecutive such exit, from ``BACKOFF_FIRST_S`` up to
-  ``BACKOFF_MAX_S``; the first ready report resets it.
+  database unreachable, recovery failing; or within ``HEALTHY_AFTER_S`` of
+  its ready report, dying in its first batch every time) is restarted after
+  a delay that doubles at each consecutive such exit, from
+  ``BACKOFF_FIRST_S`` up to ``BACKOFF_MAX_S``; a healthy run resets it.
 
 Behind each ready matcher runs a **standby**: a ``run_matcher --standby``
 that has paid for Python's and Django's start-up and waits on the market's
@@ -47,6 +48,9 @@ from matching.management.commands.run_matcher import READY_FD_ENV
 logger = logging.getLogger(__name__)
 
 MARKETS_EVERY_S = 1.0
+# An exit sooner than this after the ready report counts as a startup failure:
+# a matcher that dies in its first batch every time must not restart in a loop.
+HEALTHY_AFTER_S = 1.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -59,6 +63,7 @@ class Member:
     ready_fd: int | None  # read end of its ready pipe
     pid_fd: int | None = None  # readable once it has exited
     ready: bool = False
+    ready_at: float = 0.0
 
     def close(self) -> None:
         for name in ("ready_fd", "pid_fd"):
@@ -109,13 +114,15 @@ class Supervisor:
     """
 
     def __init__(self, symbols, spawn, *, standby: bool = True, markets_every_s: float = MARKETS_EVERY_S,
-                 backoff_first_s: float = BACKOFF_FIRST_S, backoff_max_s: float = BACKOFF_MAX_S):
+                 backoff_first_s: float = BACKOFF_FIRST_S, backoff_max_s: float = BACKOFF_MAX_S,
+                 healthy_after_s: float = HEALTHY_AFTER_S):
         self.symbols = symbols
         self.spawn = spawn
         self.use_standby = standby
         self.markets_every_s = markets_every_s
         self.backoff_first_s = backoff_first_s
         self.backoff_max_s = backoff_max_s
+        self.healthy_after_s = healthy_after_s
         self.slots: dict[str, Slot] = {}
         self._next_markets = 0.0
         self._wake_r, self._wake_w = os.pipe()
@@ -201,7 +208,7 @@ class Supervisor:
         if not data:
             return
         member.ready = True
-        slot.startup_failures = 0
+        member.ready_at = time.monotonic()
         if member is slot.standby:
             # The standby holds the lock now: whatever the active one is doing,
             # it no longer holds it (a lost database session); it must go.
@@ -224,7 +231,8 @@ class Supervisor:
                     self._read_ready(slot, member)  # a ready byte written just before the exit still counts
                 status = member.child.popen.returncode
                 role = "active" if member is slot.active else "standby"
-                if member.ready:
+                if member.ready and now - member.ready_at >= self.healthy_after_s:
+                    slot.startup_failures = 0
                     delay = 0.0
                     logger.error("matcher exited after a healthy run; restarting now",
                                  extra={"symbol": slot.symbol, "status": status, "pid": member.child.pid,
