@@ -50,6 +50,7 @@ import os
 import time
 from array import array
 from bisect import bisect_right
+from itertools import islice
 from decimal import Decimal
 from pathlib import Path
 
@@ -338,24 +339,29 @@ def book_from_snapshot(market, data: bytes) -> OrderBook:
     for side, book_side in (("bids", "BUY"), ("asks", "SELL")):
         encoded = sides[side]
         mine = {order_id: row for order_id, row in changed.items() if row[0] == book_side or row[0] is None}
+        expected["count"] += encoded["count"]
+        expected["ids"] += sum(encoded["order_id"])
+        expected["lots"] += sum(encoded["quantity_lots_remaining"])
+        expected["ticks"] += sum(encoded["price_ticks"])
         if not mine:
-            rows = side_rows(encoded)
-            expected["count"] += encoded["count"]
-            expected["ids"] += sum(encoded["order_id"])
-            expected["lots"] += sum(encoded["quantity_lots_remaining"])
-            expected["ticks"] += sum(encoded["price_ticks"])
-        else:
-            rows = _patched(list(side_rows(encoded)), mine, taken_at, bid=book_side == "BUY")
-            expected["count"] += len(rows)
-            expected["ids"] += sum(row[0] for row in rows)
-            expected["lots"] += sum(row[3] for row in rows)
-            expected["ticks"] += sum(row[2] for row in rows)
-        snapshot[side] = rows
+            snapshot[side] = side_rows(encoded)
+            continue
+        edits = _edits(encoded, mine, taken_at, bid=book_side == "BUY")
+        for _, _, removed, added in edits:
+            for row, sign in ((removed, -1), (added, 1)):
+                if row is not None:
+                    expected["count"] += sign
+                    expected["ids"] += sign * row[0]
+                    expected["lots"] += sign * row[3]
+                    expected["ticks"] += sign * row[2]
+        snapshot[side] = _edited_rows(side_rows(encoded), edits)
     _verify(market, units, expected)
     snapshot["stops"] = stop_rows(market, units)
     book = OrderBook.restore(snapshot)
     if book.sequence != state.last_sequence:  # pragma: no cover - restore keeps the header's
         raise SnapshotUnusable("restored book is not at the database's sequence")
+    if len(book) != expected["count"] + len(snapshot["stops"]):  # pragma: no cover - the edits' own check
+        raise SnapshotUnusable(f"restored {len(book)} orders, expected {expected['count']} and the stops")
     return book
 
 
@@ -373,32 +379,56 @@ def _changed_since(market, units: MarketUnits, sequence: int) -> dict[int, tuple
     return changed
 
 
-def _patched(rows: list, changed: dict, taken_at: int, *, bid: bool) -> list:
-    """``rows`` (best price first, queue order) with ``changed`` applied (see the module docstring)."""
-    kept = []
+def _edits(encoded: dict, changed: dict, taken_at: int, *, bid: bool) -> list[tuple]:
+    """What ``changed`` does to one side's rows (best price first, queue order),
+    as ``(index, rank, removed row, added row)`` sorted by position: a row
+    dropped (``added`` None), replaced in place (both), or inserted before
+    the original row at ``index`` (``removed`` None). See the module docstring."""
+    ids = encoded["order_id"]
+    hits = [index for index, order_id in enumerate(ids) if order_id in changed]  # one pass, no row built
+    edits = []
     in_place = set()
-    for row in rows:
-        change = changed.get(row[0])
-        if change is None:
-            kept.append(row)
-            continue
-        side, priority, new_row = change
+    for index in hits:
+        order_id = ids[index]
+        removed = (order_id, encoded["user_id"][index], encoded["price_ticks"][index],
+                   encoded["quantity_lots_remaining"][index])
+        side, priority, new_row = changed[order_id]
         if side is not None and priority is not None and priority <= taken_at:
-            if new_row[2] != row[2]:
-                raise SnapshotUnusable(f"order {row[0]} moved price but kept its queue position")
-            kept.append(new_row)  # same place in the queue: filled a little, or amended down
-            in_place.add(row[0])
+            if new_row[2] != removed[2]:
+                raise SnapshotUnusable(f"order {order_id} moved price but kept its queue position")
+            edits.append((index, 1, removed, new_row))  # same place in the queue: filled a little, or amended down
+            in_place.add(order_id)
+        else:
+            edits.append((index, 1, removed, None))
     behind = sorted(
         (change for order_id, change in changed.items() if change[0] is not None and order_id not in in_place),
         key=lambda change: change[1] or 0)
-    for side, priority, new_row in behind:
+    prices = encoded["price_ticks"]
+    for rank, (side, priority, new_row) in enumerate(behind):
         if priority is None or priority <= taken_at:
             raise SnapshotUnusable(f"order {new_row[0]} rests since before the snapshot but is not in it")
         price = new_row[2]
-        # The back of its price level: after every row at a better or equal price.
-        position = bisect_right(kept, -price if bid else price, key=(lambda r: -r[2]) if bid else (lambda r: r[2]))
-        kept.insert(position, new_row)
-    return kept
+        # The back of its price level: before the first original row at a worse price.
+        index = bisect_right(prices, -price, key=int.__neg__) if bid else bisect_right(prices, price)
+        # Inserts at one place go best price first, then by queue position; before the original row.
+        edits.append((index, 0, None, new_row, -price if bid else price, rank))
+    edits.sort(key=lambda edit: (edit[0], edit[1], *(edit[4:] if len(edit) > 4 else ())))
+    return [edit[:4] for edit in edits]
+
+
+def _edited_rows(rows, edits: list[tuple]):
+    """``rows`` (an iterator of the original rows) with ``edits`` applied, lazily."""
+    position = 0
+    for index, _, removed, added in edits:
+        if index > position:
+            yield from islice(rows, index - position)
+            position = index
+        if removed is not None:  # the original row at ``index``: drop it
+            next(rows)
+            position += 1
+        if added is not None:
+            yield added
+    yield from rows
 
 
 def _verify(market, units: MarketUnits, expected: dict) -> None:
