@@ -162,3 +162,53 @@ def test_the_matcher_writes_snapshots_in_a_child_and_recovers_from_them(snapshot
         assert_sound(second)
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_trading_after_a_snapshot_still_equals_the_rebuild(snapshot_dir, traders, matcher, seed):
+    """Random limit orders, stops, cancels and amendments after a snapshot: the
+    snapshot brought up to date is the database's book, round after round."""
+    import random
+
+    from exchange.core.errors import ApplicationError
+    from orders.models import RESTING_STATUSES
+
+    rng = random.Random(seed)
+
+    def round_of(count: int) -> None:
+        for _ in range(count):
+            user = rng.choice(traders)
+            roll = rng.random()
+            try:
+                if roll < 0.6:
+                    place(user, rng.choice(["BUY", "SELL"]), price=100 + rng.randint(-5, 5),
+                          quantity=D(rng.randint(1, 30)) / 10)
+                elif roll < 0.67:
+                    side = rng.choice(["BUY", "SELL"])
+                    place(user, side, "STOP_LOSS", stop_price=103 if side == "BUY" else 97, quantity=D(1))
+                elif roll < 0.85:
+                    ids = list(Order.objects.filter(user=user, status__in=RESTING_STATUSES).values_list("id", flat=True))
+                    if ids:
+                        order_cancel(user=user, order_id=rng.choice(ids))
+                else:
+                    resting = list(Order.objects.filter(user=user, status__in=RESTING_STATUSES, type="LIMIT"))
+                    if resting:
+                        order = rng.choice(resting)
+                        keep_price = rng.random() < 0.5
+                        order_amend(user=user, order_id=order.pk,
+                                    price=order.price if keep_price else order.price + rng.choice([-1, 1]),
+                                    quantity=order.filled_quantity + D(rng.randint(1, 20)) / 10)
+            except ApplicationError:
+                pass
+            if rng.random() < 0.2:
+                drain(matcher)
+        drain(matcher)
+
+    round_of(60)
+    _write(matcher)
+    for _ in range(2):
+        round_of(60)
+        book, source = _loaded(matcher)
+        assert source == "snapshot"
+        assert book.snapshot() == database_snapshot(matcher.market) == matcher.book.snapshot()
+    assert_sound(matcher)
