@@ -159,7 +159,9 @@ class Matcher:
 
     def stop(self) -> None:
         if self.snapshots is not None:
-            self.snapshots.close()  # a snapshot being written is finished, not left half-done
+            # Not waited for: a child still writing finishes on its own (the
+            # file is replaced atomically), and the lock is released now.
+            self.snapshots.reap()
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(self.symbol)])
 
