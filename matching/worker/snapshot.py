@@ -76,12 +76,20 @@ class SnapshotUnusable(Exception):
     """The file cannot stand for the book; the reason is the message."""
 
 
+def _setting(name: str, default):
+    """A Django setting, else the environment variable of the same name, else ``default``."""
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name) or default
+    return value
+
+
 def snapshot_every_s() -> float:
-    return float(getattr(settings, "MATCHER_SNAPSHOT_EVERY_S", 60.0))
+    return float(_setting("MATCHER_SNAPSHOT_EVERY_S", 60.0))
 
 
 def snapshot_after_rebuild_min_orders() -> int:
-    return int(getattr(settings, "MATCHER_SNAPSHOT_AFTER_REBUILD_MIN_ORDERS", 10_000))
+    return int(_setting("MATCHER_SNAPSHOT_AFTER_REBUILD_MIN_ORDERS", 10_000))
 
 
 def snapshot_dir() -> Path:
