@@ -128,6 +128,7 @@ class Matcher:
         self._last_acked_id: str | None = None
         # Commands set aside as poisoned: (kind, row id), skipped if read again.
         self._set_aside: set[tuple[str, int]] = set()
+        self._set_aside_at: list[float] = []  # when, for the rate limit
         self.set_aside_after = poison.set_aside_after()
         self.snapshots: snapshot.SnapshotWriter | None = None
         self.locked = False  # holds the market's advisory lock
@@ -307,6 +308,13 @@ class Matcher:
                 if poison.is_transient(exc):
                     raise
                 failures, error = failures + 1, exc
+        now = time.monotonic()
+        recent = [moment for moment in self._set_aside_at if now - moment < 60.0]
+        if len(recent) >= poison.MAX_SET_ASIDE_PER_MINUTE:
+            logger.error("too many commands failing: not setting more aside; stopping instead",
+                         extra={"symbol": self.symbol, "set_aside_last_minute": len(recent)})
+            raise error
+        self._set_aside_at = [*recent, now]
         self._set_aside.add((command.kind, command.row_id))
         try:
             poison.set_aside(market=self.market, book=self.book, command=command, error=error, tries=failures)

@@ -28,7 +28,10 @@ The market's sequence is fenced like every batch: the row must still hold
 the book's sequence, or another matcher writes and nothing is done.
 Transient failures (the database or Redis away, a serialization failure, a
 sequence conflict) are never counted: they retry as before and, if they
-last, end the process for its supervisor.
+last, end the process for its supervisor. Neither is a failure that hits
+more than ``MAX_SET_ASIDE_PER_MINUTE`` commands a minute: that is no bad
+command but a bad matcher, and rejecting every order would be worse than
+stopping.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ logger = logging.getLogger(__name__)
 
 REASON = "UNPROCESSABLE"
 DEFAULT_SET_ASIDE_AFTER = 3
+# More set-asides than this within a minute is no bad command but a bad
+# matcher (a schema that does not match the code, a bug on every path): the
+# failure propagates instead, and the process ends for its supervisor, rather
+# than rejecting every order of the market one by one.
+MAX_SET_ASIDE_PER_MINUTE = 5
 
 
 def set_aside_after() -> int:

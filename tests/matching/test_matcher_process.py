@@ -173,3 +173,20 @@ def test_a_poisoned_amendment_is_rejected_and_the_hold_trued_up(traders, matcher
     assert balance(alice, "USDT")[1] == held_resting  # back to what the resting order needs
     assert RiskAlert.objects.filter(kind="SET_ASIDE", user=alice).exists()
     assert_sound(matcher)
+
+
+def test_many_failing_commands_stop_the_matcher_instead_of_rejecting_them_all(traders, matcher, monkeypatch):
+    """A failure on every command is a bad matcher, not bad commands: after a
+    few set-asides the error propagates and nothing more is rejected."""
+    from matching.worker import poison
+
+    monkeypatch.setattr(poison, "MAX_SET_ASIDE_PER_MINUTE", 2)
+    alice, bob, carol = traders
+    orders = [place(user, "SELL", price=100 + index, quantity=1) for index, user in enumerate((alice, bob, carol))]
+    for order in orders:
+        _poison(order)
+    matcher.run_once()  # the pending list: empty
+    with pytest.raises(Exception, match="not a multiple"):
+        matcher.run_once()
+    statuses = sorted(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("status", flat=True))
+    assert statuses == ["PENDING", "REJECTED", "REJECTED"]
