@@ -310,7 +310,8 @@ class Matcher:
                 failures, error = failures + 1, exc
         now = time.monotonic()
         recent = [moment for moment in self._set_aside_at if now - moment < 60.0]
-        if len(recent) >= poison.MAX_SET_ASIDE_PER_MINUTE:
+        if (len(recent) >= poison.MAX_SET_ASIDE_PER_MINUTE
+                or poison.rejected_recently(self.market) >= poison.MAX_REJECTED_PER_10_MINUTES):
             logger.error("too many commands failing: not setting more aside; stopping instead",
                          extra={"symbol": self.symbol, "set_aside_last_minute": len(recent)})
             raise error

@@ -37,6 +37,7 @@ stopping.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 
 import redis
@@ -63,6 +64,16 @@ DEFAULT_SET_ASIDE_AFTER = 3
 # failure propagates instead, and the process ends for its supervisor, rather
 # than rejecting every order of the market one by one.
 MAX_SET_ASIDE_PER_MINUTE = 5
+# The same across restarts (each incarnation's count starts at zero): orders
+# of the market rejected as UNPROCESSABLE within ten minutes.
+MAX_REJECTED_PER_10_MINUTES = 10
+
+
+def rejected_recently(market) -> int:
+    """Orders of ``market`` set aside (REJECTED, UNPROCESSABLE) in the last ten minutes."""
+    since = timezone.now() - timedelta(minutes=10)
+    return Order.objects.filter(market=market, status=OrderStatus.REJECTED, status_reason=REASON,
+                                updated_at__gte=since).count()
 
 
 def set_aside_after() -> int:

@@ -190,3 +190,25 @@ def test_many_failing_commands_stop_the_matcher_instead_of_rejecting_them_all(tr
         matcher.run_once()
     statuses = sorted(Order.objects.filter(pk__in=[o.pk for o in orders]).values_list("status", flat=True))
     assert statuses == ["PENDING", "REJECTED", "REJECTED"]
+
+
+def test_the_limit_holds_across_restarts(traders, matcher, monkeypatch):
+    """A new incarnation counts the orders its predecessors set aside."""
+    from matching.worker import poison
+
+    monkeypatch.setattr(poison, "MAX_REJECTED_PER_10_MINUTES", 1)
+    alice, bob, _ = traders
+    first = place(alice, "SELL", price=100, quantity=1)
+    _poison(first)
+    matcher.run_once()
+    matcher.run_once()  # sets ``first`` aside
+    first.refresh_from_db()
+    assert first.status == "REJECTED"
+    second = place(bob, "SELL", price=101, quantity=1)
+    _poison(second)
+    matcher._set_aside_at.clear()  # as a restarted process
+    with pytest.raises(Exception, match="not a multiple"):
+        drain(matcher)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("REJECTED", "PENDING")
