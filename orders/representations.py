@@ -23,6 +23,29 @@ from exchange.core.fields import decimal_to_str
 _UTC = datetime.timezone.utc
 
 
+class attributes(Mapping):  # noqa: N801 - used like a function: attributes(order)
+    """An object's attributes as the read-only mapping the functions here take
+    (``order_representation(attributes(order), ...)``): unlike ``vars()``,
+    deferred model fields are loaded on access."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getitem__(self, name: str):
+        try:
+            return getattr(self._obj, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __iter__(self):  # pragma: no cover - the functions here only index
+        return iter(())
+
+    def __len__(self) -> int:  # pragma: no cover
+        return 0
+
+
 def datetime_representation(value: datetime.datetime | None) -> str | None:
     """As DRF's DateTimeField renders it: ISO 8601 in UTC, with "Z"."""
     if value is None:
