@@ -160,6 +160,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.control_group, self.channel_name)
             self.control_group = None
 
+    async def dispatch(self, message):
+        """As channels' dispatch, without its thread hop for the live layer's
+        own messages: channels runs ``close_old_connections`` through
+        ``sync_to_async`` (one trip to the single sync thread) before every
+        handler, i.e. once per message per connection; with subscribers that
+        hop, not the handlers, was what saturated the web process. The
+        ``live.*`` handlers use no database connection themselves (the few
+        that query go through ``database_sync_to_async``, which closes old
+        connections on its own), so they run directly; everything else
+        (websocket.connect/receive/disconnect) keeps channels' path."""
+        kind = message.get("type")
+        if isinstance(kind, str) and kind.startswith("live.") and "_" not in kind:
+            handler = getattr(self, kind.replace(".", "_"), None)
+            if handler is not None:
+                await handler(message)
+                return
+        await super().dispatch(message)
+
     async def send_json(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))
 

@@ -56,3 +56,38 @@ def test_frames_are_the_envelope_around_the_payload_encoded_once():
     order = {"id": 1, "price": None, "client_order_id": "ü-1"}
     private = consumers._private_frame("user.orders", 3, 1764568800999, dumps(order))
     assert json.loads(private) == protocol.envelope("update", "user.orders", 3, order, timestamp=1764568800999)
+
+
+def test_live_messages_skip_channels_thread_hop(channel_redis, market, monkeypatch):
+    """channels runs close_old_connections in the sync thread before every
+    handler; the live layer's messages (one per batch per connection) skip
+    that hop. Client messages keep it."""
+    import channels.consumer
+
+    from exchange.live.fanout import group_sender
+
+    hops = []
+    real = channels.consumer.aclose_old_connections
+
+    async def counting():
+        hops.append(1)
+        await real()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+
+    async def scenario():
+        ws = await connect()
+        await subscribe(ws, "trades.BTC-USDT")
+        assert hops, "a client message goes through channels' dispatch"
+        hops.clear()
+        for sequence in (1, 2, 3):
+            await sync_to_async(group_sender().send_to_groups)([("trades.BTC-USDT", {
+                "type": protocol.LAYER_TRADES, "symbol": "BTC-USDT", "sequence": sequence, "timestamp": 1,
+                "data": dumps([{"sequence": sequence}])})])
+            update = await receive_until(ws, lambda m: m["channel"] == "trades.BTC-USDT")
+            assert update[0]["sequence"] == sequence and update[0]["data"] == [{"sequence": sequence}]
+        during_updates = len(hops)
+        await ws.disconnect()
+        return during_updates
+
+    assert run(scenario) == 0
