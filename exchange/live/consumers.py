@@ -113,13 +113,29 @@ def _market_frame(event: dict, channel: str) -> str:
         # The envelope of protocol.envelope(), with the payload JSON as the publisher encoded it.
         frame = event["_frame"] = (
             f'{{"type":"update","channel":{json.dumps(channel)},"sequence":{_json_int(event["sequence"])},'
-            f'"timestamp":{int(event["timestamp"])},"data":{event["data"]}}}')
+            f'"timestamp":{int(event["timestamp"])},"data":{_json(_market_data(event))}}}')
     return frame
+
+
+def _market_data(event: dict):
+    """The payload: JSON text from this version's publisher; a message of the
+    previous version (a matcher not yet restarted during a rolling deploy)
+    carried the values themselves, book levels and trades at the top level."""
+    if "data" in event:
+        return event["data"]
+    if event["type"] == protocol.LAYER_BOOK:
+        return {"prev_sequence": event["prev_sequence"], "bids": event["bids"], "asks": event["asks"]}
+    return event["trades"]
+
+
+def _json(value) -> str:
+    """JSON text as is; a value (previous version's message) encoded here."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _private_frame(channel: str, sequence: int, timestamp: int, data: str) -> str:
     """A private frame: the envelope with this connection's counter around a payload encoded once."""
-    return f'{{"type":"update","channel":"{channel}","sequence":{sequence},"timestamp":{timestamp},"data":{data}}}'
+    return f'{{"type":"update","channel":"{channel}","sequence":{sequence},"timestamp":{timestamp},"data":{_json(data)}}}'
 
 
 def _json_int(value) -> str:
@@ -459,6 +475,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             for trade in event["trades"]:
                 await self.send(text_data=_private_frame("user.trades", self._next_private("user.trades"), timestamp,
                                                          trade))
-        if "user.balances" in self.subscriptions and event["balances"] not in (None, "[]"):
+        if "user.balances" in self.subscriptions and event["balances"] not in (None, "[]", []):
             await self.send(text_data=_private_frame("user.balances", self._next_private("user.balances"), timestamp,
                                                      event["balances"]))

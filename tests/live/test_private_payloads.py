@@ -91,3 +91,18 @@ def test_live_messages_skip_channels_thread_hop(channel_redis, market, monkeypat
         return during_updates
 
     assert run(scenario) == 0
+
+
+def test_messages_of_the_previous_version_still_render():
+    """During a rolling deploy a matcher not yet restarted sends values, not
+    JSON text: the web process renders them the same."""
+    book = {"type": protocol.LAYER_BOOK, "symbol": "BTC-USDT", "prev_sequence": 4, "sequence": 9, "timestamp": 5,
+            "bids": [["100", "1"]], "asks": []}
+    assert json.loads(consumers._market_frame(book, "orderbook.BTC-USDT"))["data"] == {
+        "prev_sequence": 4, "bids": [["100", "1"]], "asks": []}
+    trades = {"type": protocol.LAYER_TRADES, "symbol": "BTC-USDT", "sequence": 9, "timestamp": 5,
+              "trades": [{"sequence": 9, "price": "100"}]}
+    assert json.loads(consumers._market_frame(trades, "trades.BTC-USDT"))["data"] == [{"sequence": 9, "price": "100"}]
+    ticker = {"type": protocol.LAYER_TICKER, "symbol": "BTC-USDT", "sequence": 9, "timestamp": 5, "data": {"last": "1"}}
+    assert json.loads(consumers._market_frame(ticker, "ticker.BTC-USDT"))["data"] == {"last": "1"}
+    assert json.loads(consumers._private_frame("user.orders", 1, 5, {"id": 3}))["data"] == {"id": 3}
