@@ -98,7 +98,8 @@ def private_rows(*, order_ids, user_ids, asset_ids, market_id: int, trade_sequen
     (three SELECTs sent together): ``(orders, balances, trades)`` where
     orders and trades are dicts keyed by column name and balances is
     ``{(user id, asset id, kind): balance}``. Timestamps are exact (integer
-    microseconds); ``cancel_requested_at`` is only True or None."""
+    microseconds: ``extract(epoch ...)`` is numeric from PostgreSQL 14 on);
+    ``cancel_requested_at`` is only True or None."""
     import psycopg
 
     from orders.models import Order, Trade
