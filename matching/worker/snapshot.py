@@ -57,7 +57,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from matching.engine import ORDER_COLUMNS, SNAPSHOT_FORMAT, STOP_COLUMNS, OrderBook
+from matching.engine import ORDER_COLUMNS, SNAPSHOT_FORMAT, OrderBook
 from matching.models import MarketState
 from matching.units import MarketUnits
 from matching.worker.rebuild import RESTING_FIELDS, book_from_database, resting_row, snapshot_header, stop_rows

@@ -8,7 +8,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from matching import stream
 from orders.models import Order
 from tests.matching.conftest import drain, place
 from tests.matching.test_matcher import assert_sound
