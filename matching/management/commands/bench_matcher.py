@@ -16,6 +16,7 @@ whole drain; 99th percentile of one batch's apply-and-commit time).
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import statistics
 import time
@@ -42,8 +43,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000)
         parser.add_argument("--users", type=int, default=200)
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--profile", metavar="FILE", default="",
+                            help="cProfile every batch apply and write the stats to FILE (pstats format)")
 
-    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, **options):
+    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, profile: str = "", **options):
         market = bench_market("B")
         traders = funded_traders(market, users, name=f"bench-{market.symbol}")
         # The matcher starts (and recovers, on an empty market) before the
@@ -65,10 +68,15 @@ class Command(BaseCommand):
         gc.freeze()
         durations = []
         real_apply = matcher.applier.apply
+        profiler = cProfile.Profile() if profile else None
 
         def timed_apply(commands):
             begun = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             result = real_apply(commands)
+            if profiler is not None:
+                profiler.disable()
             durations.append(time.perf_counter() - begun)
             return result
 
@@ -86,6 +94,8 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - begun
         matcher.stop()
         gc.unfreeze()
+        if profiler is not None:
+            profiler.dump_stats(profile)
         pending = Order.objects.filter(market=market, status="PENDING").count()
         if pending:
             raise CommandError(f"{pending} orders were left PENDING: the drain did not apply every command")
