@@ -274,6 +274,77 @@ def _external_matches_deposits_and_withdrawals() -> list[Violation]:
     ]
 
 
+def _batches_match_trades() -> list[Violation]:
+    """Each matcher batch (a MATCH transaction, "match:<symbol>:<first>:<last>") moved exactly
+    what its trades say: per (user, asset) its AVAILABLE and HELD entries together sum to what
+    the user's trades of sequences first..last received less fees and paid, and its FEES
+    entries to those trades' fees. Releases, the rest of the batch, can then only move money
+    between one user's own HELD and AVAILABLE accounts of one asset (what each hold keeps is
+    proven by the per-reference hold checks). The matcher writes these transactions
+    (docs/LEDGER.md, "Netting"); the trades are the orders app's table, read by name here.
+    Batches older than the trades' retention are skipped: their trades may be gone."""
+    from django.conf import settings
+
+    from exchange.audit.retention import retention_cutoff
+
+    purged_before = retention_cutoff(settings.RETENTION_TRADES_DAYS) or "-infinity"
+    return [
+        Violation(
+            "batch_matches_trades",
+            f"matcher batch {txn} ({reference}): {'the operator' if user is None else f'user {user}'} "
+            f"{code} entries sum to {actual} but its trades make {expected}",
+            {"wallet_ledgertransaction": [txn]},
+        )
+        for txn, reference, user, code, actual, expected in _rows(
+            """
+            WITH batches AS (
+                SELECT t.id, t.reference, m.id AS market_id, m.base_id, m.quote_id,
+                       split_part(t.reference, ':', 3)::bigint AS first_sequence,
+                       split_part(t.reference, ':', 4)::bigint AS last_sequence
+                FROM wallet_ledgertransaction t
+                JOIN exchange_market m ON m.symbol = split_part(t.reference, ':', 2)
+                WHERE t.kind = 'MATCH' AND t.created_at >= %s
+            ), expected AS (
+                SELECT b.id, x.user_id, x.asset_id, sum(x.amount) AS amount
+                FROM batches b
+                JOIN orders_trade tr ON tr.market_id = b.market_id
+                    AND tr.sequence BETWEEN b.first_sequence AND b.last_sequence
+                CROSS JOIN LATERAL (
+                    SELECT CASE WHEN tr.taker_side = 'BUY' THEN tr.taker_user_id ELSE tr.maker_user_id END AS buyer,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.maker_user_id ELSE tr.taker_user_id END AS seller,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.taker_fee ELSE tr.maker_fee END AS buyer_fee,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.maker_fee ELSE tr.taker_fee END AS seller_fee
+                ) p
+                CROSS JOIN LATERAL (VALUES
+                    (p.buyer, b.base_id, tr.quantity - p.buyer_fee),
+                    (p.buyer, b.quote_id, -tr.notional),
+                    (p.seller, b.quote_id, tr.notional - p.seller_fee),
+                    (p.seller, b.base_id, -tr.quantity),
+                    (NULL, b.base_id, p.buyer_fee),
+                    (NULL, b.quote_id, p.seller_fee)
+                ) x(user_id, asset_id, amount)
+                GROUP BY 1, 2, 3
+            ), actual AS (
+                SELECT e.transaction_id AS id, a.user_id, e.asset_id, sum(e.amount) AS amount
+                FROM batches b
+                JOIN wallet_ledgerentry e ON e.transaction_id = b.id
+                JOIN wallet_account a ON a.id = e.account_id
+                GROUP BY 1, 2, 3
+            )
+            SELECT coalesce(x.id, y.id), b.reference, coalesce(x.user_id, y.user_id),
+                   (SELECT code FROM exchange_asset WHERE id = coalesce(x.asset_id, y.asset_id)),
+                   coalesce(y.amount, 0), coalesce(x.amount, 0)
+            FROM expected x
+            FULL JOIN actual y ON y.id = x.id AND y.user_id IS NOT DISTINCT FROM x.user_id AND y.asset_id = x.asset_id
+            JOIN batches b ON b.id = coalesce(x.id, y.id)
+            WHERE coalesce(x.amount, 0) <> coalesce(y.amount, 0)
+            ORDER BY 1, 3 LIMIT %s
+            """,
+            [purged_before],
+        )
+    ]
+
+
 # -- per reference type ------------------------------------------------------------
 
 HoldCheck = Callable[[QuerySet[Hold]], Iterable[Violation]]
@@ -365,6 +436,7 @@ CHECKS: list[Callable[[], list[Violation]]] = [
     _held_balances_match_holds,
     _amounts_quantized,
     _external_matches_deposits_and_withdrawals,
+    _batches_match_trades,
     _hold_checks_by_prefix,
 ]
 

@@ -94,3 +94,32 @@ def test_a_cancel_entry_without_a_cancel_request_is_not_applied(traders, matcher
         assert order.pk in matcher.book
     assert balance(alice, "BTC")[1] == D(2)
     assert_sound(matcher)
+
+
+def test_check_ledger_proves_each_batch_equals_the_sum_over_its_trades(traders, matcher):
+    """The matcher posts one netted MATCH transaction per batch; ``batch_matches_trades``
+    recomputes what its trades moved per (user, asset) and for the fees. A batch that moves
+    anything else (here a made-up one whose sequence range claims the trades but which
+    moves one unit between two users) is reported."""
+    from wallet.invariants import ledger_violations
+    from wallet.models import LedgerTransaction
+    from wallet.services import BatchSettlement, batch_settle
+
+    alice, bob, _ = traders
+    place(alice, "SELL", price=100, quantity=1)
+    place(bob, "BUY", price=100, quantity="0.4")
+    place(bob, "BUY", price=100, quantity="0.6")
+    drain(matcher)
+    assert Trade.objects.count() == 2
+    batch = LedgerTransaction.objects.get(kind="MATCH")
+    assert batch.reference.startswith(f"match:{matcher.market.symbol}:")
+    assert ledger_violations() == []
+
+    market = matcher.market
+    unit = D("0.00000001")
+    batch_settle(settlement=BatchSettlement(
+        reference=f"match:{market.symbol}:0:{matcher.book.sequence}",
+        legs={(alice.pk, market.quote_id, "AVAILABLE", None): -unit, (bob.pk, market.quote_id, "AVAILABLE", None): unit},
+    ))
+    checks = {violation.check for violation in ledger_violations()}
+    assert checks == {"batch_matches_trades"}
