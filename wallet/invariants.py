@@ -288,7 +288,20 @@ def _batches_match_trades() -> list[Violation]:
     from exchange.audit.retention import retention_cutoff
 
     purged_before = retention_cutoff(settings.RETENTION_TRADES_DAYS) or "-infinity"
-    return [
+    unknown = [
+        Violation("batch_matches_trades", f"matcher batch {txn} ({reference}) names no market and sequence range",
+                  {"wallet_ledgertransaction": [txn]})
+        for txn, reference in _rows(
+            """
+            SELECT t.id, t.reference FROM wallet_ledgertransaction t
+            WHERE t.kind = 'MATCH' AND (
+                t.reference !~ '^match:[^:]+:[0-9]+:[0-9]+$'
+                OR NOT EXISTS (SELECT 1 FROM exchange_market m WHERE m.symbol = split_part(t.reference, ':', 2)))
+            ORDER BY 1 LIMIT %s
+            """
+        )
+    ]
+    return unknown + [
         Violation(
             "batch_matches_trades",
             f"matcher batch {txn} ({reference}): {'the operator' if user is None else f'user {user}'} "
@@ -303,7 +316,7 @@ def _batches_match_trades() -> list[Violation]:
                        split_part(t.reference, ':', 4)::bigint AS last_sequence
                 FROM wallet_ledgertransaction t
                 JOIN exchange_market m ON m.symbol = split_part(t.reference, ':', 2)
-                WHERE t.kind = 'MATCH' AND t.created_at >= %s
+                WHERE t.kind = 'MATCH' AND t.reference ~ '^match:[^:]+:[0-9]+:[0-9]+$' AND t.created_at >= %s
             ), expected AS (
                 SELECT b.id, x.user_id, x.asset_id, sum(x.amount) AS amount
                 FROM batches b
