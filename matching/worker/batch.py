@@ -149,16 +149,22 @@ class BatchApplier:
             for user_id, order_id in flagged:
                 flagged_by_user.setdefault(user_id, []).append(order_id)
                 order_ids.add(order_id)
-        orders = {
-            row["id"]: row
-            for row in Order.objects.filter(id__in=order_ids, market=self.market).values(*_ORDER_FIELDS)
-        }
+        orders = self._load_orders(order_ids)
         status_changes = {
             s.id: s
             for s in MarketStatusChange.objects.filter(
                 id__in=[c.row_id for c in commands if c.kind == "status"], market=self.market)
         }
         return orders, amendments, flagged_by_user, status_changes
+
+    def _load_orders(self, order_ids) -> dict[int, dict]:
+        """The batch's order rows (this market's only), by id: one index probe per id
+        (see _LOCK_ORDERS for why not "= ANY"), bound on the server."""
+        if not order_ids:
+            return {}
+        with server_cursor() as cursor:
+            cursor.execute(_LOAD_ORDERS, [array_literal(sorted(order_ids)), self.market.id])
+            return {row[0]: dict(zip(_ORDER_FIELDS, row)) for row in cursor.fetchall()}
 
     # ---------------------------------------------------------------- apply
 
@@ -597,6 +603,11 @@ class BatchApplier:
 # single-table subquery: "= ANY(array)" of a thousand ids makes the planner scan the whole table,
 # a cost that grows with the order history. The locked rows' addresses (ctid) cannot change
 # before our own update, which then finds them by TID scan, with no index (as wallet.ledger does).
+_LOAD_ORDERS = f"""
+    SELECT o.* FROM unnest(%s::bigint[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT {", ".join(_ORDER_FIELDS)} FROM orders_order WHERE id = k.id AND market_id = %s) o
+"""
+
 _LOCK_ORDERS = """
     SELECT o.ctid FROM unnest(%s::bigint[]) WITH ORDINALITY AS k(id, n)
     CROSS JOIN LATERAL (SELECT ctid FROM orders_order WHERE id = k.id FOR UPDATE) o
