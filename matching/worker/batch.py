@@ -81,7 +81,7 @@ class SequenceConflict(RuntimeError):
 
 _ORDER_FIELDS = (
     "id", "user_id", "side", "type", "time_in_force", "price", "stop_price", "quantity", "quote_quantity",
-    "hold_amount", "stp_mode", "status", "cancel_requested_at", "created_at", "maker_fee_rate", "taker_fee_rate",
+    "hold_amount", "stp_mode", "status", "maker_fee_rate", "taker_fee_rate", "cancel_requested",
 )
 
 
@@ -204,14 +204,14 @@ class BatchApplier:
                     result.skipped += 1
                 elif row["user_id"] in refused:
                     self._end_unsequenced(row, changes, status_now, OrderStatus.REJECTED, refused[row["user_id"]])
-                elif row["cancel_requested_at"] is not None:
+                elif row["cancel_requested"]:
                     self._cancel_unsequenced(row, changes, status_now)
                 else:
                     run(self._new_order_command(row, timestamp))
             elif kind == "cancel":
                 row = orders.get(command.row_id)
                 current = status_now.get(command.row_id)
-                if row is None or current not in OPEN_STATUSES or row["cancel_requested_at"] is None:
+                if row is None or current not in OPEN_STATUSES or not row["cancel_requested"]:
                     # Only a cancel the database holds a request for is applied: a
                     # stream entry alone is not a request.
                     result.skipped += 1
@@ -605,7 +605,10 @@ class BatchApplier:
 # before our own update, which then finds them by TID scan, with no index (as wallet.ledger does).
 _LOAD_ORDERS = f"""
     SELECT o.* FROM unnest(%s::bigint[]) AS k(id)
-    CROSS JOIN LATERAL (SELECT {", ".join(_ORDER_FIELDS)} FROM orders_order WHERE id = k.id AND market_id = %s) o
+    CROSS JOIN LATERAL (
+        SELECT {", ".join(_ORDER_FIELDS[:-1])}, cancel_requested_at IS NOT NULL
+        FROM orders_order WHERE id = k.id AND market_id = %s
+    ) o
 """
 
 _LOCK_ORDERS = """
