@@ -585,7 +585,7 @@ async def _cancel(request: _Request):
 
 async def _cancel_all(request: _Request):
     admitted = await _admit(request)
-    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string))["market"]
+    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string).dict())["market"]
     market = await _market_for(symbol)
     if market is None:
         raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")

@@ -6,7 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from exchange.core.fields import DecimalString
+from exchange.core.fields import DecimalString, QueryInputSerializer
 from exchange.core.schema import error_response
 from exchange.models import Market
 from exchange.selectors import asset_list, market_get, market_list
@@ -68,7 +68,7 @@ class MarketListApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    class FilterInput(serializers.Serializer):
+    class FilterInput(QueryInputSerializer):
         status = serializers.ChoiceField(choices=Market.Status.choices, required=False)
 
     @extend_schema(

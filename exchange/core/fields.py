@@ -3,6 +3,7 @@
 import re
 from decimal import Decimal
 
+from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -115,7 +116,19 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class StrictInputSerializer(serializers.Serializer):
+class QueryInputSerializer(serializers.Serializer):
+    """Input read from a query string as plain values, not as an HTML form:
+    DRF treats a blank form field (``?status=``) as absent, so a filter left
+    empty by a client's bug would silently widen the answer; here it is
+    refused like any other invalid value."""
+
+    def __init__(self, instance=None, data=serializers.empty, **kwargs):
+        if isinstance(data, QueryDict):
+            data = data.dict()
+        super().__init__(instance, data, **kwargs)
+
+
+class StrictInputSerializer(QueryInputSerializer):
     """Refuses fields it does not know (UNKNOWN_FIELD): a typo such as
     "quanity" must fail loudly, not be ignored."""
 

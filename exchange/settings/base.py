@@ -238,7 +238,7 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["exchange.core.parsers.DecimalJSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "exchange.core.schema.ExchangeAutoSchema",
     "EXCEPTION_HANDLER": "exchange.core.errors.api_exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
 }

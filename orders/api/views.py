@@ -5,14 +5,13 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exchange.apikeys.permissions import TRADE
 from exchange.audit.services import audit_context
+from exchange.core.pagination import StrictCursorPagination
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import AmountField, DecimalString, StrictCharField, StrictInputSerializer
 from exchange.core.schema import NOT_AUTHENTICATED, RATE_LIMITED, error_response
@@ -103,17 +102,9 @@ def _market(symbol: str, *, field: str, status_code: int) -> Market:
                                status_code=status_code) from None
 
 
-class NewestFirstCursor(CursorPagination):
-    ordering = "-id"
+class NewestFirstCursor(StrictCursorPagination):
     page_size = 100
-    page_size_query_param = "limit"
     max_page_size = 1000
-
-    def decode_cursor(self, request):
-        try:
-            return super().decode_cursor(request)
-        except NotFound:  # DRF's answer to a cursor it cannot decode; it is bad input, not a missing page
-            raise ApplicationError("INVALID_CURSOR", "The cursor is invalid.", field="cursor") from None
 
 
 def _page_schema(output_class, name: str):

@@ -246,6 +246,8 @@ def test_cancels_answer_alike(doors, matcher):
     status, answer, _ = same_answer(fast.delete(query={"market": "btc-usdt"}), django.delete(query={"market": "btc-usdt"}))
     assert (status, answer) == (202, {"market": "BTC-USDT", "orders_to_cancel": 2})
     same_answer(fast.delete(query={}), django.delete(query={}))
+    status, answer, _ = same_answer(fast.delete(query="market="), django.delete(query="market="))
+    assert (status, answer["code"], answer["field"]) == (400, "BLANK", "market")
     same_answer(fast.delete(query={"market": "BTC-USDT", "x": "1"}), django.delete(query={"market": "BTC-USDT", "x": "1"}))
     same_answer(fast.delete(query={"market": "NOPE-USDT"}), django.delete(query={"market": "NOPE-USDT"}))
     same_answer(fast.delete(query="market=BTC-USDT&market=ETH-USDT"),

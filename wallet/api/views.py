@@ -14,7 +14,6 @@ import json
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,7 +24,9 @@ from exchange.apikeys.permissions import WITHDRAW
 from exchange.audit.services import audit_context, audit_system
 
 from exchange.core.errors import ApplicationError
-from exchange.core.fields import AmountField, DecimalString
+from exchange.core.fields import AmountField, DecimalString, QueryInputSerializer
+from exchange.core.pagination import StrictCursorPagination
+from exchange.core.schema import error_response
 from wallet.custody import SIGNATURE_HEADER, TIMESTAMP_HEADER, custody_request_verify
 from wallet.models import AccountKind, Deposit, TransactionKind, Withdrawal
 from wallet.selectors import (
@@ -40,17 +41,9 @@ from wallet.services import deposit_credit, withdrawal_request
 TAGS = ["Wallet"]
 
 
-class NewestFirstPagination(CursorPagination):
-    ordering = "-id"
+class NewestFirstPagination(StrictCursorPagination):
     page_size = 50
-    page_size_query_param = "limit"
     max_page_size = 500
-
-    def decode_cursor(self, request):
-        try:
-            return super().decode_cursor(request)
-        except Exception:  # DRF raises NotFound; a bad cursor is bad input
-            raise ApplicationError("INVALID_CURSOR", "The cursor is invalid.", field="cursor") from None
 
 
 def _page(request, view, queryset, output_class):
@@ -123,7 +116,7 @@ class LedgerEntryOutput(serializers.Serializer):
 
 
 class LedgerEntryListApi(APIView):
-    class FilterInput(serializers.Serializer):
+    class FilterInput(QueryInputSerializer):
         asset = serializers.CharField(required=False, max_length=16)
         kind = serializers.ChoiceField(choices=TransactionKind.choices, required=False)
         account_kind = serializers.ChoiceField(choices=[AccountKind.AVAILABLE, AccountKind.HELD], required=False)
@@ -194,7 +187,7 @@ class WithdrawalListCreateApi(APIView):
         otp = serializers.CharField(max_length=8, required=False, write_only=True,
                                     help_text="Step-up with a session, with two-factor authentication on.")
 
-    class FilterInput(serializers.Serializer):
+    class FilterInput(QueryInputSerializer):
         status = serializers.ChoiceField(choices=Withdrawal.Status.choices, required=False)
         asset = serializers.CharField(required=False, max_length=16)
 
@@ -264,7 +257,7 @@ class DepositOutput(serializers.Serializer):
 
 
 class DepositListApi(APIView):
-    class FilterInput(serializers.Serializer):
+    class FilterInput(QueryInputSerializer):
         asset = serializers.CharField(required=False, max_length=16)
 
     @extend_schema(
@@ -304,7 +297,17 @@ class CustodyDepositApi(APIView):
         tags=["Custody"],
         operation_id="custody_deposits_create",
         request=Input,
-        responses={201: Output, 200: Output},
+        responses={
+            201: Output, 200: Output,
+            401: error_response("The webhook's signature or timestamp was refused.",
+                                ("SIGNATURE_INVALID", "The signature does not match the body.", None),
+                                ("TIMESTAMP_STALE", "The timestamp is more than 5 minutes from the server's clock.",
+                                 None)),
+            409: error_response("This (asset, txid) was already credited with other details.",
+                                ("DEPOSIT_CONFLICT", "This txid was credited with other details.", "txid")),
+            503: error_response("No webhook secret is configured, or a dependency is down.",
+                                ("CUSTODY_WEBHOOK_DISABLED", "The custody webhook is not configured.", None)),
+        },
         auth=[],
         parameters=[
             OpenApiParameter(TIMESTAMP_HEADER, str, OpenApiParameter.HEADER, required=True,

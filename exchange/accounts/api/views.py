@@ -194,7 +194,7 @@ class LogoutApi(APIView):
     @extend_schema(
         tags=TAGS,
         operation_id="auth_logout",
-        auth=[{"cookieAuth": []}],
+        auth=[{"cookieAuth": []}, {}],  # the session is optional: without one, nothing to end
         request=None,
         responses={204: None, 403: CSRF_FAILED},
         description="End the session. Needs the CSRF token when signed in; does nothing when not signed in.",

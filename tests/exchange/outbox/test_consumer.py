@@ -39,3 +39,19 @@ def test_a_consumer_claims_the_entries_a_dead_member_read_and_never_acknowledged
     assert alive.claimed == 4 and ProcessedEvent.objects.filter(consumer="risk").count() == 5
     assert redis_app.xpending("bus:order.events", "risk")["pending"] == 0
     assert dead.handled == 0
+
+
+def test_events_the_consumer_does_not_want_are_acknowledged_without_a_transaction(bus, redis_app):
+    """With ``wants``, only the wanted events reach the handler and leave a dedupe record; the
+    rest are acknowledged with no database work, and a later pass reads none of them again."""
+    with transaction.atomic():
+        outbox_emit_many([Event(Topic.ORDERS, "K", "test.event", {"n": n}) for n in range(6)])
+    outbox_relay(bus=bus)
+    seen = []
+    consumer = RedisStreamConsumer(name="picky", topics=[Topic.ORDERS], handler=seen.append, client=redis_app,
+                                   wants=lambda event: event.data["n"] % 3 == 0)
+    assert consumer.drain() == 6
+    assert [event.data["n"] for event in seen] == [0, 3]
+    assert consumer.handled == 2 and ProcessedEvent.objects.filter(consumer="picky").count() == 2
+    assert redis_app.xpending("bus:order.events", "picky")["pending"] == 0
+    assert consumer.drain() == 0 and len(seen) == 2
