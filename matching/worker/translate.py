@@ -36,6 +36,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from matching.units import EXACT
+
 AVAILABLE, HELD, FEES = "AVAILABLE", "HELD", "FEES"
 BUY = "BUY"
 
@@ -56,7 +58,7 @@ class MarketSpec:
     def of(cls, market) -> "MarketSpec":
         base_unit, quote_unit = market.base.unit, market.quote.unit
         per_lot, rest = divmod(market.step_size, base_unit)
-        per_tick_lot, rest2 = divmod(market.tick_size * market.step_size, quote_unit)
+        per_tick_lot, rest2 = divmod(EXACT.multiply(market.tick_size, market.step_size), quote_unit)
         assert not rest and not rest2, "market rules make lots and tick-lots whole numbers of units"
         return cls(market.base_id, market.quote_id, int(per_lot), int(per_tick_lot))
 
