@@ -47,7 +47,6 @@ from matching.units import EXACT
 from matching.worker.sql import array_literal, bool_literal, server_cursor, tid_literal
 from matching.worker.translate import MarketSpec, TradeTranslation, candle_of, rate_ratio, translate_trades
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, hold_reference
-from orders.rules import hold_needed
 from risk.gate import admission_refusals
 from wallet.models import TransactionKind
 from wallet.services import BatchSettlement, HoldRelease, batch_settle
@@ -271,7 +270,7 @@ class BatchApplier:
             else:
                 yield command
 
-    def _new_order_command(self, row: dict, timestamp: int) -> engine.NewOrder:
+    def _new_order_command(self, row: dict, timestamp: int = 0) -> engine.NewOrder:
         units = self.units
         quantity_lots, quote_limit_tl = engine_amounts(
             units, side=row["side"], order_type=row["type"], quantity=row["quantity"],
@@ -482,12 +481,14 @@ class BatchApplier:
             resting = self.book.open_order(order_id)
             if resting is None or resting.untriggered or order_id in waiting:
                 continue  # an untriggered stop keeps its whole hold
-            need = hold_needed(
-                side=resting.side,
-                price=self.units.ticks_to_price(resting.price_ticks),
-                quantity=self.units.lots_to_quantity(resting.quantity_lots_remaining),
-                filled_quantity=Decimal(0),
-            )
+            # orders.rules.hold_needed in integers: price x remaining in quote for a buy,
+            # the remaining quantity in base for a sell (exact: market rules make a
+            # tick-lot a whole number of quote units).
+            if resting.side == engine.BUY:
+                need = self._quote_amount(
+                    resting.price_ticks * resting.quantity_lots_remaining * self.spec.quote_units_per_tick_lot)
+            else:
+                need = self._base_amount(resting.quantity_lots_remaining * self.spec.base_units_per_lot)
             releases.append(HoldRelease(reference=hold_reference(order_id), keep=need))
         return releases
 
