@@ -1,16 +1,21 @@
 """Applying a batch of commands: engine in memory, then ONE database transaction.
 
-``BatchApplier.apply(commands)`` loads the rows the commands refer to, skips
+``BatchApplier.apply(commands)`` runs the batch's stages (docs/TRADING.md,
+"The batch write path"): it loads the rows the commands refer to, skips
 commands whose effect is already in the database (the exactly-once rule: a
-NEW for an order that is no longer PENDING, a cancel of a closed order, an
-amendment or status change no longer REQUESTED), feeds the rest to the book,
-and turns the engine's events into writes:
+NEW for an order that is no longer PENDING, a cancel of a closed order or of
+one with no cancel request, an amendment or status change no longer
+REQUESTED), feeds the rest to the book stamped with the batch's clock, has
+``translate`` turn the trades into rows and netted ledger legs in integers,
+and writes, set-based:
 
 - order rows: status, fills, fees, queue position, the event sequences;
-- trades, one-minute candles, the market's last sequence and price;
-- the ledger: each trade settled from the two orders' holds with their fees,
-  every order that ended released and its hold closed, and every order still
-  open trued up so that it holds exactly what it still needs;
+- trades, the batch's one-minute candle, the market's last sequence (written
+  whenever the engine's moved) and price;
+- the ledger, one netted journal transaction (``wallet.services.batch_settle``):
+  the trades from the two orders' holds with their fees, every order that
+  ended released and its hold closed, and every order still open trued up
+  so that it holds exactly what it still needs;
 - amendment and status-change requests marked applied or rejected;
 - outbox events (docs/EVENTS.md): ``order.updated`` per changed order and
   ``trade.executed`` per trade, each carrying its engine sequence, and
