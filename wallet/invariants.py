@@ -282,7 +282,10 @@ def _batches_match_trades() -> list[Violation]:
     between one user's own HELD and AVAILABLE accounts of one asset (what each hold keeps is
     proven by the per-reference hold checks). The matcher writes these transactions
     (docs/LEDGER.md, "Netting"); the trades are the orders app's table, read by name here.
-    Batches older than the trades' retention are skipped: their trades may be gone."""
+    Retention deletes old trades, except those of users under a legal hold, so a batch is
+    proven only while all its trades are kept: its memo records how many it settled ("570
+    trades"), and a batch with fewer left is skipped, as is one older than the trades'
+    retention."""
     from django.conf import settings
 
     from exchange.audit.retention import retention_cutoff
@@ -317,6 +320,11 @@ def _batches_match_trades() -> list[Violation]:
                 FROM wallet_ledgertransaction t
                 JOIN exchange_market m ON m.symbol = split_part(t.reference, ':', 2)
                 WHERE t.kind = 'MATCH' AND t.reference ~ '^match:[^:]+:[0-9]+:[0-9]+$' AND t.created_at >= %s
+                  AND (t.memo !~ '^[0-9]+ trades$' OR split_part(t.memo, ' ', 1)::bigint = (
+                      SELECT count(*) FROM orders_trade tr
+                      WHERE tr.market_id = m.id
+                        AND tr.sequence BETWEEN split_part(t.reference, ':', 3)::bigint
+                                            AND split_part(t.reference, ':', 4)::bigint))
             ), expected AS (
                 SELECT b.id, x.user_id, x.asset_id, sum(x.amount) AS amount
                 FROM batches b

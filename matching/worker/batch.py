@@ -424,6 +424,7 @@ class BatchApplier:
                     legs=self._legs_as_amounts(translation.legs),
                     releases=releases,
                     kind=TransactionKind.MATCH if translation.sequence else TransactionKind.RELEASE,
+                    memo=f"{len(translation)} trades",  # check_ledger's batch_matches_trades reads it
                 ))
 
     def _base_amount(self, units: int) -> Decimal:
