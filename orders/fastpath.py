@@ -392,6 +392,7 @@ class _Risk:
 
     plan: object = None
     reservation: object = None
+    prepared: object = None  # (entry.Prepared, Reference) the early plan was made from
 
     async def release(self) -> None:
         """Give back what was reserved (the order was not accepted after all)."""
@@ -429,6 +430,7 @@ async def _place(request: _Request):
             risk.plan = await _risk_plan(credentials, market, prepared, reference)
         except ApplicationError:
             return []  # the checks run again, fresh, once the round trip is back
+        risk.prepared = prepared, reference
         return [_script_command(risk.plan.script, risk.plan.keys, risk.plan.args)]
 
     admitted = await _admit(request, symbol=market.symbol if market is not None else None, live=True,
@@ -445,8 +447,12 @@ async def _place(request: _Request):
         credentials = admitted.credentials
         early_reply = admitted.extra[0] if admitted.extra else None
         try:
-            prepared, reference = await _prepare(request, credentials, market, order_request, pulse, generated_id)
-            await _reserve(risk, credentials, market, prepared, reference, early_reply, admitted.caches_dropped)
+            if _early_stands(risk, market, pulse, early_reply, admitted.caches_dropped):
+                prepared = risk.prepared[0]
+            else:
+                prepared, reference = await _prepare(request, credentials, market, order_request, pulse,
+                                                     generated_id)
+                await _reserve(risk, credentials, market, prepared, reference, early_reply, admitted.caches_dropped)
         except ApplicationError:
             await risk.release()
             # A retry of an order accepted earlier gets that order, whatever changed since.
@@ -466,6 +472,23 @@ async def _place(request: _Request):
         await aio.in_thread(_live_order_accepted, order_id, credentials.user_id)
     await _after_commit(market.symbol, stream.NEW, order_id)
     return 201, _render(outcome.order, market), []
+
+
+def _early_stands(risk: _Risk, market: Market, pulse: stream.Pulse | None, early_reply, caches_dropped: bool) -> bool:
+    """Whether the order prepared before the round trip, and the reservation made in it, stand
+    as they are: the fresh heartbeat gives the same reference prices and a live matcher, and no
+    configuration changed meanwhile (the same inputs give the same checks and plan). Otherwise
+    the order is prepared and checked again from the fresh heartbeat."""
+    if risk.prepared is None or early_reply is None or caches_dropped:
+        return False
+    if entry.reference_of(pulse) != risk.prepared[1]:
+        return False
+    entry.require_matcher(market, pulse)
+    try:
+        risk.reservation = risk.plan.verdict(early_reply)  # or its refusal: nothing was reserved
+    except pretrade.CountersCold:
+        return False
+    return True
 
 
 async def _prepare(request: _Request, credentials, market: Market, order_request: OrderRequest,

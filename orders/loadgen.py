@@ -16,7 +16,7 @@ Two modes:
   (no coordinated omission).
 
 ``ProcessCpu`` reads the CPU time (user + system) of the processes of each
-kind (web workers, matchers, PostgreSQL, Redis, Celery, this client) from
+kind (web workers, matchers, PostgreSQL, Redis, the outbox relay, Celery, this client) from
 /proc before and after a run.
 """
 
@@ -185,21 +185,41 @@ class ProcessCpu:
     are the servers whose command line names ``data_dir`` (the embedded ones of
     this exchange, not those of another run on the same machine)."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, backends: Callable[[], dict[int, str]] | None = None):
+        # ``backends()``: {PostgreSQL backend pid: the client's application_name},
+        # to split PostgreSQL's CPU by who asked for the work.
+        self.backends = backends or dict
+        self.data_dir = os.path.realpath(data_dir)
         self.roots: dict[str, Callable[[str], bool]] = {
             "web": lambda cmd: "exchange.server" in cmd,
             "matcher": lambda cmd: "run_matcher" in cmd,
             "postgres": lambda cmd: "postgres" in cmd and data_dir in cmd,
             "redis": lambda cmd: "redis-server" in cmd and data_dir in cmd,
+            "relay": lambda cmd: "run_outbox_relay" in cmd,
             "celery": lambda cmd: "celery" in cmd and "-A exchange" in cmd,
         }
+
+    def _ours(self, pid: int, kind: str) -> bool:
+        """Whether the process belongs to this exchange, not to another one on the machine:
+        the servers name the data folder; the exchange's own processes have it in their
+        environment (EXCHANGE_DATA_DIR), or use their checkout's ``var`` by default."""
+        if kind in ("postgres", "redis"):
+            return True
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environment = dict(item.partition(b"=")[::2] for item in handle.read().split(b"\0"))
+            data_dir = environment.get(b"EXCHANGE_DATA_DIR", b"").decode() or os.path.join(
+                os.readlink(f"/proc/{pid}/cwd"), "var")
+        except OSError:
+            return False
+        return os.path.realpath(data_dir) == self.data_dir
 
     def _by_kind(self) -> dict[int, str]:
         processes = _processes()
         kinds: dict[int, str] = {}
         for pid, (_, cmd) in processes.items():
             kind = next((name for name, match in self.roots.items() if match(cmd)), None)
-            if kind is not None:
+            if kind is not None and self._ours(pid, kind):
                 kinds[pid] = kind
         changed = True
         while changed:  # descendants take their ancestor's kind
@@ -217,8 +237,12 @@ class ProcessCpu:
 
     def stop(self) -> dict[str, float]:
         used: Counter = Counter()
+        backends = self.backends()
         for pid, kind in self._by_kind().items():
-            used[kind] += max(0.0, _cpu_s(pid) - self.before.get(pid, 0.0))
+            seconds = max(0.0, _cpu_s(pid) - self.before.get(pid, 0.0))
+            used[kind] += seconds
+            if kind == "postgres":
+                used["postgres for " + (backends.get(pid) or "its own processes")] += seconds
         used["client"] = time.process_time() - self.self_before
         return dict(used)
 

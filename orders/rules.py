@@ -170,14 +170,21 @@ def check_amount_fits(amount: Decimal, field: str) -> None:
         _fail("NOTIONAL_TOO_LARGE", f"The order's value must be below {AMOUNT_LIMIT:f}; lower the price or quantity.", field)
 
 
+# The enums' values as sets: Django's ``.values`` builds a new list on every use.
+_SIDES = frozenset(Side.values)
+_ORDER_TYPES = frozenset(OrderType.values)
+_STP_MODES = frozenset(StpMode.values)
+_TIMES_IN_FORCE = frozenset(TimeInForce.values)
+
+
 def _check_shape(request: OrderRequest) -> str | None:
     """Which fields each type needs, allows and forbids. Returns the time in force."""
     order_type = request.type
-    if request.side not in Side.values:
+    if request.side not in _SIDES:
         _fail("INVALID_SIDE", "side must be BUY or SELL.", "side")
-    if order_type not in OrderType.values:
+    if order_type not in _ORDER_TYPES:
         _fail("INVALID_ORDER_TYPE", f"type must be one of {', '.join(OrderType.values)}.", "type")
-    if request.stp_mode is not None and request.stp_mode not in StpMode.values:
+    if request.stp_mode is not None and request.stp_mode not in _STP_MODES:
         _fail("INVALID_STP_MODE", f"stp_mode must be one of {', '.join(StpMode.values)}.", "stp_mode")
     if request.client_order_id is not None and not CLIENT_ORDER_ID.fullmatch(request.client_order_id):
         _fail("INVALID_CLIENT_ORDER_ID", "client_order_id must be 1-64 characters of A-Z a-z 0-9 . _ : -.", "client_order_id")
@@ -206,7 +213,7 @@ def _check_shape(request: OrderRequest) -> str | None:
     if request.quote_quantity is not None:
         _fail("QUOTE_QUANTITY_NOT_ALLOWED", f"{order_type} orders take a quantity, not a quote_quantity.", "quote_quantity")
     time_in_force = request.time_in_force or TimeInForce.GTC
-    if time_in_force not in TimeInForce.values:
+    if time_in_force not in _TIMES_IN_FORCE:
         _fail("INVALID_TIME_IN_FORCE", "time_in_force must be GTC, IOC or FOK.", "time_in_force")
     if order_type == OrderType.LIMIT_MAKER and time_in_force != TimeInForce.GTC:
         _fail("INVALID_TIME_IN_FORCE", "LIMIT_MAKER orders rest in the book: time_in_force must be GTC.", "time_in_force")

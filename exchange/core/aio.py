@@ -72,13 +72,21 @@ def loop_local(name: str, factory):
     return value
 
 
+async def _session_kept(connection: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool: nothing more than asyncpg
+    always does (roll back an open transaction). Its default also sends ``RESET ALL;
+    UNLISTEN *; CLOSE ALL; SELECT pg_advisory_unlock_all()``, a round trip per statement
+    for session state nothing here creates: every statement runs alone in autocommit,
+    with no SET, LISTEN, cursor or session lock."""
+
+
 async def database_pool() -> asyncpg.Pool:
     """The process's pool: each statement runs in its own transaction (autocommit)."""
     values = _loop_locals.setdefault(id(asyncio.get_running_loop()), {})
     pool = values.get("pool")
     if pool is None:
         pool = await asyncpg.create_pool(min_size=POOL_MIN, max_size=POOL_MAX, command_timeout=10,
-                                         **_connect_kwargs())
+                                         reset=_session_kept, **_connect_kwargs())
         values["pool"] = pool
     return pool
 

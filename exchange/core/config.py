@@ -72,6 +72,19 @@ def database_settings(url: str) -> dict:
     }
 
 
+def process_role(argv: list[str]) -> str:
+    """What this process is, for PostgreSQL's ``application_name`` (pg_stat_activity,
+    the server's logs): the web tier, a Celery process, or the management command."""
+    program = argv[0] if argv else ""
+    if program.endswith(("exchange/server.py", "exchange.server")):
+        return "exchange:web"
+    if "celery" in program:
+        return "exchange:celery"
+    if program.endswith("manage.py") and len(argv) > 1:
+        return f"exchange:{argv[1]}"[:63]
+    return "exchange"
+
+
 def redis_url_with_db(url: str, db: int) -> str:
     """The same Redis server as ``url`` but logical database ``db``."""
     parsed = urlparse(url)

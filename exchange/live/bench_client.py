@@ -7,8 +7,10 @@ subscribers. The process connects everything, prints ``ready``, and records
 until its standard input closes, then writes OUT:
 
 - ``orders``: {order id: [receive time (s since epoch), the order's
-  ``updated_at``]} of the first ``user.orders`` message about it, from the
-  traders' connections (``updated_at`` is when the matcher wrote the batch);
+  ``updated_at``, the frame's ``timestamp``]} of the first ``user.orders``
+  message about it, from the traders' connections (``updated_at`` is when the
+  matcher wrote the batch, ``timestamp`` when the web process handled the
+  message, in ms);
 - ``book_lag_ms``: per idle subscriber, ``receive time - event timestamp`` of
   each orderbook update (the event timestamp is the order's acceptance time);
 - ``resyncs``: snapshots the server sent on its own (it had dropped messages).
@@ -43,7 +45,7 @@ async def _trader(url: str, key_id: str, secret: str, orders: dict, ready: async
             now = time.time()
             message = json.loads(raw)
             if message["channel"] == "user.orders" and message["data"]["id"] not in orders:
-                orders[message["data"]["id"]] = [now, message["data"]["updated_at"]]
+                orders[message["data"]["id"]] = [now, message["data"]["updated_at"], message["timestamp"]]
 
 
 async def _idle(url: str, symbol: str, lags: list, resyncs: list, ready: asyncio.Event, stop: asyncio.Event):

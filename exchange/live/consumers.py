@@ -103,6 +103,45 @@ def _ticker(symbol: str, best_bid, best_ask) -> dict:
     return ticker_data(Market.objects.get(symbol=symbol), best_bid=best_bid, best_ask=best_ask)
 
 
+def _market_frame(event: dict, channel: str) -> str:
+    """The client frame of a market message, built once per message per process:
+    channels-redis hands the same message dict to every connection of the
+    process it was addressed to, so the first connection caches the frame on it
+    and the others send the same text."""
+    frame = event.get("_frame")
+    if frame is None:
+        # The envelope of protocol.envelope(), with the payload JSON as the publisher encoded it.
+        frame = event["_frame"] = (
+            f'{{"type":"update","channel":{json.dumps(channel)},"sequence":{_json_int(event["sequence"])},'
+            f'"timestamp":{int(event["timestamp"])},"data":{_json(_market_data(event))}}}')
+    return frame
+
+
+def _market_data(event: dict):
+    """The payload: JSON text from this version's publisher; a message of the
+    previous version (a matcher not yet restarted during a rolling deploy)
+    carried the values themselves, book levels and trades at the top level."""
+    if "data" in event:
+        return event["data"]
+    if event["type"] == protocol.LAYER_BOOK:
+        return {"prev_sequence": event["prev_sequence"], "bids": event["bids"], "asks": event["asks"]}
+    return event["trades"]
+
+
+def _json(value) -> str:
+    """JSON text as is; a value (previous version's message) encoded here."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _private_frame(channel: str, sequence: int, timestamp: int, data: str) -> str:
+    """A private frame: the envelope with this connection's counter around a payload encoded once."""
+    return f'{{"type":"update","channel":"{channel}","sequence":{sequence},"timestamp":{timestamp},"data":{_json(data)}}}'
+
+
+def _json_int(value) -> str:
+    return "null" if value is None else str(int(value))
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
@@ -136,6 +175,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if getattr(self, "control_group", None) is not None:
             await self.channel_layer.group_discard(self.control_group, self.channel_name)
             self.control_group = None
+
+    async def dispatch(self, message):
+        """As channels' dispatch, without its thread hop for the live layer's
+        own messages: channels runs ``close_old_connections`` through
+        ``sync_to_async`` (one trip to the single sync thread) before every
+        handler, i.e. once per message per connection; with subscribers that
+        hop, not the handlers, was what saturated the web process. The
+        ``live.*`` handlers use no database connection themselves (the few
+        that query go through ``database_sync_to_async``, which closes old
+        connections on its own), so they run directly; everything else
+        (websocket.connect/receive/disconnect) keeps channels' path."""
+        kind = message.get("type")
+        if isinstance(kind, str) and kind.startswith("live.") and "_" not in kind:
+            handler = getattr(self, kind.replace(".", "_"), None)
+            if handler is not None:
+                await handler(message)
+                return
+        await super().dispatch(message)
 
     async def send_json(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))
@@ -373,22 +430,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if event["sequence"] <= last or event["prev_sequence"] != last:
                 return
         self.book_sequence[symbol] = event["sequence"]
-        await self.send_json(protocol.envelope(
-            "update", f"orderbook.{symbol}", event["sequence"],
-            {"prev_sequence": event["prev_sequence"], "bids": event["bids"], "asks": event["asks"]},
-            timestamp=event["timestamp"]))
+        await self.send(text_data=_market_frame(event, f"orderbook.{symbol}"))
 
     async def live_trades(self, event):
         channel = f"trades.{event['symbol']}"
         if channel in self.subscriptions:
-            await self.send_json(protocol.envelope("update", channel, event["sequence"], event["trades"],
-                                                   timestamp=event["timestamp"]))
+            await self.send(text_data=_market_frame(event, channel))
 
     async def live_ticker(self, event):
         channel = f"ticker.{event['symbol']}"
         if channel in self.subscriptions:
-            await self.send_json(protocol.envelope("update", channel, event["sequence"], event["data"],
-                                                   timestamp=event["timestamp"]))
+            await self.send(text_data=_market_frame(event, channel))
 
     async def live_close(self, event):
         """The credentials this connection authenticated with were revoked, signed out or deactivated."""
@@ -410,14 +462,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
         # The group is the user's own; checking again costs nothing.
         if self.user is None or event["user_id"] != self.user.pk:
             return
+        # The payloads arrive as JSON text (exchange/live/publish.py); only the
+        # envelope, whose counter is this connection's, is written here.
+        timestamp = event.get("_received_ms")
+        if timestamp is None:
+            timestamp = event["_received_ms"] = protocol.now_ms()  # the same for every connection of the process
         if "user.orders" in self.subscriptions:
             for order in event["orders"]:
-                await self.send_json(protocol.envelope("update", "user.orders", self._next_private("user.orders"),
-                                                       order))
+                await self.send(text_data=_private_frame("user.orders", self._next_private("user.orders"), timestamp,
+                                                         order))
         if "user.trades" in self.subscriptions:
             for trade in event["trades"]:
-                await self.send_json(protocol.envelope("update", "user.trades", self._next_private("user.trades"),
-                                                       trade))
-        if "user.balances" in self.subscriptions and event["balances"]:
-            await self.send_json(protocol.envelope("update", "user.balances", self._next_private("user.balances"),
-                                                   event["balances"]))
+                await self.send(text_data=_private_frame("user.trades", self._next_private("user.trades"), timestamp,
+                                                         trade))
+        if "user.balances" in self.subscriptions and event["balances"] not in (None, "[]", []):
+            await self.send(text_data=_private_frame("user.balances", self._next_private("user.balances"), timestamp,
+                                                     event["balances"]))

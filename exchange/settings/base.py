@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,7 @@ from exchange.core.config import (
     env_bool,
     env_int,
     env_list,
+    process_role,
     redis_db_of,
     redis_url_with_db,
 )
@@ -54,6 +56,9 @@ DATABASE_URL, REDIS_URL = runtime.ensure_services(DATA_DIR)
 KAFKA_BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
+# Each process names itself to PostgreSQL (pg_stat_activity.application_name):
+# exchange:web, exchange:run_matcher, exchange:celery... unless the URL names it.
+DATABASES["default"]["OPTIONS"].setdefault("application_name", process_role(sys.argv))
 # A pool of connections per process (psycopg_pool): a request borrows one
 # instead of opening its own. DATABASE_POOL_MAX_SIZE=0 disables it, and
 # DATABASE_CONN_MAX_AGE then keeps one connection per thread instead.

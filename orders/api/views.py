@@ -19,6 +19,13 @@ from exchange.models import Market
 from exchange.selectors import market_get
 from orders import selectors, services
 from orders.models import OrderStatus, OrderType, Side, StpMode, TimeInForce
+from orders.representations import (
+    attributes,
+    my_trade_representation,
+    order_representation,
+    ticker_representation,
+    trade_representation,
+)
 from orders.rules import OrderRequest
 from risk.api.schema import RISK_AMEND_CONFLICT, RISK_CONFLICT, RISK_FORBIDDEN, RISK_INVALID_ORDER, RISK_RATE
 
@@ -144,6 +151,13 @@ class OrderOutput(serializers.Serializer):
 
     def get_cancel_requested(self, order) -> bool:
         return order.cancel_requested_at is not None
+
+    def to_representation(self, order):
+        # The fields above declare the shape (OpenAPI); orders/representations.py renders it,
+        # for REST and the live layer alike (tests prove both agree).
+        market = order.market
+        return order_representation(attributes(order), symbol=market.symbol, base_code=market.base.code,
+                                    quote_code=market.quote.code)
 
 
 ORDER_EXAMPLE = OpenApiExample(
@@ -362,6 +376,10 @@ class TradeOutput(serializers.Serializer):
     taker_side = serializers.CharField()
     executed_at = serializers.DateTimeField()
 
+    def to_representation(self, trade):
+        # Declared above, rendered by orders/representations.py (as OrderOutput).
+        return trade_representation(attributes(trade), symbol=trade.market.symbol)
+
 
 class MyTradeOutput(TradeOutput):
     order_id = serializers.SerializerMethodField()
@@ -388,6 +406,11 @@ class MyTradeOutput(TradeOutput):
 
     def get_fee_asset(self, trade) -> str:
         return (trade.market.base if self.get_side(trade) == Side.BUY else trade.market.quote).code
+
+    def to_representation(self, trade):
+        market = trade.market
+        return my_trade_representation(attributes(trade), user_id=self.context["user"].pk, symbol=market.symbol,
+                                       base_code=market.base.code, quote_code=market.quote.code)
 
 
 class MyTradesFilter(StrictInputSerializer):
@@ -497,6 +520,9 @@ class TickerOutput(serializers.Serializer):
     change_percent = DecimalString(allow_null=True)
     window_start = serializers.DateTimeField()
     window_end = serializers.DateTimeField()
+
+    def to_representation(self, ticker):
+        return ticker_representation(ticker)  # declared above, rendered by orders/representations.py
 
 
 class TickerApi(PublicApi):

@@ -71,3 +71,13 @@ def test_production_check_refuses_a_malformed_api_key_encryption_key():
     )
     assert result.returncode != 0
     assert "exchange.E002" in result.stderr + result.stdout
+
+
+def test_each_process_names_itself_to_postgresql():
+    from exchange.core.config import process_role
+
+    assert process_role(["/srv/exchange/exchange/server.py", "--worker-fd", "3"]) == "exchange:web"
+    assert process_role(["/srv/venv/lib/python3.11/site-packages/celery/__main__.py", "-A", "exchange"]) == \
+        "exchange:celery"
+    assert process_role(["/srv/exchange/manage.py", "run_matcher", "BTC-USDT"]) == "exchange:run_matcher"
+    assert process_role([]) == "exchange"

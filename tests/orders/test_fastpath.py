@@ -422,3 +422,18 @@ def test_orders_the_database_refuses_give_their_risk_reservation_back(doors):
         assert same_answer(fast.post(limit()), django.post(limit()))[0] == 201
     status, answer, _ = same_answer(fast.post(limit()), django.post(limit()))
     assert (status, answer["code"]) == (409, "RISK_DAILY_ORDER_COUNT")
+
+
+def test_an_order_prepared_before_the_round_trip_is_checked_again_when_the_market_moved(doors, market):
+    """The worker prepares an order (and its risk plan) from the heartbeat it read last, to send
+    the reservation in its first round trip. When the fresh heartbeat brings other reference
+    prices, that early work does not stand: the order is checked again, here against a price
+    band it now falls outside of, and both doors answer alike."""
+    fast, django = doors
+    for door in doors:  # the worker reads the heartbeat (no prices yet: no band to check)
+        assert door.post(limit(price="1000", quantity="0.001")).status_code == 201
+    stream.heartbeat_write(market.symbol, sequence=0, pid=0, backlog=0, last_price="100", best_bid="99",
+                           best_ask="101")
+    status, answer, _ = same_answer(fast.post(limit(price="1000", quantity="0.001")),
+                                    django.post(limit(price="1000", quantity="0.001")))
+    assert status == 400 and answer["field"] == "price", answer

@@ -29,6 +29,7 @@ from exchange.core.pagination import StrictCursorPagination
 from exchange.core.schema import error_response
 from wallet.custody import SIGNATURE_HEADER, TIMESTAMP_HEADER, custody_request_verify
 from wallet.models import AccountKind, Deposit, TransactionKind, Withdrawal
+from wallet.representations import balance_representation
 from wallet.selectors import (
     asset_get,
     balances_for_user,
@@ -79,6 +80,10 @@ class BalanceOutput(serializers.Serializer):
     available = DecimalString(help_text="Free to trade or withdraw.")
     held = DecimalString(help_text="Reserved for open orders and requested withdrawals.")
     total = DecimalString(help_text="available + held.")
+
+    def to_representation(self, balance):
+        # Declared above (OpenAPI), rendered by wallet/representations.py for REST and live alike.
+        return balance_representation(balance.asset, balance.available, balance.held)
 
 
 class BalanceListApi(APIView):

@@ -106,11 +106,15 @@ class Command(BaseCommand):
             processes.stop(children)
         from django.utils.dateparse import parse_datetime
 
-        received = {int(order_id): at for order_id, (at, _) in result["orders"].items()}
-        written = {int(order_id): parse_datetime(when).timestamp() for order_id, (_, when) in result["orders"].items()}
+        received = {int(order_id): row[0] for order_id, row in result["orders"].items()}
+        written = {int(order_id): parse_datetime(row[1]).timestamp() for order_id, row in result["orders"].items()}
+        # When the web process handled the message (the frame's timestamp, ms).
+        handled = {int(order_id): row[2] / 1000 for order_id, row in result["orders"].items()}
         latencies = [(received[order_id] - at) * 1000 for order_id, at in accepted.items() if order_id in received]
         to_matcher = [(written[order_id] - at) * 1000 for order_id, at in accepted.items() if order_id in written]
         to_client = [(received[order_id] - written[order_id]) * 1000 for order_id in received]
+        to_web = [(handled[order_id] - written[order_id]) * 1000 for order_id in received]
+        web_to_client = [(received[order_id] - handled[order_id]) * 1000 for order_id in received]
         book_lags = [lag for lags in result["book_lag_ms"] for lag in lags]
         delivered = len(latencies) / len(accepted) if accepted else 0.0
         self.stdout.write(
@@ -124,7 +128,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"split: accepted -> matcher writes the batch p50 {_percentile(to_matcher, 0.5):.1f} ms "
             f"p99 {_percentile(to_matcher, 0.99):.1f} ms; batch written -> client p50 "
-            f"{_percentile(to_client, 0.5):.1f} ms p99 {_percentile(to_client, 0.99):.1f} ms")
+            f"{_percentile(to_client, 0.5):.1f} ms p99 {_percentile(to_client, 0.99):.1f} ms (written -> web process "
+            f"handles it p50 {_percentile(to_web, 0.5):.1f} ms p99 {_percentile(to_web, 0.99):.1f} ms; web process -> "
+            f"client p50 {_percentile(web_to_client, 0.5):.1f} ms p99 {_percentile(web_to_client, 0.99):.1f} ms)")
 
     # --------------------------------------------------------------- setup
 

@@ -20,7 +20,7 @@ then sends signed requests from one asyncio client (``orders/loadgen.py``):
 when each request was due); without it, ``--connections`` connections send
 as fast as they are answered (closed loop). It prints the CPU seconds each
 kind of process used during the timed part (web workers, matchers,
-PostgreSQL, Redis, Celery, this client), per request as well. The last line
+PostgreSQL, Redis, the outbox relay, Celery, this client), per request as well. The last line
 is ``orders_per_s=<int> p50_ms=<float> p99_ms=<float> p999_ms=<float>``:
 requests answered with the workload's success status per second, and the
 latency percentiles of every request.
@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from exchange.apikeys.services import api_key_create
 from exchange.models import Market
@@ -83,7 +84,7 @@ class Command(BaseCommand):
             requests = [("DELETE", ORDERS, f"market={symbol}", b"") for _ in keys]
             success = 202
 
-        cpu = loadgen.ProcessCpu(str(settings.DATA_DIR))
+        cpu = loadgen.ProcessCpu(str(settings.DATA_DIR), backends=_backends)
         cpu.start()
         result = loadgen.run(host=host, port=port, connections=connections, requests=requests, keys=keys,
                              rate=rate or None)
@@ -124,16 +125,28 @@ class Command(BaseCommand):
         mode = f"open loop at {rate:g}/s" if rate else f"closed loop, {connections} connections"
         self.stdout.write(f"{workload}: {done} requests in {result.elapsed_s:.2f}s ({mode}); "
                           f"statuses {dict(result.statuses)}")
-        total = sum(used.values())
+        total = sum(seconds for kind, seconds in used.items() if not kind.startswith("postgres for "))
         self.stdout.write("CPU seconds during the run (per request, ms):")
-        for kind in ("web", "matcher", "postgres", "redis", "celery", "client"):
+        for kind in ("web", "matcher", "postgres", "redis", "relay", "celery", "client"):
             seconds = used.get(kind, 0.0)
             self.stdout.write(f"  {kind:<9} {seconds:7.2f}  ({seconds / max(done, 1) * 1000:.3f})")
+            if kind == "postgres":
+                for part, part_seconds in sorted(used.items(), key=lambda item: -item[1]):
+                    if part.startswith("postgres for "):
+                        self.stdout.write(f"    {part[9:]:<30} {part_seconds:7.2f}  "
+                                          f"({part_seconds / max(done, 1) * 1000:.3f})")
         self.stdout.write(f"  {'total':<9} {total:7.2f}  ({total / max(done, 1) * 1000:.3f})")
         self.stdout.write(
             f"orders_per_s={int(accepted / result.elapsed_s) if result.elapsed_s else 0} "
             f"p50_ms={result.percentile_ms(0.50):.1f} p99_ms={result.percentile_ms(0.99):.1f} "
             f"p999_ms={result.percentile_ms(0.999):.1f}")
+
+
+def _backends() -> dict[int, str]:
+    """PostgreSQL's backends of this database, by the application_name of their client."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()")
+        return {pid: name or "unnamed" for pid, name in cursor.fetchall()}
 
 
 class _OrderMaker:
