@@ -351,14 +351,19 @@ def _batches_match_trades() -> list[Violation]:
                 JOIN wallet_ledgerentry e ON e.transaction_id = b.id
                 JOIN wallet_account a ON a.id = e.account_id
                 GROUP BY 1, 2, 3
+            ), differences AS MATERIALIZED (
+                -- materialized: joined to the batches directly, the planner re-ran the full join once per batch
+                SELECT coalesce(x.id, y.id) AS id, coalesce(x.user_id, y.user_id) AS user_id,
+                       coalesce(x.asset_id, y.asset_id) AS asset_id,
+                       coalesce(y.amount, 0) AS actual, coalesce(x.amount, 0) AS expected
+                FROM expected x
+                FULL JOIN actual y
+                    ON y.id = x.id AND y.user_id IS NOT DISTINCT FROM x.user_id AND y.asset_id = x.asset_id
+                WHERE coalesce(x.amount, 0) <> coalesce(y.amount, 0)
             )
-            SELECT coalesce(x.id, y.id), b.reference, coalesce(x.user_id, y.user_id),
-                   (SELECT code FROM exchange_asset WHERE id = coalesce(x.asset_id, y.asset_id)),
-                   coalesce(y.amount, 0), coalesce(x.amount, 0)
-            FROM expected x
-            FULL JOIN actual y ON y.id = x.id AND y.user_id IS NOT DISTINCT FROM x.user_id AND y.asset_id = x.asset_id
-            JOIN batches b ON b.id = coalesce(x.id, y.id)
-            WHERE coalesce(x.amount, 0) <> coalesce(y.amount, 0)
+            SELECT d.id, b.reference, d.user_id, (SELECT code FROM exchange_asset WHERE id = d.asset_id),
+                   d.actual, d.expected
+            FROM differences d JOIN batches b ON b.id = d.id
             ORDER BY 1, 3 LIMIT %s
             """,
             [purged_before],
