@@ -274,6 +274,103 @@ def _external_matches_deposits_and_withdrawals() -> list[Violation]:
     ]
 
 
+def _batches_match_trades() -> list[Violation]:
+    """Each matcher batch (a MATCH transaction, "match:<symbol>:<first>:<last>") moved exactly
+    what its trades say: per (user, asset) its AVAILABLE and HELD entries together sum to what
+    the user's trades of sequences first..last received less fees and paid, and its FEES
+    entries to those trades' fees. Releases, the rest of the batch, can then only move money
+    between one user's own HELD and AVAILABLE accounts of one asset (what each hold keeps is
+    proven by the per-reference hold checks). The matcher writes these transactions
+    (docs/LEDGER.md, "Netting"); the trades are the orders app's table, read by name here.
+    Retention deletes old trades, except those of users under a legal hold, so a batch is
+    proven only while all its trades are kept: its memo records how many it settled ("570
+    trades"), and a batch with fewer left is skipped, as is one older than the trades'
+    retention."""
+    from django.conf import settings
+
+    from exchange.audit.retention import retention_cutoff
+
+    purged_before = retention_cutoff(settings.RETENTION_TRADES_DAYS) or "-infinity"
+    unknown = [
+        Violation("batch_matches_trades", f"matcher batch {txn} ({reference}) names no market and sequence range",
+                  {"wallet_ledgertransaction": [txn]})
+        for txn, reference in _rows(
+            """
+            SELECT t.id, t.reference FROM wallet_ledgertransaction t
+            WHERE t.kind = 'MATCH' AND (
+                t.reference !~ '^match:[^:]+:[0-9]+:[0-9]+$'
+                OR NOT EXISTS (SELECT 1 FROM exchange_market m WHERE m.symbol = split_part(t.reference, ':', 2)))
+            ORDER BY 1 LIMIT %s
+            """
+        )
+    ]
+    return unknown + [
+        Violation(
+            "batch_matches_trades",
+            f"matcher batch {txn} ({reference}): {'the operator' if user is None else f'user {user}'} "
+            f"{code} entries sum to {actual} but its trades make {expected}",
+            {"wallet_ledgertransaction": [txn]},
+        )
+        for txn, reference, user, code, actual, expected in _rows(
+            """
+            WITH batches AS (
+                SELECT t.id, t.reference, m.id AS market_id, m.base_id, m.quote_id,
+                       split_part(t.reference, ':', 3)::bigint AS first_sequence,
+                       split_part(t.reference, ':', 4)::bigint AS last_sequence
+                FROM wallet_ledgertransaction t
+                JOIN exchange_market m ON m.symbol = split_part(t.reference, ':', 2)
+                WHERE t.kind = 'MATCH' AND t.reference ~ '^match:[^:]+:[0-9]+:[0-9]+$' AND t.created_at >= %s
+                  AND (t.memo !~ '^[0-9]+ trades$' OR split_part(t.memo, ' ', 1)::bigint = (
+                      SELECT count(*) FROM orders_trade tr
+                      WHERE tr.market_id = m.id
+                        AND tr.sequence BETWEEN split_part(t.reference, ':', 3)::bigint
+                                            AND split_part(t.reference, ':', 4)::bigint))
+            ), expected AS (
+                SELECT b.id, x.user_id, x.asset_id, sum(x.amount) AS amount
+                FROM batches b
+                JOIN orders_trade tr ON tr.market_id = b.market_id
+                    AND tr.sequence BETWEEN b.first_sequence AND b.last_sequence
+                CROSS JOIN LATERAL (
+                    SELECT CASE WHEN tr.taker_side = 'BUY' THEN tr.taker_user_id ELSE tr.maker_user_id END AS buyer,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.maker_user_id ELSE tr.taker_user_id END AS seller,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.taker_fee ELSE tr.maker_fee END AS buyer_fee,
+                           CASE WHEN tr.taker_side = 'BUY' THEN tr.maker_fee ELSE tr.taker_fee END AS seller_fee
+                ) p
+                CROSS JOIN LATERAL (VALUES
+                    (p.buyer, b.base_id, tr.quantity - p.buyer_fee),
+                    (p.buyer, b.quote_id, -tr.notional),
+                    (p.seller, b.quote_id, tr.notional - p.seller_fee),
+                    (p.seller, b.base_id, -tr.quantity),
+                    (NULL, b.base_id, p.buyer_fee),
+                    (NULL, b.quote_id, p.seller_fee)
+                ) x(user_id, asset_id, amount)
+                GROUP BY 1, 2, 3
+            ), actual AS (
+                SELECT e.transaction_id AS id, a.user_id, e.asset_id, sum(e.amount) AS amount
+                FROM batches b
+                JOIN wallet_ledgerentry e ON e.transaction_id = b.id
+                JOIN wallet_account a ON a.id = e.account_id
+                GROUP BY 1, 2, 3
+            ), differences AS MATERIALIZED (
+                -- materialized: joined to the batches directly, the planner re-ran the full join once per batch
+                SELECT coalesce(x.id, y.id) AS id, coalesce(x.user_id, y.user_id) AS user_id,
+                       coalesce(x.asset_id, y.asset_id) AS asset_id,
+                       coalesce(y.amount, 0) AS actual, coalesce(x.amount, 0) AS expected
+                FROM expected x
+                FULL JOIN actual y
+                    ON y.id = x.id AND y.user_id IS NOT DISTINCT FROM x.user_id AND y.asset_id = x.asset_id
+                WHERE coalesce(x.amount, 0) <> coalesce(y.amount, 0)
+            )
+            SELECT d.id, b.reference, d.user_id, (SELECT code FROM exchange_asset WHERE id = d.asset_id),
+                   d.actual, d.expected
+            FROM differences d JOIN batches b ON b.id = d.id
+            ORDER BY 1, 3 LIMIT %s
+            """,
+            [purged_before],
+        )
+    ]
+
+
 # -- per reference type ------------------------------------------------------------
 
 HoldCheck = Callable[[QuerySet[Hold]], Iterable[Violation]]
@@ -365,6 +462,7 @@ CHECKS: list[Callable[[], list[Violation]]] = [
     _held_balances_match_holds,
     _amounts_quantized,
     _external_matches_deposits_and_withdrawals,
+    _batches_match_trades,
     _hold_checks_by_prefix,
 ]
 

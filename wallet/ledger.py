@@ -167,7 +167,9 @@ class _Hold:
 # in ascending id order, with FOR UPDATE on the single-table subquery (a
 # locking join can silently drop rows that were updated concurrently). The
 # locked rows' physical addresses (ctid) cannot change before our own update,
-# so the bulk UPDATEs find them by TID scan, without any index.
+# so the bulk UPDATEs find them by TID scan, without any index: they name the addresses
+# with "ctid = ANY(array)" as well as in the join, since the join alone lets the planner hash
+# a sequential scan of the whole table (the holds table grows by one row per order).
 
 _HOLD_COLUMNS = "ctid, id, reference, user_id, asset_id, amount, amount_remaining, status"
 
@@ -236,7 +238,7 @@ _INSERT_JOURNAL = """
 _UPDATE_ACCOUNTS = """
     UPDATE wallet_account a SET balance = a.balance + d.delta, updated_at = statement_timestamp()
     FROM unnest(%s::tid[], %s::numeric[]) AS d(row, delta)
-    WHERE a.ctid = d.row
+    WHERE a.ctid = ANY(%s::tid[]) AND a.ctid = d.row
 """
 
 _UPDATE_HOLDS = """
@@ -244,7 +246,7 @@ _UPDATE_HOLDS = """
     SET amount = d.amount, amount_remaining = d.remaining, status = d.status, updated_at = statement_timestamp(),
         closed_at = CASE WHEN d.status = 'CLOSED' THEN statement_timestamp() END
     FROM unnest(%s::tid[], %s::numeric[], %s::numeric[], %b::varchar[]) AS d(row, amount, remaining, status)
-    WHERE h.ctid = d.row
+    WHERE h.ctid = ANY(%s::tid[]) AND h.ctid = d.row
 """
 
 
@@ -518,17 +520,17 @@ class Posting:
                     raise
             changed = [account for account in self.accounts.values() if account.delta]
             if changed:
-                cursor.execute(
-                    _UPDATE_ACCOUNTS, [_tid_array(a.row for a in changed), _array(a.delta for a in changed)]
-                )
+                rows = _tid_array(a.row for a in changed)
+                cursor.execute(_UPDATE_ACCOUNTS, [rows, _array(a.delta for a in changed), rows])
                 assert cursor.rowcount == len(changed), "locked rows keep their address until updated"
                 self._emit_balance_events(cursor, changed)
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
+                rows = _tid_array(h.row for h in holds)
                 cursor.execute(
                     _UPDATE_HOLDS,
-                    [_tid_array(h.row for h in holds), _array(h.amount for h in holds),
-                     _array(h.remaining for h in holds), [h.status for h in holds]],
+                    [rows, _array(h.amount for h in holds), _array(h.remaining for h in holds),
+                     [h.status for h in holds], rows],
                 )
                 assert cursor.rowcount == len(holds), "locked rows keep their address until updated"
         return transaction_ids

@@ -162,6 +162,7 @@ class TransactionKind(models.TextChoices):
     HOLD = "HOLD", "Hold"
     RELEASE = "RELEASE", "Release"
     TRADE = "TRADE", "Trade"
+    MATCH = "MATCH", "Matcher batch (netted trades and releases)"
     DEPOSIT = "DEPOSIT", "Deposit"
     WITHDRAWAL_APPROVE = "WITHDRAWAL_APPROVE", "Withdrawal approved"
     WITHDRAWAL_COMPLETE = "WITHDRAWAL_COMPLETE", "Withdrawal completed"
@@ -172,6 +173,7 @@ class TransactionKind(models.TextChoices):
 # transaction with the same reference would post it twice.
 UNIQUE_REFERENCE_KINDS = (
     TransactionKind.TRADE,
+    TransactionKind.MATCH,
     TransactionKind.DEPOSIT,
     TransactionKind.WITHDRAWAL_APPROVE,
     TransactionKind.WITHDRAWAL_COMPLETE,

@@ -132,16 +132,16 @@ def test_a_batch_that_fails_to_commit_is_applied_once_after_rebuilding(traders, 
     alice, bob, _ = traders
     place(alice, "SELL", price=100, quantity=1)
     place(bob, "BUY", price=100, quantity=1)
-    real_apply = batch_module.ledger_apply
+    real_settle = batch_module.batch_settle
     calls = {"n": 0}
 
-    def failing_once(operations):
+    def failing_once(**kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise error("database went away")
-        return real_apply(operations)
+        return real_settle(**kwargs)
 
-    monkeypatch.setattr(batch_module, "ledger_apply", failing_once)
+    monkeypatch.setattr(batch_module, "batch_settle", failing_once)
     if error is OperationalError:
         with pytest.raises(OperationalError):
             for _ in range(3):  # the first read only drains the (empty) pending list

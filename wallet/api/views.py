@@ -137,15 +137,15 @@ class LedgerEntryListApi(APIView):
         "withdrawals and adjustments. Filter by asset, transaction kind, balance and time.",
         examples=[
             OpenApiExample(
-                "A trade",
+                "Trades settled by a matcher batch",
                 value={
                     "next": None,
                     "previous": None,
                     "results": [
                         {"id": 42, "time": "2026-11-23T10:00:00Z", "asset": "BTC", "account_kind": "AVAILABLE",
-                         "amount": "0.4995", "kind": "TRADE", "reference": "trade:BTC-USDT:7"},
+                         "amount": "0.4995", "kind": "MATCH", "reference": "match:BTC-USDT:7:12"},
                         {"id": 40, "time": "2026-11-23T10:00:00Z", "asset": "USDT", "account_kind": "HELD",
-                         "amount": "-15000", "kind": "TRADE", "reference": "trade:BTC-USDT:7"},
+                         "amount": "-15000", "kind": "MATCH", "reference": "match:BTC-USDT:7:12"},
                     ],
                 },
                 response_only=True,

@@ -22,6 +22,7 @@ from wallet.services.holds import (
     ledger_apply,
     trade_settle,
 )
+from wallet.services.settlement import BatchSettlement, batch_settle
 from wallet.services.withdrawals import (
     withdrawal_approve,
     withdrawal_complete,
@@ -30,6 +31,8 @@ from wallet.services.withdrawals import (
 )
 
 __all__ = [
+    "BatchSettlement",
+    "batch_settle",
     "HoldIncrease",
     "HoldPlace",
     "HoldRelease",

@@ -16,11 +16,14 @@ whole drain; 99th percentile of one batch's apply-and-commit time).
 
 from __future__ import annotations
 
+import cProfile
 import gc
+import os
 import statistics
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from exchange.core.redis import get_redis
 from exchange.models import Market
@@ -34,6 +37,16 @@ from wallet.fees import fee_rates_for
 DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a local process (Linux /proc), 0.0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Command(BaseCommand):
     help = "Benchmark one market's matcher end to end (stream -> engine -> PostgreSQL commit)."
 
@@ -42,8 +55,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000)
         parser.add_argument("--users", type=int, default=200)
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--profile", metavar="FILE", default="",
+                            help="cProfile every batch apply and write the stats to FILE (pstats format)")
 
-    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, **options):
+    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, profile: str = "", **options):
         market = bench_market("B")
         traders = funded_traders(market, users, name=f"bench-{market.symbol}")
         # The matcher starts (and recovers, on an empty market) before the
@@ -65,15 +80,24 @@ class Command(BaseCommand):
         gc.freeze()
         durations = []
         real_apply = matcher.applier.apply
+        profiler = cProfile.Profile() if profile else None
 
         def timed_apply(commands):
             begun = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             result = real_apply(commands)
+            if profiler is not None:
+                profiler.disable()
             durations.append(time.perf_counter() - begun)
             return result
 
         matcher.applier.apply = timed_apply
         redis = get_redis()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend_pid = cursor.fetchone()[0]
+        cpu_begun = time.thread_time(), _process_cpu_s(backend_pid)
         begun = time.perf_counter()
         while True:
             handled = matcher.run_once()
@@ -84,8 +108,12 @@ class Command(BaseCommand):
                 if info["last-delivered-id"] == redis.xinfo_stream(matcher.stream)["last-generated-id"]:
                     break
         elapsed = time.perf_counter() - begun
+        python_cpu_s = time.thread_time() - cpu_begun[0]
+        postgres_cpu_s = _process_cpu_s(backend_pid) - cpu_begun[1]
         matcher.stop()
         gc.unfreeze()
+        if profiler is not None:
+            profiler.dump_stats(profile)
         pending = Order.objects.filter(market=market, status="PENDING").count()
         if pending:
             raise CommandError(f"{pending} orders were left PENDING: the drain did not apply every command")
@@ -96,6 +124,11 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{orders} commands in {elapsed:.2f}s, {len(durations)} batches, {trades} trades; "
             f"batch apply p50 {p50:.1f} ms")
+        # CPU time per order (the matcher's thread and its PostgreSQL backend) is far less
+        # disturbed by other jobs on a shared machine than the wall-clock rate.
+        self.stdout.write(
+            f"cpu per order: python {python_cpu_s / orders * 1e6:.1f} us, postgres backend "
+            f"{postgres_cpu_s / orders * 1e6:.1f} us (WAL flushes and other backends not counted)")
         self.stdout.write(f"orders_per_s={rate} apply_p99_ms={p99:.1f}")
 
     def _enqueue(self, market: Market, traders, count: int, seed: int) -> dict:

@@ -52,7 +52,7 @@ def test_orders_trades_and_ledger_exports_of_a_matcher_run(traders, matcher):  #
 
     orders = export(client, "orders", user="alice")
     trades = export(client, "trades", user="bob", market="BTC-USDT")
-    ledger = export(client, "ledger", user="alice", action="TRADE")
+    ledger = export(client, "ledger", user="alice", action="MATCH")  # the matcher's netted batches
 
     assert [(o["id"], o["price"], o["quantity"], o["filled_quantity"], o["status"]) for o in orders] == [
         (str(bid.pk), "100.5", "2", "0.5", "PARTIALLY_FILLED")]
@@ -61,7 +61,7 @@ def test_orders_trades_and_ledger_exports_of_a_matcher_run(traders, matcher):  #
         str(bid.pk), str(ask.pk), "100.5", "0.5", "50.25")
     assert (trade["maker_username"], trade["taker_username"]) == ("alice", "bob")
     assert {(e["asset"], e["account_kind"]) for e in ledger} >= {("BTC", "AVAILABLE"), ("USDT", "HELD")}
-    assert all(e["username"] == "alice" and e["kind"] == "TRADE" for e in ledger)
+    assert all(e["username"] == "alice" and e["kind"] == "MATCH" for e in ledger)
     assert export(client, "orders", market="BTC-USDT", user="carol")[0]["status"] == "NEW"
     assert export(client, "trades", start=(timezone.now() + timedelta(minutes=1)).isoformat()) == []
     assert len(export(client, "ledger", action="DEPOSIT")) == 12  # 3 traders x 2 assets x 2 entries
