@@ -185,6 +185,7 @@ class AlertKind(models.TextChoices):
     VELOCITY = "VELOCITY", "Unusual volume or velocity"
     CONCENTRATION = "CONCENTRATION", "Concentration of market volume"
     LARGE_TRADE = "LARGE_TRADE", "Large trade"
+    SET_ASIDE = "SET_ASIDE", "Command set aside by the matcher"
 
 
 class Severity(models.TextChoices):

@@ -1,27 +1,38 @@
 """One market's matcher: the only writer of its book, orders and trades.
 
-Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol"):
+Lifecycle (ARCHITECTURE.md, "Order flow and the single-writer protocol";
+docs/TRADING.md, "Matcher process: restart and recovery"):
 
 1. ``start()`` takes a PostgreSQL advisory lock for the market (a second
-   matcher for the same market refuses to start; the fenced sequence update
-   in every batch is the second line of defence) and recovers.
-2. ``recover()`` rebuilds the book from the database, then applies what the
-   database says is still to do (orders still PENDING, cancels still
+   matcher for the same market waits ``lock_wait_s`` and then refuses to
+   start; a standby waits as long as it takes; the fenced sequence update in
+   every batch is the second line of defence) and recovers.
+2. ``recover()`` loads the book from its snapshot brought up to date, or
+   rebuilds it from the database (matching/worker/snapshot.py), then applies
+   what the database says is still to do (orders still PENDING, cancels still
    requested, amendments and status changes still REQUESTED, in the order
    they were made), then re-reads the stream entries this consumer read but
    never acknowledged. Anything already applied is skipped by the batch.
+   ``run()`` then freezes what recovery built out of the collector's reach
+   and tells its supervisor it is ready.
 3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
    transaction, then XACKs, then publishes the depth snapshot and live
-   events, then beats its heartbeat. When the stream is idle it sweeps the
-   database for commands whose stream entry was lost (Redis down or flushed).
+   events, then beats its heartbeat. Every ``sweep_after_s``, busy or idle,
+   it sweeps the database for commands whose stream entry was lost (Redis
+   down or flushed, an XADD that failed after its commit); every minute a
+   forked child writes the book's snapshot.
 
 If a batch fails to commit, the in-memory book is ahead of the database: the
-matcher rebuilds it and the unacknowledged entries are read again. Killing a
-matcher at any instant therefore loses nothing and applies nothing twice.
+matcher rebuilds it and the unacknowledged entries are read again. A failure
+that is not transient may be a poisoned command: the batch's commands are
+applied one at a time, and one that keeps failing is set aside
+(matching/worker/poison.py). Killing a matcher at any instant therefore loses
+nothing and applies nothing twice.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -42,7 +53,7 @@ from matching import stream
 from matching.models import MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.batch import BatchApplier, BatchResult, Command, to_micros
-from matching.worker.rebuild import book_from_database
+from matching.worker import poison, snapshot
 from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -115,44 +126,85 @@ class Matcher:
         self._last_heartbeat = 0.0
         self._batches_since_trim = 0
         self._last_acked_id: str | None = None
+        # Commands set aside as poisoned: (kind, row id), skipped if read again.
+        self._set_aside: set[tuple[str, int]] = set()
+        self._set_aside_at: list[float] = []  # when, for the rate limit
+        self.set_aside_after = poison.set_aside_after()
+        self.snapshots: snapshot.SnapshotWriter | None = None
+        self.locked = False  # holds the market's advisory lock
         # Reference prices for order entry, carried by the heartbeat (decimal strings).
         self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
 
     # --------------------------------------------------------------- startup
 
-    def start(self) -> None:
+    def start(self, *, lock_wait_s: float | None = 0.0) -> None:
+        """Take the market's lock, waiting up to ``lock_wait_s`` for it (a
+        predecessor that was just killed holds it until PostgreSQL notices its
+        connection is gone, usually within milliseconds; None: as long as it
+        takes, a standby), then recover."""
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
-            if not cursor.fetchone()[0]:
-                raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+            if lock_wait_s is None:
+                cursor.execute("SELECT pg_advisory_lock(%s)", [_lock_key(self.symbol)])
+            else:
+                deadline = time.monotonic() + lock_wait_s
+                while True:
+                    cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
+                    if cursor.fetchone()[0]:
+                        break
+                    if time.monotonic() >= deadline:
+                        raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+                    time.sleep(0.02)
+        self.locked = True
         self.recover()
 
     def stop(self) -> None:
+        if self.snapshots is not None:
+            # Not waited for: a child still writing finishes on its own (the
+            # file is replaced atomically), and the lock is released now.
+            self.snapshots.reap()
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [_lock_key(self.symbol)])
 
     def recover(self) -> None:
         started = time.perf_counter()
+        # A recovery during the run replaces a frozen book: give it back to the
+        # collector (its orders form cycles), and freeze the new one after.
+        frozen = gc.get_freeze_count() > 0
+        if frozen:
+            gc.unfreeze()
         self.market = Market.objects.select_related("base", "quote").get(symbol=self.symbol)
         self.units = MarketUnits.of(self.market)
-        self.book = book_from_database(self.market)
-        self.applier = BatchApplier(self.market, self.book)
+        source = self._rebuild()
+        if self.snapshots is None:
+            self.snapshots = snapshot.SnapshotWriter(self.market)
+        self.snapshots.after_recovery(self.book, from_database=source == "database")
         self.live = MarketPublisher(self.market, self.units)
         self._ensure_group()
         backlog = database_backlog(self.market)
         for start in range(0, len(backlog), self.batch_size):
-            # A failure here propagates: the caller retries recovery from scratch.
-            result = self.applier.apply(backlog[start:start + self.batch_size])
+            # A transient failure here propagates: the caller retries recovery
+            # from scratch. A poisoned command is set aside (``_apply``).
+            result = self._apply(backlog[start:start + self.batch_size])
             self._publish(result)
         self._read_id = "0"
         self._heartbeat(force=True)
         logger.info(
             "matcher recovered",
             extra={"symbol": self.symbol, "sequence": self.book.sequence, "open_orders": len(self.book),
-                   "backlog": len(backlog), "seconds": round(time.perf_counter() - started, 3)},
+                   "backlog": len(backlog), "book_from": source, "seconds": round(time.perf_counter() - started, 3)},
         )
         self._publish(None)
+        if frozen:
+            gc.freeze()
+
+    def _rebuild(self) -> str:
+        """The book from its snapshot brought up to date, or from the database
+        (matching/worker/snapshot.py), and an applier on it. Returns the source."""
+        self.book, source = snapshot.load_book(self.market)
+        self.applier = BatchApplier(self.market, self.book)
+        self.book_source = source
+        return source
 
     def _ensure_group(self) -> None:
         try:
@@ -193,6 +245,7 @@ class Matcher:
                 self._sweep()
             self.live.flush_ticker()
             self._heartbeat()
+            self.snapshots.tick(self.book)
             return 0
         commands = []
         for entry_id, fields in entries:
@@ -208,19 +261,70 @@ class Matcher:
         self._last_acked_id = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
         self._trim()
         self._publish(result)
+        # On a timer, not only when idle: under steady traffic a lost XADD would
+        # otherwise leave its command unapplied for as long as the traffic lasts.
+        self._sweep()
         self._heartbeat()
+        self.snapshots.tick(self.book)
         return len(entries)
 
     def _apply(self, commands: list[Command]) -> BatchResult | None:
+        """Apply ``commands`` in one batch. If the batch fails, the book (now
+        maybe ahead of the database) is rebuilt; a transient failure (database
+        or Redis away, a sequence conflict) propagates, any other one means a
+        command may be poisoned: the commands are applied one by one, each
+        alone batch published as it commits, and one that fails
+        ``set_aside_after()`` times is set aside (matching/worker/poison.py)."""
+        commands = [c for c in commands if (c.kind, c.row_id) not in self._set_aside]
         if not commands:
             return None
         try:
             return self.applier.apply(commands)
+        except Exception as exc:
+            self._after_failure(exc)
+            if poison.is_transient(exc) or self.set_aside_after <= 0:
+                raise
+            if len(commands) == 1:
+                return self._apply_alone(commands[0], failures=1, error=exc)
+            logger.warning("applying the failed batch's commands one at a time",
+                           extra={"symbol": self.symbol, "commands": len(commands)})
+            for command in commands:
+                self._publish(self._apply_alone(command))
+            return None
+
+    def _after_failure(self, exc: BaseException) -> None:
+        # The book may be ahead of the database now; only a rebuild is safe.
+        logger.error("batch failed; rebuilding the book from the database", exc_info=exc,
+                     extra={"symbol": self.symbol})
+        self._rebuild()
+        self._read_id = "0"  # what this consumer read and did not acknowledge is read again
+
+    def _apply_alone(self, command: Command, *, failures: int = 0, error: BaseException | None = None):
+        while failures < self.set_aside_after:
+            try:
+                return self.applier.apply([command])
+            except Exception as exc:
+                self._after_failure(exc)
+                if poison.is_transient(exc):
+                    raise
+                failures, error = failures + 1, exc
+        now = time.monotonic()
+        recent = [moment for moment in self._set_aside_at if now - moment < 60.0]
+        if (len(recent) >= poison.MAX_SET_ASIDE_PER_MINUTE
+                or poison.rejected_recently(self.market) >= poison.MAX_REJECTED_PER_10_MINUTES):
+            logger.error("too many commands failing: not setting more aside; stopping instead",
+                         extra={"symbol": self.symbol, "set_aside_last_minute": len(recent)})
+            raise error
+        self._set_aside_at = [*recent, now]
+        self._set_aside.add((command.kind, command.row_id))
+        try:
+            poison.set_aside(market=self.market, book=self.book, command=command, error=error, tries=failures)
         except Exception:
-            # The book may be ahead of the database now; only a rebuild is safe.
-            logger.exception("batch failed; rebuilding the book from the database", extra={"symbol": self.symbol})
-            self.recover()
-            raise
+            # Kept aside in this process anyway: the market trades on; the
+            # next incarnation will try (and set aside) again.
+            logger.exception("setting a poisoned command aside failed", extra={
+                "symbol": self.symbol, "kind": command.kind, "row_id": command.row_id})
+        return None
 
     def _sweep(self, force: bool = False) -> None:
         """Apply commands the database holds but the stream lost (Redis down or flushed)."""
@@ -295,10 +399,18 @@ class Matcher:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, should_stop) -> None:
+    def run(self, should_stop, *, on_ready=None, lock_wait_s: float | None = 0.0) -> None:
         """Loop until ``should_stop()``; a failing batch is retried after a rebuild,
-        and repeated failures end the process for its supervisor to restart."""
-        self.start()
+        and repeated failures end the process for its supervisor to restart.
+        ``on_ready()`` is called once recovery is done (the supervisor's sign
+        that this start succeeded)."""
+        self.start(lock_wait_s=lock_wait_s)
+        # What recovery built (the book: one object per resting order) lives as
+        # long as the process: out of the collector's reach, a full collection
+        # no longer walks it (docs/TRADING.md, "Matcher process").
+        gc.freeze()
+        if on_ready is not None:
+            on_ready()
         failures = 0
         try:
             while not should_stop():

@@ -25,28 +25,26 @@ def market_state_for(market) -> MarketState:
     return state
 
 
-def database_snapshot(market) -> dict:
-    units = MarketUnits.of(market)
-    state = market_state_for(market)
-    resting = Order.objects.filter(market=market, status__in=[OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED])
-    fields = ("id", "user_id", "price", "quantity", "filled_quantity", "filled_notional", "type", "stp_mode")
+RESTING_FIELDS = ("id", "user_id", "price", "quantity", "filled_quantity", "filled_notional", "type", "stp_mode")
 
-    def rows(side: str, price_order: str) -> list[list]:
-        result = []
-        query = resting.filter(side=side).order_by(price_order, "priority_sequence").values_list(*fields)
-        for order_id, user_id, price, quantity, filled, notional, order_type, stp_mode in query.iterator(CHUNK_ROWS):
-            result.append([
-                order_id,
-                user_id,
-                units.price_to_ticks(price),
-                units.quantity_to_lots(quantity - filled),
-                units.quantity_to_lots(filled),
-                units.quote_to_tl(notional),
-                order_type,
-                stp_mode,
-            ])
-        return result
 
+def resting_row(units: MarketUnits, row) -> list:
+    """A resting order's ``ORDER_COLUMNS`` row from its ``RESTING_FIELDS`` values."""
+    order_id, user_id, price, quantity, filled, notional, order_type, stp_mode = row
+    return [
+        order_id,
+        user_id,
+        units.price_to_ticks(price),
+        units.quantity_to_lots(quantity - filled),
+        units.quantity_to_lots(filled),
+        units.quote_to_tl(notional),
+        order_type,
+        stp_mode,
+    ]
+
+
+def stop_rows(market, units: MarketUnits) -> list[list]:
+    """The market's untriggered stops as ``STOP_COLUMNS`` rows, by accepted sequence."""
     stops = []
     stop_fields = ("id", "user_id", "side", "type", "time_in_force", "price", "stop_price", "quantity",
                    "quote_quantity", "hold_amount", "stp_mode", "accepted_sequence")
@@ -68,6 +66,11 @@ def database_snapshot(market) -> dict:
             stp,
             accepted,
         ])
+    return stops
+
+
+def snapshot_header(market, units: MarketUnits, state: MarketState) -> dict:
+    """Everything of a book's snapshot but its orders, from the database."""
     return {
         "format": SNAPSHOT_FORMAT,
         "symbol": market.symbol,
@@ -76,11 +79,24 @@ def database_snapshot(market) -> dict:
         "stp_default": market.stp_default,
         "last_trade_price_ticks": units.price_to_ticks(state.last_price) if state.last_price is not None else 0,
         "order_columns": list(ORDER_COLUMNS),
-        "bids": rows(Side.BUY, "-price"),
-        "asks": rows(Side.SELL, "price"),
         "stop_columns": list(STOP_COLUMNS),
-        "stops": stops,
     }
+
+
+def database_snapshot(market) -> dict:
+    units = MarketUnits.of(market)
+    state = market_state_for(market)
+    resting = Order.objects.filter(market=market, status__in=[OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED])
+
+    def rows(side: str, price_order: str) -> list[list]:
+        query = resting.filter(side=side).order_by(price_order, "priority_sequence").values_list(*RESTING_FIELDS)
+        return [resting_row(units, row) for row in query.iterator(CHUNK_ROWS)]
+
+    snapshot = snapshot_header(market, units, state)
+    snapshot["bids"] = rows(Side.BUY, "-price")
+    snapshot["asks"] = rows(Side.SELL, "price")
+    snapshot["stops"] = stop_rows(market, units)
+    return snapshot
 
 
 def book_from_database(market) -> OrderBook:

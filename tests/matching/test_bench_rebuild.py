@@ -19,4 +19,6 @@ def test_bench_rebuild_restores_every_order_it_wrote(redis_app):
     assert len(runs) == 2
     # Bids sit one tick and more below the mid (10,000,000 ticks), asks above.
     assert all("best bid 9999999 ask 10000001, 300 orders resting" in line for line in runs), runs
-    assert re.fullmatch(r"orders=300 restart_s=\d+\.\d\d rebuild_s=\d+\.\d\d", lines[-1]), lines[-1]
+    assert all("from a snapshot 75 changes behind" in line for line in runs), runs
+    assert re.fullmatch(r"orders=300 restart_s=\d+\.\d\d rebuild_s=\d+\.\d\d snapshot_restart_s=\d+\.\d\d "
+                        r"stale_snapshot_restart_s=\d+\.\d\d", lines[-1]), lines[-1]

@@ -6,7 +6,7 @@ import threading
 from decimal import Decimal as D
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
 from exchange.core.errors import ApplicationError
 from matching import stream
@@ -118,11 +118,17 @@ def test_replayed_and_stale_commands_are_skipped(traders, matcher):
     assert_sound(matcher)
 
 
-def test_a_batch_that_fails_to_commit_is_applied_once_after_rebuilding(traders, matcher, monkeypatch):
+@pytest.mark.parametrize("error", [RuntimeError, OperationalError])
+def test_a_batch_that_fails_to_commit_is_applied_once_after_rebuilding(traders, matcher, monkeypatch, error):
     """If the ledger write fails mid-batch, nothing of the batch is committed;
-    the rebuild finds the orders still PENDING and applies them once, and the
-    unacknowledged stream entries read again are skipped: the end state is as
-    if nothing had failed, with one trade."""
+    the book is rebuilt from the database, which has the orders still PENDING,
+    and they are applied once; the unacknowledged stream entries read again
+    are skipped: the end state is as if nothing had failed, with one trade.
+
+    A transient failure (OperationalError: the database away) propagates, and
+    the entries are read again at the next read; any other failure may be a
+    poisoned command: the batch's commands are applied again one at a time at
+    once (matching/worker/poison.py)."""
     alice, bob, _ = traders
     place(alice, "SELL", price=100, quantity=1)
     place(bob, "BUY", price=100, quantity=1)
@@ -132,19 +138,27 @@ def test_a_batch_that_fails_to_commit_is_applied_once_after_rebuilding(traders, 
     def failing_once(**kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise RuntimeError("database went away")
+            raise error("database went away")
         return real_settle(**kwargs)
 
     monkeypatch.setattr(batch_module, "batch_settle", failing_once)
-    with pytest.raises(RuntimeError):
-        for _ in range(3):  # the first read only drains the (empty) pending list
+    if error is OperationalError:
+        with pytest.raises(OperationalError):
+            for _ in range(3):  # the first read only drains the (empty) pending list
+                matcher.run_once()
+        assert calls["n"] == 1 and Trade.objects.count() == 0
+        drain(matcher)
+        expected_calls = 2  # the failed write, then the re-read batch's
+    else:
+        for _ in range(3):
             matcher.run_once()
-    assert calls["n"] == 2, "one failed write, then the rebuild's successful one"
+        expected_calls = 3  # the failed write, then each command alone
+        assert calls["n"] == expected_calls
     assert Trade.objects.count() == 1
 
     drain(matcher)
 
-    assert calls["n"] == 2, "the re-read entries were skipped, not settled again"
+    assert calls["n"] == expected_calls, "the re-read entries were skipped, not settled again"
     assert Trade.objects.count() == 1
     assert set(Order.objects.values_list("status", flat=True)) == {"FILLED"}
     assert_sound(matcher)

@@ -7,10 +7,23 @@ asks, spread over 10,000 price levels each side, 1-100 lots, 1,000 users),
 written by one ``INSERT ... SELECT FROM generate_series`` as a matcher would
 have left them (status NEW, queue positions, the market's sequence).
 
-Timed, ``--runs`` times: a full matcher start (advisory lock, rebuild of the
-book from PostgreSQL, the backlog scan of recovery), then its stop. The last
-line is ``orders=<int> restart_s=<median> rebuild_s=<median>``, where
-``rebuild_s`` is ``book_from_database`` alone (the query and the restore).
+Timed, ``--runs`` times, each a full matcher start (advisory lock, the book,
+the backlog scan of recovery) then its stop:
+
+1. ``rebuild_s``: ``book_from_database`` alone (the query and the restore),
+   with the collector running, as before snapshots;
+2. ``restart_s``: a start with no snapshot file: the book rebuilt from
+   PostgreSQL (the collector off meanwhile, matching/worker/snapshot.py);
+3. ``snapshot_restart_s``: a start from the snapshot file written after (2),
+   the database still at the snapshot's sequence;
+4. ``stale_snapshot_restart_s``: a start from that file after ``--changes``
+   orders changed behind it (cancelled in PostgreSQL as the matcher would
+   record it: new sequences, the market's sequence advanced), so the
+   snapshot is brought up to date from the database.
+
+Each start's book is checked: the same number of resting orders and best
+prices as written. The last line is ``orders=<int> restart_s=<median>
+rebuild_s=<median> snapshot_restart_s=<median> stale_snapshot_restart_s=<median>``.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from exchange.core.redis import get_redis
 from exchange.models import Asset, Market
 from matching import stream
 from matching.models import MarketState
+from matching.worker import snapshot
 from matching.worker.matcher import Matcher
 from matching.worker.rebuild import book_from_database
 
@@ -45,11 +59,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--orders", type=int, default=1_000_000)
         parser.add_argument("--runs", type=int, default=3)
+        parser.add_argument("--changes", type=int, default=10_000,
+                            help="orders changed after the snapshot for the stale-snapshot start")
         parser.add_argument("--here", action="store_true", help="use the current database, not a throwaway one")
 
-    def handle(self, *args, orders: int, runs: int, here: bool, **options):
+    def handle(self, *args, orders: int, runs: int, here: bool, changes: int, **options):
         if orders < 2 or runs < 1:
             raise CommandError("--orders must be at least 2 and --runs at least 1")
+        self.changes = max(0, min(changes, orders // 4))
+        self.spacing = max(1, orders // max(1, self.changes))  # one order in every ``spacing`` changes
         if here:
             return self._bench(orders, runs)
         creation = connection.creation
@@ -65,32 +83,88 @@ class Command(BaseCommand):
         started = time.perf_counter()
         market = self._setup(orders)
         self.stdout.write(f"setup: {orders} resting orders on {market.symbol} in {time.perf_counter() - started:.1f}s")
+        path = snapshot.path_for(market.symbol)
         gc.collect()
         gc.freeze()
-        restarts, rebuilds = [], []
+        times = {"restart": [], "rebuild": [], "snapshot_restart": [], "stale_snapshot_restart": []}
         for run in range(runs):
+            path.unlink(missing_ok=True)
             begun = time.perf_counter()
             book = book_from_database(market)
-            rebuilds.append(time.perf_counter() - begun)
-            resting = len(book)
+            times["rebuild"].append(time.perf_counter() - begun)
             del book
             gc.collect()
 
-            begun = time.perf_counter()
-            matcher = Matcher(market.symbol)
-            matcher.start()
-            restarts.append(time.perf_counter() - begun)
-            bids, asks = matcher.book.depth(1)
-            matcher.stop()
-            del matcher
-            gc.collect()
+            resting, bids, asks, written = self._start(market, times["restart"], "database", write=True)
+            resting_s, bids_s, asks_s, _ = self._start(market, times["snapshot_restart"], "snapshot")
+            if (resting_s, bids_s, asks_s) != (resting, bids, asks):
+                raise CommandError("the book from the snapshot differs from the book from the database")
+            cancelled = self._change_behind(market, run)
+            resting_t, _, _, _ = self._start(market, times["stale_snapshot_restart"], "snapshot")
+            if resting_t != resting - cancelled:
+                raise CommandError(f"stale snapshot: {resting_t} orders resting, expected {resting - cancelled}")
+            self._reopen(market, cancelled)
             self.stdout.write(
-                f"run {run + 1}: restart {restarts[-1]:.2f}s, rebuild {rebuilds[-1]:.2f}s, "
+                f"run {run + 1}: restart {times['restart'][-1]:.2f}s, rebuild {times['rebuild'][-1]:.2f}s, "
+                f"from snapshot {times['snapshot_restart'][-1]:.2f}s, from a snapshot {cancelled} changes behind "
+                f"{times['stale_snapshot_restart'][-1]:.2f}s (snapshot written in {written:.2f}s), "
                 f"best bid {bids[0][0] if bids else None} ask {asks[0][0] if asks else None}"
                 f", {resting} orders resting")
         gc.unfreeze()
+        path.unlink(missing_ok=True)
+        medians = {name: statistics.median(values) for name, values in times.items()}
         self.stdout.write(
-            f"orders={orders} restart_s={statistics.median(restarts):.2f} rebuild_s={statistics.median(rebuilds):.2f}")
+            f"orders={orders} restart_s={medians['restart']:.2f} rebuild_s={medians['rebuild']:.2f} "
+            f"snapshot_restart_s={medians['snapshot_restart']:.2f} "
+            f"stale_snapshot_restart_s={medians['stale_snapshot_restart']:.2f}")
+
+    def _start(self, market, times: list, source: str, *, write: bool = False):
+        begun = time.perf_counter()
+        matcher = Matcher(market.symbol)
+        matcher.start()
+        times.append(time.perf_counter() - begun)
+        if matcher.book_source != source:
+            raise CommandError(f"the book came from the {matcher.book_source}, not the {source}")
+        bids, asks = matcher.book.depth(1)
+        resting = len(matcher.book)
+        written = 0.0
+        if write:
+            begun = time.perf_counter()
+            snapshot.write_snapshot(matcher.book, identity=snapshot.market_identity(matcher.market),
+                                    path=snapshot.path_for(market.symbol))
+            written = time.perf_counter() - begun
+        matcher.stop()
+        del matcher
+        gc.collect()
+        return resting, bids, asks, written
+
+    def _change_behind(self, market, run: int) -> int:
+        """Cancel ``--changes`` resting orders as a matcher would have recorded it."""
+        if not self.changes:
+            return 0
+        state = MarketState.objects.get(market=market)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                WITH picked AS (
+                    SELECT id, row_number() OVER (ORDER BY id) AS n FROM orders_order
+                    WHERE market_id = %s AND status = 'NEW' AND id %% %s = %s ORDER BY id LIMIT %s
+                )
+                UPDATE orders_order o SET status = 'CANCELED', status_reason = 'CANCEL',
+                       last_sequence = %s + picked.n
+                FROM picked WHERE o.id = picked.id
+                """,
+                [market.id, self.spacing, run % self.spacing, self.changes, state.last_sequence])
+            changed = cursor.rowcount
+        MarketState.objects.filter(market=market).update(last_sequence=state.last_sequence + changed)
+        return changed
+
+    def _reopen(self, market, changed: int) -> None:
+        """Undo ``_change_behind`` for the next run (a rebuild from the database follows anyway)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE orders_order SET status = 'NEW', status_reason = '' WHERE market_id = %s AND status = 'CANCELED'",
+                [market.id])
 
     def _setup(self, orders: int) -> Market:
         base, _ = Asset.objects.get_or_create(code="RBLD", defaults={"name": "Rebuild coin", "precision": 8})
