@@ -108,10 +108,19 @@ def _lock_key(symbol: str) -> int:
 
 
 class Matcher:
-    def __init__(self, symbol: str, *, batch_size: int = 500, block_ms: int = 50, sweep_after_s: float = 2.0):
+    def __init__(self, symbol: str, *, batch_size: int = 500, block_ms: int = 50, sweep_after_s: float = 2.0,
+                 linger_ms: int | None = None):
         self.symbol = symbol
         self.batch_size = batch_size
         self.block_ms = block_ms
+        # A batch starts at least linger_ms after the previous one started (MATCHER_BATCH_LINGER_MS):
+        # a batch has a fixed cost (its statements, its commit, the publishing), which a
+        # trickle of commands would otherwise pay for every one or two of them.
+        self.linger_s = (settings.MATCHER_BATCH_LINGER_MS if linger_ms is None else linger_ms) / 1000
+        self._batch_started = 0.0
+        # Whether the last read emptied the stream: only then is a command missing from
+        # it lost rather than waiting further down the stream.
+        self._caught_up = True
         self.sweep_after_s = sweep_after_s
         self.redis = get_redis()
         self.stream = stream.stream_key(symbol)
@@ -220,6 +229,10 @@ class Matcher:
 
     def run_once(self) -> int:
         """Read and apply one batch. Returns how many stream entries it handled."""
+        if self._read_id != "0":
+            wait = self._batch_started + self.linger_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         try:
             response = self.redis.xreadgroup(
                 stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size,
@@ -238,6 +251,7 @@ class Matcher:
             time.sleep(0.5)
             return 0
         entries = response[0][1] if response else []
+        self._caught_up = len(entries) < self.batch_size
         if not entries:
             if self._read_id == "0":
                 self._read_id = ">"  # our pending entries are done; now new ones
@@ -247,6 +261,7 @@ class Matcher:
             self._heartbeat()
             self.snapshots.tick(self.book)
             return 0
+        self._batch_started = time.monotonic()
         commands = []
         for entry_id, fields in entries:
             command = parse_entry(entry_id, fields)
@@ -329,8 +344,8 @@ class Matcher:
     def _sweep(self, force: bool = False) -> None:
         """Apply commands the database holds but the stream lost (Redis down or flushed)."""
         now = time.monotonic()
-        if not force and now - self._last_sweep < self.sweep_after_s:
-            return
+        if not force and (now - self._last_sweep < self.sweep_after_s or not self._caught_up):
+            return  # a matcher behind its stream finds there what it has not read yet
         self._last_sweep = now
         backlog = database_backlog(
             self.market, made_before=timezone.now() - timedelta(seconds=self.sweep_after_s), limit=self.batch_size)

@@ -42,7 +42,8 @@ from tests.matching.conftest import fund
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PLACERS = 3
-COMMANDS_PER_PLACER = 700
+COMMANDS_PER_PLACER = 700  # at least; placers go on until the matcher was killed MIN_KILLS times
+MIN_KILLS = 6
 
 
 class MatcherUnderFire:
@@ -118,7 +119,10 @@ def _run(market, users, *, flush_redis_at: set[int], seed: int):
     def placer(index: int):
         rng = random.Random(seed * 100 + index)
         try:
-            for step in range(COMMANDS_PER_PLACER):
+            # However fast placing has become, the run lasts until recovery was exercised.
+            for step in range(COMMANDS_PER_PLACER * 10):
+                if step >= COMMANDS_PER_PLACER and matcher.kills >= MIN_KILLS:
+                    break
                 _place_random(rng, users, market.symbol, applied)
                 if index == 0 and step in flush_redis_at:
                     get_redis().flushdb()
@@ -263,7 +267,7 @@ def crash_market(settings, redis_app):
 def test_matcher_killed_at_random_moments_loses_and_duplicates_nothing(crash_market):
     market, users = crash_market
     kills, applied = _run(market, users, flush_redis_at=set(), seed=7)
-    assert kills >= 5, f"only {kills} kills: the test did not exercise recovery"
+    assert kills >= MIN_KILLS, f"only {kills} kills: the test did not exercise recovery"
     # Most commands are accepted; amends refused while an earlier one waits
     # (AMENDMENT_PENDING) grow with the machine's load, so leave room for them.
     assert applied > PLACERS * COMMANDS_PER_PLACER * 0.5

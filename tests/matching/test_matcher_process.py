@@ -42,6 +42,28 @@ def test_sweep_runs_under_steady_traffic(traders, matcher):
     assert_sound(matcher)
 
 
+def test_a_matcher_behind_its_stream_does_not_take_what_waits_there_for_lost(traders, matcher):
+    """While each read fills a batch (commands older than the grace period still wait in the
+    stream), the sweep does not pull them from the database out of stream order; they are
+    applied from the stream, in its order, and the sweep resumes once the stream is read out."""
+    alice, bob, _ = traders
+    matcher.run_once()  # the pending list: nothing
+    matcher.batch_size = 2
+    orders = [place(alice if index % 2 else bob, "BUY", price=50 + index, quantity=1) for index in range(5)]
+    Order.objects.filter(pk__in=[order.pk for order in orders]).update(
+        created_at=orders[0].created_at - timedelta(seconds=60))  # all older than the grace period
+    matcher._last_sweep = 0.0  # the timer is due
+    applied = []
+    for _ in range(3):
+        matcher.run_once()
+        applied.append(sorted(Order.objects.filter(pk__in=[o.pk for o in orders], status="NEW")
+                              .values_list("pk", flat=True)))
+    ids = [order.pk for order in orders]
+    assert applied == [ids[:2], ids[:4], ids]  # two a read, from the stream, nothing swept ahead
+    assert matcher._caught_up
+    assert_sound(matcher)
+
+
 def test_run_freezes_what_recovery_built(market, redis_app):
     """After recovery the book is moved out of the collector's generations."""
     from matching.worker.matcher import Matcher
