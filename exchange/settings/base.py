@@ -365,9 +365,6 @@ EXCHANGE_VERSION = "0.1.0"
 # placement for its market answers 503 MATCHER_UNAVAILABLE instead of
 # accepting orders nobody would sequence.
 MATCHER_STALE_AFTER_S = float(os.environ.get("MATCHER_STALE_AFTER_S", "5"))
-# A matcher's batch starts at least this long after the previous one started:
-# fewer, larger batches under a trickle of orders (docs/TRADING.md).
-MATCHER_BATCH_LINGER_MS = env_int("MATCHER_BATCH_LINGER_MS", 0)
 MATCHER_MAX_CONSECUTIVE_FAILURES = 5
 ORDERS_REQUIRE_LIVE_MATCHER = env_bool("ORDERS_REQUIRE_LIVE_MATCHER", True)
 EXCHANGE_HOST = os.environ.get("EXCHANGE_HOST", "127.0.0.1")

@@ -108,16 +108,10 @@ def _lock_key(symbol: str) -> int:
 
 
 class Matcher:
-    def __init__(self, symbol: str, *, batch_size: int = 500, block_ms: int = 50, sweep_after_s: float = 2.0,
-                 linger_ms: int | None = None):
+    def __init__(self, symbol: str, *, batch_size: int = 500, block_ms: int = 50, sweep_after_s: float = 2.0):
         self.symbol = symbol
         self.batch_size = batch_size
         self.block_ms = block_ms
-        # A batch starts at least linger_ms after the previous one started (MATCHER_BATCH_LINGER_MS):
-        # a batch has a fixed cost (its statements, its commit, the publishing), which a
-        # trickle of commands would otherwise pay for every one or two of them.
-        self.linger_s = (settings.MATCHER_BATCH_LINGER_MS if linger_ms is None else linger_ms) / 1000
-        self._batch_started = 0.0
         # Whether the last read emptied the stream: only then is a command missing from
         # it lost rather than waiting further down the stream.
         self._caught_up = True
@@ -229,10 +223,6 @@ class Matcher:
 
     def run_once(self) -> int:
         """Read and apply one batch. Returns how many stream entries it handled."""
-        if self._read_id != "0":
-            wait = self._batch_started + self.linger_s - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
         try:
             response = self.redis.xreadgroup(
                 stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size,
@@ -261,7 +251,6 @@ class Matcher:
             self._heartbeat()
             self.snapshots.tick(self.book)
             return 0
-        self._batch_started = time.monotonic()
         commands = []
         for entry_id, fields in entries:
             command = parse_entry(entry_id, fields)
