@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 
 
 @extend_schema_serializer(component_name="Error")
@@ -45,7 +46,7 @@ MALFORMED = error_response(
 PERMISSION_DENIED = error_response(
     "Signed in, but not allowed: the API key lacks the permission, or the account the role.",
     ("PERMISSION_DENIED", "You do not have permission to perform this action.", None),
-    ("API_KEY_PERMISSION", "This API key lacks the 'trade' permission.", None),
+    ("API_KEY_PERMISSION_DENIED", "This API key lacks the 'trade' permission.", None),
 )
 NOT_FOUND = error_response(
     "No such object, or not one the caller may see.",
@@ -75,8 +76,7 @@ class ExchangeAutoSchema(AutoSchema):
             return responses
         view = self.view
         authenticated = bool(view.get_authenticators()) and not all(
-            getattr(permission, "allows_anonymous", False) or type(permission).__name__ == "AllowAny"
-            for permission in view.get_permissions())
+            isinstance(permission, AllowAny) for permission in view.get_permissions())
         standard = {}
         reads_body = self.method in ("POST", "PUT", "PATCH")
         if reads_body or self._get_parameters() or authenticated:
