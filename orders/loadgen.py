@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from exchange.apikeys.signing import signed_headers
+from exchange.outbox.bench import processes_cpu_s
 
 Request = tuple[str, str, str, bytes]  # (method, path, query, body)
 
@@ -168,15 +169,6 @@ def _processes() -> dict[int, tuple[int, str]]:
     return found
 
 
-def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class ProcessCpu:
     """CPU seconds used by each kind of process of one exchange between ``start()`` and ``stop()``.
 
@@ -232,18 +224,21 @@ class ProcessCpu:
         return kinds
 
     def start(self) -> None:
-        self.before = {pid: _cpu_s(pid) for pid in self._by_kind()}
+        self.before = {pid: processes_cpu_s([pid]) for pid in self._by_kind()}
         self.self_before = time.process_time()
 
     def stop(self) -> dict[str, float]:
+        """CPU seconds per kind; ``self.postgres_by_client`` splits PostgreSQL's by client."""
         used: Counter = Counter()
+        by_client: Counter = Counter()
         backends = self.backends()
         for pid, kind in self._by_kind().items():
-            seconds = max(0.0, _cpu_s(pid) - self.before.get(pid, 0.0))
+            seconds = max(0.0, processes_cpu_s([pid]) - self.before.get(pid, 0.0))
             used[kind] += seconds
             if kind == "postgres":
-                used["postgres for " + (backends.get(pid) or "its own processes")] += seconds
+                by_client[backends.get(pid) or "its own processes"] += seconds
         used["client"] = time.process_time() - self.self_before
+        self.postgres_by_client = dict(by_client)
         return dict(used)
 
 

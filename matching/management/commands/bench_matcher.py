@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import cProfile
 import gc
-import os
 import statistics
 import time
 
@@ -27,6 +26,7 @@ from django.db import connection
 
 from exchange.core.redis import get_redis
 from exchange.models import Market
+from exchange.outbox.bench import processes_cpu_s
 from matching import stream
 from matching.bench import generate
 from matching.bench_feed import accept, bench_market, funded_traders
@@ -35,16 +35,6 @@ from orders.models import Order
 from wallet.fees import fee_rates_for
 
 DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
-
-
-def _process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a local process (Linux /proc), 0.0 if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Command(BaseCommand):
@@ -97,7 +87,7 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             backend_pid = cursor.fetchone()[0]
-        cpu_begun = time.thread_time(), _process_cpu_s(backend_pid)
+        cpu_begun = time.thread_time(), processes_cpu_s([backend_pid])
         begun = time.perf_counter()
         while True:
             handled = matcher.run_once()
@@ -109,7 +99,7 @@ class Command(BaseCommand):
                     break
         elapsed = time.perf_counter() - begun
         python_cpu_s = time.thread_time() - cpu_begun[0]
-        postgres_cpu_s = _process_cpu_s(backend_pid) - cpu_begun[1]
+        postgres_cpu_s = processes_cpu_s([backend_pid]) - cpu_begun[1]
         matcher.stop()
         gc.unfreeze()
         if profiler is not None:

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         result = loadgen.run(host=host, port=port, connections=connections, requests=requests, keys=keys,
                              rate=rate or None)
         used = cpu.stop()
-        self._report(workload, result, used, success, rate, connections)
+        self._report(workload, result, used, cpu.postgres_by_client, success, rate, connections)
 
     def _traders(self, market: Market, count: int) -> list[tuple[str, str]]:
         keys = []
@@ -119,22 +119,23 @@ class Command(BaseCommand):
             raise CommandError(f"only {len(placed)} of {count} set-up orders were placed: {dict(result.statuses)}")
         return placed
 
-    def _report(self, workload, result: loadgen.Result, used: dict[str, float], success: int, rate, connections):
+    def _report(self, workload, result: loadgen.Result, used: dict[str, float], postgres_by_client: dict[str, float],
+                success: int, rate, connections):
         done = len(result.latencies_s)
         accepted = result.statuses.get(success, 0)
         mode = f"open loop at {rate:g}/s" if rate else f"closed loop, {connections} connections"
         self.stdout.write(f"{workload}: {done} requests in {result.elapsed_s:.2f}s ({mode}); "
                           f"statuses {dict(result.statuses)}")
-        total = sum(seconds for kind, seconds in used.items() if not kind.startswith("postgres for "))
+        total = sum(used.values())
         self.stdout.write("CPU seconds during the run (per request, ms):")
         for kind in ("web", "matcher", "postgres", "redis", "relay", "celery", "client"):
             seconds = used.get(kind, 0.0)
             self.stdout.write(f"  {kind:<9} {seconds:7.2f}  ({seconds / max(done, 1) * 1000:.3f})")
             if kind == "postgres":
-                for part, part_seconds in sorted(used.items(), key=lambda item: -item[1]):
-                    if part.startswith("postgres for "):
-                        self.stdout.write(f"    {part[9:]:<30} {part_seconds:7.2f}  "
-                                          f"({part_seconds / max(done, 1) * 1000:.3f})")
+                for client, client_seconds in sorted(postgres_by_client.items(), key=lambda item: -item[1]):
+                    if client_seconds >= 0.005:
+                        self.stdout.write(f"    for {client:<26} {client_seconds:7.2f}  "
+                                          f"({client_seconds / max(done, 1) * 1000:.3f})")
         self.stdout.write(f"  {'total':<9} {total:7.2f}  ({total / max(done, 1) * 1000:.3f})")
         self.stdout.write(
             f"orders_per_s={int(accepted / result.elapsed_s) if result.elapsed_s else 0} "
