@@ -447,7 +447,7 @@ async def _place(request: _Request):
         credentials = admitted.credentials
         early_reply = admitted.extra[0] if admitted.extra else None
         try:
-            if _early_stands(risk, market, pulse, early_reply, admitted.caches_dropped):
+            if _keep_early(risk, market, pulse, early_reply, admitted.caches_dropped):
                 prepared = risk.prepared[0]
             else:
                 prepared, reference = await _prepare(request, credentials, market, order_request, pulse,
@@ -474,9 +474,9 @@ async def _place(request: _Request):
     return 201, _render(outcome.order, market), []
 
 
-def _early_stands(risk: _Risk, market: Market, pulse: stream.Pulse | None, early_reply, caches_dropped: bool) -> bool:
-    """Whether the order prepared before the round trip, and the reservation made in it, stand
-    as they are: the fresh heartbeat gives the same reference prices and a live matcher, and no
+def _keep_early(risk: _Risk, market: Market, pulse: stream.Pulse | None, early_reply, caches_dropped: bool) -> bool:
+    """Keeps the order prepared before the round trip, and takes the reservation made in it,
+    when they stand as they are (returns whether it did): the fresh heartbeat gives the same reference prices and a live matcher, and no
     configuration changed meanwhile (the same inputs give the same checks and plan). Otherwise
     the order is prepared and checked again from the fresh heartbeat."""
     if risk.prepared is None or early_reply is None or caches_dropped:
@@ -608,7 +608,7 @@ async def _cancel(request: _Request):
 
 async def _cancel_all(request: _Request):
     admitted = await _admit(request)
-    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string).dict())["market"]
+    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string))["market"]
     market = await _market_for(symbol)
     if market is None:
         raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")

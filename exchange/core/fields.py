@@ -122,10 +122,8 @@ class QueryInputSerializer(serializers.Serializer):
     empty by a client's bug would silently widen the answer; here it is
     refused like any other invalid value."""
 
-    def __init__(self, instance=None, data=serializers.empty, **kwargs):
-        if isinstance(data, QueryDict):
-            data = data.dict()
-        super().__init__(instance, data, **kwargs)
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.dict() if isinstance(data, QueryDict) else data)
 
 
 class StrictInputSerializer(QueryInputSerializer):

@@ -142,9 +142,8 @@ class RedisStreamConsumer:
             for entry_id, fields in messages:
                 if fields:  # empty: trimmed from the stream before it was handled
                     event = ReceivedEvent.parse(fields[b"event"])
-                    if self.wants is not None and not self.wants(event):
-                        pass
-                    elif event_handle_once(consumer=self.name, event=event, handler=self.handler):
+                    wanted = self.wants is None or self.wants(event)
+                    if wanted and event_handle_once(consumer=self.name, event=event, handler=self.handler):
                         self.handled += 1
                 acked.append(entry_id)
             read += len(acked)
