@@ -35,11 +35,12 @@ from schemathesis.checks import CHECKS, load_all_checks
 
 from exchange.apikeys.signing import (HEADER_API_KEY, HEADER_RECV_WINDOW, HEADER_SIGNATURE, HEADER_TIMESTAMP,
                                       canonical_request, sign)
+from matching import stream
 from tests.factories import MarketFactory, UserFactory, api_key_for
 
 PLACEHOLDER = "signed-by-the-test-layer"
 # Business refusals of well-formed requests: no funds, no such market,
-# nothing to cancel, a matcher not running in this test, a feature off.
+# nothing to cancel, a feature off.
 ACCEPTED_REFUSALS = ["2XX", "400", "401", "403", "404", "409", "503"]
 
 
@@ -118,9 +119,8 @@ class TestCaller:
 @pytest.fixture(params=["session", "key"])
 def caller(request, db, settings, redis_app):
     """A trader with a market to trade on, signed in (session) or holding a read-and-trade key."""
-    for scope in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]:
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
-            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], scope: "100000/s"}}
+    rates = {scope: "100000/s" for scope in settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     # As Django's test client does: the test's transaction holds the
     # connection, which the end of a request must not close.
     signals.request_started.disconnect(close_old_connections)
@@ -128,7 +128,9 @@ def caller(request, db, settings, redis_app):
     request.addfinalizer(lambda: signals.request_started.connect(close_old_connections))
     request.addfinalizer(lambda: signals.request_finished.connect(close_old_connections))
     settings.CUSTODY_WEBHOOK_SECRET = "contract-test-webhook-secret"  # the webhook as operators run it
-    MarketFactory()
+    market = MarketFactory()
+    # Its matcher alive, as operators run it (without one, placements are 503 MATCHER_UNAVAILABLE).
+    stream.heartbeat_write(market.symbol, sequence=0, pid=0, backlog=0)
     user = UserFactory()
     Credentials.mode = request.param
     if request.param == "key":
