@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from urllib.parse import parse_qs, unquote, urlencode, urlparse, urlunparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse, urlunparse
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -70,6 +70,20 @@ def database_settings(url: str) -> dict:
         "PORT": str(parsed.port or query.get("port") or 5432),
         "OPTIONS": options,
     }
+
+
+def database_url(database: dict) -> str:
+    """The ``postgresql://`` URL of a Django DATABASES entry (``database_settings``
+    read backwards), for a child process that must reach the same database, the
+    test database included: ``NAME`` is read from the entry, not from
+    ``DATABASE_URL``. The host goes in the query (libpq style: a socket folder
+    or a network address alike); ``application_name`` stays out, so the child
+    names itself."""
+    query = {"host": database["HOST"], "port": database["PORT"]}
+    query.update({key: value for key, value in database.get("OPTIONS", {}).items()
+                  if key in ("sslmode", "sslrootcert")})
+    return (f"postgresql://{quote(database['USER'], safe='')}:{quote(database['PASSWORD'], safe='')}"
+            f"@/{quote(database['NAME'], safe='')}?{urlencode(query)}")
 
 
 def process_role(argv: list[str]) -> str:

@@ -96,19 +96,12 @@ def child_env(**overrides) -> dict:
     The test database is the one pytest-django created; children must not
     start embedded servers of their own, so both URLs are set explicitly.
     """
-    from urllib.parse import quote
-
     from django.conf import settings
 
-    db = settings.DATABASES["default"]
-    database_url = (
-        f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@/{quote(db['NAME'])}"
-        f"?host={quote(db['HOST'])}&port={db['PORT']}"
-    )
-    if not db["HOST"].startswith("/"):
-        database_url = f"postgresql://{quote(db['USER'])}:{quote(db['PASSWORD'])}@{db['HOST']}:{db['PORT']}/{quote(db['NAME'])}"
+    from exchange.core.config import database_url
+
     env = env_without_service_urls(
-        DATABASE_URL=database_url,
+        DATABASE_URL=database_url(settings.DATABASES["default"]),
         REDIS_URL=settings.REDIS_URL,
         DJANGO_SETTINGS_MODULE="exchange.settings.base",
         EXCHANGE_DATA_DIR=str(settings.DATA_DIR),

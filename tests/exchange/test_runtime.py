@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from exchange import runtime
-from exchange.core.config import celery_redis_url, database_settings, redis_url_with_db
+from exchange.core.config import celery_redis_url, database_settings, database_url, redis_url_with_db
 
 PROBE = Path(__file__).with_name("runtime_probe.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +182,21 @@ def test_database_settings_from_urls():
     assert tcp_db["OPTIONS"] == {"sslmode": "require"}
     with pytest.raises(ValueError):
         database_settings("mysql://root@localhost/db")
+
+
+def test_database_url_reads_the_settings_back():
+    """``database_url`` is ``database_settings`` backwards (a child process reaches the
+    same database, the test one included): awkward characters survive, the
+    process's own ``application_name`` is left for the child to set."""
+    for url in ("postgresql://postgres:@/test_x?host=/tmp/a b/pg",
+                "postgres://ex%40user:p%2Fw@db.internal:6543/exchange?sslmode=require"):
+        database = database_settings(url)
+        database["OPTIONS"]["application_name"] = "exchange:bench_matcher"
+        again = database_settings(database_url(database))
+        assert again["OPTIONS"] == {key: value for key, value in database["OPTIONS"].items()
+                                    if key != "application_name"}
+        assert {k: v for k, v in again.items() if k != "OPTIONS"} == {
+            k: v for k, v in database.items() if k != "OPTIONS"}
 
 
 def test_redis_urls_per_purpose():

@@ -12,18 +12,39 @@ PostgreSQL (orders, trades, candles, settlement with fees, hold releases) and
 committed, then acknowledged and published. The last line is
 ``orders_per_s=<int> apply_p99_ms=<float>`` (commands per second over the
 whole drain; 99th percentile of one batch's apply-and-commit time).
+
+``--markets N`` (N > 1) sets up N such markets, each with its own funded
+users and the same workload from seeds ``--seed``, ``--seed``+1, ...; they
+share the quote asset, as markets quoted in one currency do. Each market's
+matcher runs in its own OS process, as in production (``run_matchers``): a
+fresh ``manage.py bench_matcher --drain SYMBOL`` that starts its matcher,
+says ``ready``, waits for ``go`` on its standard input (sent to all of them
+once every market's commands are queued) and prints its drain as one JSON
+line. A line per market gives its rate and batch apply p50/p99; the last line
+is ``orders_per_s=<int> apply_p99_ms=<float> total_orders_per_s=<int>``: the
+slowest market's rate, the highest market p99, and all commands over the
+time from the first matcher's start to the last one's end.
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import asdict, dataclass
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from exchange import processes
+from exchange.core.config import database_url
 from exchange.core.redis import get_redis
 from exchange.models import Market
 from exchange.outbox.bench import processes_cpu_s
@@ -37,89 +58,140 @@ from wallet.fees import fee_rates_for
 DEFAULT_BIAS_TICKS = 5.5  # as matching.bench: about a third of limits cross, ~1,000 rest
 
 
+@dataclass
+class Drain:
+    """One matcher's timed drain of its stream. Times are ``time.monotonic()``
+    (CLOCK_MONOTONIC on Linux: comparable between processes)."""
+
+    symbol: str
+    begun_s: float
+    ended_s: float
+    durations_s: list[float]  # each batch's apply-and-commit
+    python_cpu_s: float  # the matcher's thread
+    postgres_cpu_s: float  # its PostgreSQL backend
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.ended_s - self.begun_s
+
+    def apply_ms(self, percentile: int) -> float:
+        if len(self.durations_s) == 1:
+            return self.durations_s[0] * 1000
+        if percentile == 50:
+            return statistics.median(self.durations_s) * 1000
+        return statistics.quantiles(self.durations_s, n=100)[percentile - 1] * 1000
+
+
+def drain_matcher(matcher: Matcher, *, profile: str = "") -> Drain:
+    """Run the started ``matcher`` until its stream is empty and every entry
+    acknowledged, timing each batch apply (and profiling it into ``profile``,
+    if named). CPU is that of this thread and of its PostgreSQL backend."""
+    gc.collect()
+    gc.freeze()
+    durations = []
+    real_apply = matcher.applier.apply
+    profiler = cProfile.Profile() if profile else None
+
+    def timed_apply(commands):
+        begun = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        result = real_apply(commands)
+        if profiler is not None:
+            profiler.disable()
+        durations.append(time.perf_counter() - begun)
+        return result
+
+    matcher.applier.apply = timed_apply
+    redis = get_redis()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = cursor.fetchone()[0]
+    cpu_begun = time.thread_time(), processes_cpu_s([backend_pid])
+    begun = time.monotonic()
+    while True:
+        handled = matcher.run_once()
+        if handled == 0 and matcher._read_id == ">" and redis.xlen(matcher.stream) == 0:
+            break
+        if handled == 0 and not redis.xpending(matcher.stream, stream.GROUP)["pending"]:
+            info = redis.xinfo_groups(matcher.stream)[0]
+            if info["last-delivered-id"] == redis.xinfo_stream(matcher.stream)["last-generated-id"]:
+                break
+    ended = time.monotonic()
+    result = Drain(matcher.symbol, begun, ended, durations, python_cpu_s=time.thread_time() - cpu_begun[0],
+                   postgres_cpu_s=processes_cpu_s([backend_pid]) - cpu_begun[1])
+    matcher.applier.apply = real_apply
+    gc.unfreeze()
+    if profiler is not None:
+        profiler.dump_stats(profile)
+    return result
+
+
 class Command(BaseCommand):
-    help = "Benchmark one market's matcher end to end (stream -> engine -> PostgreSQL commit)."
+    help = "Benchmark markets' matchers end to end (stream -> engine -> PostgreSQL commit)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--orders", type=int, default=50_000)
+        parser.add_argument("--orders", type=int, default=50_000, help="commands per market")
+        parser.add_argument("--markets", type=int, default=1,
+                            help="markets whose matchers run at once, each in its own process")
         parser.add_argument("--batch-size", type=int, default=1000)
-        parser.add_argument("--users", type=int, default=200)
+        parser.add_argument("--users", type=int, default=200, help="funded users per market")
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--profile", metavar="FILE", default="",
-                            help="cProfile every batch apply and write the stats to FILE (pstats format)")
+                            help="cProfile every batch apply and write the stats to FILE (pstats format); "
+                                 "with several markets, to FILE.<SYMBOL> each")
+        # A matcher process of a --markets run (see the module docstring).
+        parser.add_argument("--drain", metavar="SYMBOL", default="", help=argparse.SUPPRESS)
 
-    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, profile: str = "", **options):
-        market = bench_market("B")
-        traders = funded_traders(market, users, name=f"bench-{market.symbol}")
-        # The matcher starts (and recovers, on an empty market) before the
-        # commands exist: started after them, its recovery would apply them all
-        # from the database before the clock starts, and the timed loop would
-        # only skip stream entries already applied.
-        matcher = Matcher(market.symbol, batch_size=batch_size, block_ms=1)
-        matcher.start()
-        self.stdout.write(f"setup: {orders} commands on {market.symbol} ...")
+    def handle(self, *args, orders: int, batch_size: int, users: int, seed: int, profile: str = "",
+               markets: int = 1, drain: str = "", **options):
+        if drain:
+            self._drain_process(drain, batch_size=batch_size, profile=profile)
+            return
+        if markets < 1:
+            raise CommandError("--markets must be at least 1")
+        setups = []
+        for _ in range(markets):
+            market = bench_market("B")
+            setups.append((market, funded_traders(market, users, name=f"bench-{market.symbol}")))
+        symbols = [market.symbol for market, _ in setups]
+        if markets == 1:
+            # The matcher starts (and recovers, on an empty market) before the
+            # commands exist: started after them, its recovery would apply them all
+            # from the database before the clock starts, and the timed loop would
+            # only skip stream entries already applied.
+            matcher = Matcher(symbols[0], batch_size=batch_size, block_ms=1)
+            matcher.start()
+            try:
+                self._enqueue_all(setups, orders, seed)
+                drains = [drain_matcher(matcher, profile=profile)]
+            finally:
+                matcher.stop()
+        else:
+            children = [self._spawn(symbol, batch_size=batch_size, profile=profile) for symbol in symbols]
+            try:
+                for child in children:
+                    self._expect(child, "ready")  # started and recovered, as above
+                self._enqueue_all(setups, orders, seed)
+                drains = self._drain_in(children)
+            finally:
+                processes.stop(children)
+        self._report(setups, drains, orders)
+
+    # ------------------------------------------------------------- set-up
+
+    def _enqueue_all(self, setups, orders: int, seed: int) -> None:
+        markets = [market for market, _ in setups]
+        names = markets[0].symbol if len(markets) == 1 else f"each of {len(markets)} markets"
+        self.stdout.write(f"setup: {orders} commands on {names} ...")
         started = time.perf_counter()
-        stats = self._enqueue(market, traders, orders, seed)
+        stats = [self._enqueue(market, traders, orders, seed + index) for index, (market, traders) in enumerate(setups)]
         self.stdout.write(
-            f"setup done in {time.perf_counter() - started:.1f}s: crossing limits {stats['crossing_limit_share']:.0%}, "
-            f"median resting {stats['resting_orders_median']}; draining")
-
-        if Order.objects.filter(market=market).exclude(status="PENDING").exists():
+            f"setup done in {time.perf_counter() - started:.1f}s: crossing limits "
+            f"{'/'.join(format(s['crossing_limit_share'], '.0%') for s in stats)}, "
+            f"median resting {'/'.join(str(s['resting_orders_median']) for s in stats)}; draining")
+        if Order.objects.filter(market__in=markets).exclude(status="PENDING").exists():
             raise CommandError("orders were matched before the clock started: the figure would not measure matching")
-        gc.collect()
-        gc.freeze()
-        durations = []
-        real_apply = matcher.applier.apply
-        profiler = cProfile.Profile() if profile else None
-
-        def timed_apply(commands):
-            begun = time.perf_counter()
-            if profiler is not None:
-                profiler.enable()
-            result = real_apply(commands)
-            if profiler is not None:
-                profiler.disable()
-            durations.append(time.perf_counter() - begun)
-            return result
-
-        matcher.applier.apply = timed_apply
-        redis = get_redis()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            backend_pid = cursor.fetchone()[0]
-        cpu_begun = time.thread_time(), processes_cpu_s([backend_pid])
-        begun = time.perf_counter()
-        while True:
-            handled = matcher.run_once()
-            if handled == 0 and matcher._read_id == ">" and redis.xlen(matcher.stream) == 0:
-                break
-            if handled == 0 and not redis.xpending(matcher.stream, stream.GROUP)["pending"]:
-                info = redis.xinfo_groups(matcher.stream)[0]
-                if info["last-delivered-id"] == redis.xinfo_stream(matcher.stream)["last-generated-id"]:
-                    break
-        elapsed = time.perf_counter() - begun
-        python_cpu_s = time.thread_time() - cpu_begun[0]
-        postgres_cpu_s = processes_cpu_s([backend_pid]) - cpu_begun[1]
-        matcher.stop()
-        gc.unfreeze()
-        if profiler is not None:
-            profiler.dump_stats(profile)
-        pending = Order.objects.filter(market=market, status="PENDING").count()
-        if pending:
-            raise CommandError(f"{pending} orders were left PENDING: the drain did not apply every command")
-        trades = market.trades.count()
-        rate = int(orders / elapsed)
-        p99 = statistics.quantiles(durations, n=100)[98] * 1000 if len(durations) > 1 else durations[0] * 1000
-        p50 = statistics.median(durations) * 1000
-        self.stdout.write(
-            f"{orders} commands in {elapsed:.2f}s, {len(durations)} batches, {trades} trades; "
-            f"batch apply p50 {p50:.1f} ms")
-        # CPU time per order (the matcher's thread and its PostgreSQL backend) is far less
-        # disturbed by other jobs on a shared machine than the wall-clock rate.
-        self.stdout.write(
-            f"cpu per order: python {python_cpu_s / orders * 1e6:.1f} us, postgres backend "
-            f"{postgres_cpu_s / orders * 1e6:.1f} us (WAL flushes and other backends not counted)")
-        self.stdout.write(f"orders_per_s={rate} apply_p99_ms={p99:.1f}")
 
     def _enqueue(self, market: Market, traders, count: int, seed: int) -> dict:
         """The engine benchmark's standard mix (``matching.bench.generate``: about a
@@ -138,3 +210,84 @@ class Command(BaseCommand):
                 pipe.xadd(key, fields)
             pipe.execute()
         return stats
+
+    # ------------------------------------------------- matcher processes
+
+    def _spawn(self, symbol: str, *, batch_size: int, profile: str) -> processes.Child:
+        """``manage.py bench_matcher --drain SYMBOL`` on this run's database (the
+        test database too) and Redis, talking over its standard input and output."""
+        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "bench_matcher", "--drain", symbol,
+                "--batch-size", str(batch_size)]
+        if profile:
+            argv += ["--profile", f"{profile}.{symbol}"]
+        env = {"DATABASE_URL": database_url(connection.settings_dict), "REDIS_URL": settings.REDIS_URL}
+        return processes.spawn(f"bench-matcher-{symbol}", argv, env={**os.environ, **env},
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def _expect(child: processes.Child, word: str) -> str:
+        line = child.popen.stdout.readline()
+        if not line.strip():
+            child.popen.wait()
+            raise CommandError(f"{child.name} exited ({child.popen.returncode}) before saying {word}")
+        if word != "result" and line.strip() != word:
+            raise CommandError(f"{child.name} said {line.strip()!r}, not {word}")
+        return line
+
+    def _drain_in(self, children: list[processes.Child]) -> list[Drain]:
+        for child in children:  # all at once: nothing between the writes
+            child.popen.stdin.write("go\n")
+            child.popen.stdin.flush()
+        drains = [Drain(**json.loads(self._expect(child, "result"))) for child in children]
+        for child in children:
+            if child.popen.wait() != 0:
+                raise CommandError(f"{child.name} exited with {child.popen.returncode}")
+        return drains
+
+    def _drain_process(self, symbol: str, *, batch_size: int, profile: str) -> None:
+        """One matcher of a ``--markets`` run: start, say ready, wait for go, drain,
+        print the drain as JSON."""
+        matcher = Matcher(symbol, batch_size=batch_size, block_ms=1)
+        matcher.start()
+        try:
+            self.stdout.write("ready")
+            self.stdout.flush()
+            if sys.stdin.readline().strip() != "go":
+                raise CommandError("the benchmark went away before it said go")
+            result = drain_matcher(matcher, profile=profile)
+        finally:
+            matcher.stop()
+        self.stdout.write(json.dumps(asdict(result)))
+
+    # ------------------------------------------------------------- report
+
+    def _report(self, setups, drains: list[Drain], orders: int) -> None:
+        several = len(drains) > 1
+        for (market, _), result in zip(setups, drains):
+            pending = Order.objects.filter(market=market, status="PENDING").count()
+            if pending:
+                raise CommandError(
+                    f"{pending} orders were left PENDING on {market.symbol}: the drain did not apply every command")
+            line = (f"{orders} commands in {result.elapsed_s:.2f}s, {len(result.durations_s)} batches, "
+                    f"{market.trades.count()} trades; batch apply p50 {result.apply_ms(50):.1f} ms")
+            if several:
+                line = (f"{market.symbol}: {line}, p99 {result.apply_ms(99):.1f} ms; "
+                        f"{int(orders / result.elapsed_s)} orders/s")
+            self.stdout.write(line)
+        total = orders * len(drains)
+        span_s = max(d.ended_s for d in drains) - min(d.begun_s for d in drains)
+        if several:
+            self.stdout.write(f"{len(drains)} matcher processes at once: {total} commands in {span_s:.2f}s")
+        # CPU time per order (the matchers' threads and their PostgreSQL backends) is far less
+        # disturbed by other jobs on a shared machine than the wall-clock rate.
+        python_cpu_s = sum(d.python_cpu_s for d in drains)
+        postgres_cpu_s = sum(d.postgres_cpu_s for d in drains)
+        summed = f"summed over {len(drains)} matchers; " if several else ""
+        self.stdout.write(
+            f"cpu per order: python {python_cpu_s / total * 1e6:.1f} us, postgres backend "
+            f"{postgres_cpu_s / total * 1e6:.1f} us ({summed}WAL flushes and other backends not counted)")
+        last = (f"orders_per_s={min(int(orders / d.elapsed_s) for d in drains)} "
+                f"apply_p99_ms={max(d.apply_ms(99) for d in drains):.1f}")
+        if several:
+            last += f" total_orders_per_s={int(total / span_s)}"
+        self.stdout.write(last)
