@@ -5,11 +5,14 @@ supervisor, and the embedded Redis killed and started again once.
 How: the stack runs on its own data folder with its embedded PostgreSQL and Redis. Six users, each
 with an API key, send signed requests from their own thread over real HTTP (limit orders that rest
 and cross, cancels, cancel-all) and record every answer. Meanwhile a chaos thread SIGKILLs, on both
-markets in turn, the active matcher (sometimes its standby with it) and lets `run_matchers` restart
-it; half-way through it SIGKILLs the Redis server and starts it again as the stack does (the same
-binary and the configuration file the stack wrote, so the same append-only file: whatever Redis had
-not yet written to it is lost, as in a real crash). Nothing restarts the embedded Redis on its own:
-in production (docker-compose) the container's restart policy plays that part.
+markets, the active matcher (sometimes its standby with it) a random while after it runs again, and
+lets `run_matchers` restart it; once each market lost its matcher three times it SIGKILLs the Redis
+server and starts it again as the stack does (the same binary and the configuration file the stack
+wrote, so the same append-only file: whatever Redis had not yet written to it is lost, as in a real
+crash), then goes on killing matchers for a few seconds. Nothing restarts the embedded Redis on its
+own: in production (docker-compose) the container's restart policy plays that part.
+
+Besides, no answer is a 5xx other than 503 (a dependency down is 503, never 500).
 
 Then, once the matchers have applied everything (no order PENDING, no requested cancel left open):
 
@@ -55,10 +58,10 @@ from tests.e2e.harness import ROOT, SignedHttp, env_without_service_urls, free_p
 pytestmark = pytest.mark.e2e
 
 USERS = 6
-LOAD_S = 15.0  # at least; the load goes on until each market lost its matcher MIN_KILLS_PER_MARKET times
-REDIS_RESTART_AT_S = 6.0  # into the load
+REDIS_RESTART_AT_S = 9.0  # into the load, at the earliest: once each market lost its matcher MIN_KILLS_PER_MARKET times
+AFTER_REDIS_S = 5.0  # of load and kills after Redis is back
 REDIS_DOWN_S = 1.0
-KILL_GAP_S = (1.2, 2.4)  # between two kills (the markets take turns)
+RUN_BEFORE_KILL_S = (1.2, 3.0)  # how long a running matcher works before it is killed
 MIN_KILLS_PER_MARKET = 3
 DRAIN_TIMEOUT_S = 60.0
 
@@ -84,7 +87,9 @@ for user in funded_traders(btc, %(users)d, name="chaos", base=D(1000), quote=D(1
     deposit_credit(user=user, asset=eth.base, amount=D(100000), txid="chaos-" + uuid.uuid4().hex, source="CUSTODY")
     key, secret = api_key_create(user=user, label="chaos", permissions=["read", "trade"], ip_allowlist=[])
     keys.append([user.pk, key.key_id, secret])
-print("CHAOS" + json.dumps({"database_url": os.environ["DATABASE_URL"], "keys": keys}))
+from django.conf import settings
+print("CHAOS" + json.dumps({"database_url": os.environ["DATABASE_URL"], "redis_url": settings.REDIS_APP_URL,
+                            "keys": keys}))
 """
 
 
@@ -138,7 +143,8 @@ class Stack:
         return self.launcher is not None and self.launcher.poll() is None
 
     def stop(self) -> None:
-        """Ctrl-C, as an operator stops ``make run``."""
+        """Ctrl-C, as an operator stops ``make run``; returns once its servers are gone too (the
+        embedded PostgreSQL stops as the launcher exits, and may take a moment longer)."""
         if self.running():
             self.launcher.send_signal(signal.SIGINT)
             try:
@@ -147,6 +153,14 @@ class Stack:
                 self.launcher.kill()
                 self.launcher.wait()
         _stop_redis_we_started(self.data_dir)
+        wait_for(lambda: not self._servers(), timeout_s=60, what="the stack's PostgreSQL and Redis to stop")
+
+    def _servers(self) -> list[int]:
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if any(self.data_dir in part for part in process.info["cmdline"] or []):
+                found.append(process.info["pid"])
+        return found
 
     def close(self) -> None:
         self.stop()
@@ -230,8 +244,7 @@ def _send(http: SignedHttp, journal: Journal, method: str, path: str, **kwargs):
 
 
 def _matchers(launcher_pid: int, symbol: str) -> list[psutil.Process]:
-    """The run's live matcher processes of ``symbol``, oldest first: the oldest is the active one
-    (a standby is started only once the active one is ready, and takes over when it dies)."""
+    """The run's live matcher processes of ``symbol`` (the active one and its standby)."""
     found = []
     for process in psutil.Process(launcher_pid).children(recursive=True):
         try:
@@ -240,14 +253,30 @@ def _matchers(launcher_pid: int, symbol: str) -> list[psutil.Process]:
                 found.append(process)
         except psutil.NoSuchProcess:
             continue
-    return sorted(found, key=lambda process: process.create_time())
+    return found
 
 
-def _kill_matcher(launcher_pid: int, symbol: str, chaos: Chaos, rng: random.Random) -> None:
-    live = _matchers(launcher_pid, symbol)
-    if not live:
-        return  # the supervisor is between two starts
-    victims = live[:1] if rng.random() < 0.75 else live  # now and then the standby too: a cold restart
+def _active_matcher(redis_client, launcher_pid: int, symbol: str) -> psutil.Process | None:
+    """The matcher that is running the market now: the live process its fresh heartbeat names
+    (a matcher beats at the end of its recovery, then at least every second)."""
+    import redis
+
+    from matching import stream
+
+    try:
+        raw = redis_client.get(stream.heartbeat_key(symbol))
+    except (redis.RedisError, OSError):
+        return None
+    beat = json.loads(raw) if raw else None
+    if beat is None or time.time() - beat["at"] > 2.0:
+        return None
+    return next((process for process in _matchers(launcher_pid, symbol) if process.pid == beat["pid"]), None)
+
+
+def _kill_matcher(stack: Stack, active: psutil.Process, symbol: str, chaos: Chaos, rng: random.Random) -> None:
+    victims = [active]
+    if rng.random() < 0.25:  # now and then its standby too: a cold restart
+        victims += [process for process in _matchers(stack.launcher.pid, symbol) if process.pid != active.pid]
     for victim in victims:
         try:
             victim.send_signal(signal.SIGKILL)
@@ -300,23 +329,36 @@ def _stop_redis_we_started(data_dir: str) -> None:
         pass
 
 
-def _unleash(stack: Stack, done: threading.Event, chaos: Chaos, seed: int) -> None:
-    """Kill the markets' matchers in turn at random moments, restart Redis once; ``done`` once the
-    load has lasted LOAD_S and each market lost its matcher MIN_KILLS_PER_MARKET times (or the
-    stack stopped)."""
+def _unleash(stack: Stack, redis_url: str, done: threading.Event, chaos: Chaos, seed: int) -> None:
+    """On each market: wait until its matcher runs (it beats), let it work a random while, SIGKILL it,
+    and again. Once each market lost its matcher MIN_KILLS_PER_MARKET times and REDIS_RESTART_AT_S
+    have passed, restart Redis; go on for AFTER_REDIS_S (while the stack runs); then ``done``.
+
+    A matcher is killed only once it is running: a kill during its start-up would make the
+    supervisor back off (a crash loop), and the market would spend the run without a matcher."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
     rng = random.Random(seed)
-    started = time.monotonic()
-    turn = 0
+    started, restarted = time.monotonic(), None
+    kill_at: dict[str, tuple[float, psutil.Process]] = {}
     while stack.running():
-        if time.monotonic() - started >= LOAD_S and min(chaos.kills[s] for s in MARKETS) >= MIN_KILLS_PER_MARKET:
-            break
-        time.sleep(rng.uniform(*KILL_GAP_S))
-        if not chaos.redis_restarted and time.monotonic() - started >= REDIS_RESTART_AT_S:
+        now = time.monotonic()
+        if restarted is None and now - started >= REDIS_RESTART_AT_S and min(
+                chaos.kills[symbol] for symbol in MARKETS) >= MIN_KILLS_PER_MARKET:
             _restart_redis(stack.data_dir, chaos)
-            continue
-        if stack.running():
-            _kill_matcher(stack.launcher.pid, list(MARKETS)[turn % len(MARKETS)], chaos, rng)
-            turn += 1
+            restarted = time.monotonic()
+            kill_at.clear()
+        if restarted is not None and now - restarted >= AFTER_REDIS_S:
+            break
+        for symbol in MARKETS:
+            if symbol not in kill_at:
+                active = _active_matcher(client, stack.launcher.pid, symbol)
+                if active is not None:
+                    kill_at[symbol] = (now + rng.uniform(*RUN_BEFORE_KILL_S), active)
+            elif now >= kill_at[symbol][0]:
+                _kill_matcher(stack, kill_at.pop(symbol)[1], symbol, chaos, rng)
+        time.sleep(0.05)
     done.set()
 
 
@@ -388,27 +430,30 @@ def test_chaos_through_the_stack_loses_and_duplicates_nothing(stack):
     seed = random.randrange(10**6)
     threads = [threading.Thread(target=guarded, args=(_trade, client, journal, random.Random(seed + i), done))
                for i, (client, journal) in enumerate(zip(clients, journals))]
-    threads.append(threading.Thread(target=guarded, args=(_unleash, stack, done, chaos, seed)))
+    threads.append(threading.Thread(target=guarded, args=(_unleash, stack, made["redis_url"], done, chaos, seed)))
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    done.wait(LOAD_S * 4)
+    done.wait(120)
     done.set()
     for thread in threads:
         thread.join(timeout=60)
     load_s = time.monotonic() - started
     assert not errors, errors
+    assert min(chaos.kills[symbol] for symbol in MARKETS) >= MIN_KILLS_PER_MARKET, dict(chaos.kills)
     stopped = None
     if not stack.running():
         stopped = f"the stack stopped during the chaos (seed {seed}):\n{_tail(stack.data_dir)}"
         stack.stop()
         stack.start()  # the same data: recovery, then the same checks
-    else:
-        assert chaos.redis_restarted
-        assert min(chaos.kills[symbol] for symbol in MARKETS) >= MIN_KILLS_PER_MARKET, dict(chaos.kills)
+    assert chaos.redis_restarted, stopped
     base, data_dir = stack.base, stack.data_dir
 
-    with psycopg.connect(made["database_url"], autocommit=True) as db:
+    try:
+        db = psycopg.connect(made["database_url"], autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise AssertionError(f"the stack's PostgreSQL is gone: {exc}\n{_tail(data_dir)}") from exc
+    with db:
         wait_for(lambda: _drained(db), timeout_s=DRAIN_TIMEOUT_S, interval_s=0.25,
                  what="the matchers to apply every accepted command")
         with db.cursor() as cursor:
@@ -489,6 +534,7 @@ def test_chaos_through_the_stack_loses_and_duplicates_nothing(stack):
           f"{len(trades)} trades; kills {dict(chaos.kills)} (+{chaos.standbys_killed} standbys); "
           f"final statuses {dict(statuses)}; events {chaos.events}")
     if stopped:
+        assert "celery-worker exited" in stopped, stopped  # any other stop is not the known one
         raise StackStopped(stopped)
     stack.stop()  # Ctrl-C: everything stops cleanly after the chaos too
     assert stack.launcher.returncode == 0, _tail(data_dir)
