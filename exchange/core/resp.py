@@ -13,7 +13,10 @@ redis-py.
 Errors: a reply error comes back as a ``ReplyError`` in place of that
 command's reply (the caller decides); a connection that fails or times out
 fails every request waiting on it with ``ConnectionError`` and is replaced
-by the next request.
+by the next request. A server still loading its data set after a restart
+(``LOADING``) cannot serve yet either: that request fails with
+``ConnectionError`` too (redis-py's ``BusyLoadingError`` is one), so the
+order path answers 503 as it does while Redis is down.
 """
 
 from __future__ import annotations
@@ -137,11 +140,15 @@ class PipelineClient:
         """Send ``commands`` as one pipeline; their replies (a ``ReplyError`` for a refused one)."""
         protocol = await self._connection()
         try:
-            return await self._send(protocol, commands)
+            replies = await self._send(protocol, commands)
         except TimeoutError:
             # Replies are matched by position: after a timeout the connection cannot be trusted.
             protocol.transport.close()
             raise ConnectionError("Redis did not answer in time") from None
+        for reply in replies:
+            if isinstance(reply, ReplyError) and str(reply).startswith("LOADING"):
+                raise ConnectionError(f"Redis cannot serve yet: {reply}")
+        return replies
 
     async def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

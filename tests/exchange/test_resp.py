@@ -72,3 +72,19 @@ def test_a_lost_connection_fails_what_waits_and_the_next_request_reconnects(redi
             await client.close()
 
     assert run(scenario()) == [b"PONG"]
+
+
+def test_a_server_still_loading_its_data_fails_the_request_with_connection_error(redis_loading):
+    """Redis restarted and loading its append-only file answers LOADING to everything: the client
+    fails the request with ConnectionError (the order path answers 503), not with a reply error
+    its callers would take for a refusal."""
+
+    async def scenario():
+        client = PipelineClient(redis_loading)
+        try:
+            with pytest.raises(ConnectionError, match="LOADING"):
+                await client.execute([("GET", "resp:k"), ("PING",)])
+        finally:
+            await client.close()
+
+    run(scenario())
