@@ -15,9 +15,10 @@ docs/TRADING.md, "Matcher process: restart and recovery"):
    never acknowledged. Anything already applied is skipped by the batch.
    ``run()`` then freezes what recovery built out of the collector's reach
    and tells its supervisor it is ready.
-3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
-   transaction, then XACKs, then publishes the depth snapshot and live
-   events, then beats its heartbeat. Every ``sweep_after_s``, busy or idle,
+3. ``run_once()`` reads a batch with XREADGROUP and prepares it (engine,
+   translation) while the batch before it commits on the writer thread, then
+   lands that one (XACK, then the depth snapshot, live events and heartbeat)
+   and hands this one to the writer (docs/TRADING.md, "Overlap"). Every ``sweep_after_s``, busy or idle,
    it sweeps the database for commands whose stream entry was lost (Redis
    down or flushed, an XADD that failed after its commit); every minute a
    forked child writes the book's snapshot.
