@@ -154,6 +154,10 @@ class BatchPlan:
     terms_now: dict
     now: datetime
     start_sequence: int
+    # Arguments built when the batch is prepared, off the writer thread: the orders'
+    # update (``_order_update``) and the netted legs in Decimal (``_legs_as_amounts``).
+    order_update: tuple = ((), {})
+    legs: dict = field(default_factory=dict)
 
     @property
     def writes(self) -> bool:
@@ -339,7 +343,9 @@ class BatchApplier:
             status_now={order_id: status_now[order_id] for order_id in changes if order_id in status_now},
             terms_now={order_id: terms_now[order_id] for order_id, change in changes.items()
                        if change.price is not None or change.quantity is not None},
-            now=now, start_sequence=start_sequence)
+            now=now, start_sequence=start_sequence,
+            order_update=self._order_update(changes, now) if changes else ((), {}),
+            legs=self._legs_as_amounts(translation.legs))
 
     def _expand(self, commands: list[Command], flagged_by_user: dict[int, list[int]]):
         for command in commands:
@@ -462,7 +468,7 @@ class BatchApplier:
         status_changes, start_sequence = plan.status_changes, plan.start_sequence
         with transaction.atomic():
             if changes:
-                self._update_orders(changes, now)
+                self._update_orders(*plan.order_update)
             # Only now, with the order rows locked: the amend service adds funds
             # and records its request under the same lock, so the requests read
             # here are exactly those whose funds the holds contain.
@@ -496,7 +502,7 @@ class BatchApplier:
             if translation.legs or releases:
                 batch_settle(settlement=BatchSettlement(
                     reference=f"match:{market.symbol}:{start_sequence + 1}:{result.sequence}",
-                    legs=self._legs_as_amounts(translation.legs),
+                    legs=plan.legs,
                     releases=releases,
                     kind=TransactionKind.MATCH if translation.sequence else TransactionKind.RELEASE,
                     memo=f"{len(translation)} trades",  # check_ledger's batch_matches_trades reads it
@@ -584,10 +590,9 @@ class BatchApplier:
                 releases.append(HoldRelease(reference=hold_reference(order_id), keep=need))
         return releases
 
-    def _update_orders(self, changes, now) -> None:
-        """Lock the changed orders (ascending id), then update them and insert their
-        ``order.updated`` events in one statement; fills travel as lots and tick-lots and
-        PostgreSQL converts them to amounts. 2 round trips."""
+    def _order_update(self, changes, now) -> tuple[list[int], dict]:
+        """The changed orders' ids (ascending) and the arguments of their update, but
+        for their row addresses: built when the batch is prepared, off the writer."""
         ids = sorted(changes)
         cols = {name: [] for name in (
             "status", "status_reason", "filled_lots", "filled_tl", "fee_delta", "accepted_sequence",
@@ -607,20 +612,27 @@ class BatchApplier:
             cols["quantity"].append(change.quantity)
         emit = self._order_event_flags([changes[order_id] for order_id in ids])
         market = self.market
+        return ids, {
+            "now": now, "status": cols["status"], "reason": cols["status_reason"],
+            "lots": array_literal(cols["filled_lots"]), "tl": array_literal(cols["filled_tl"]),
+            "fee": array_literal(cols["fee_delta"]), "accepted": array_literal(cols["accepted_sequence"]),
+            "priority": array_literal(cols["priority_sequence"]), "last": array_literal(cols["last_sequence"]),
+            "triggered": bool_literal(cols["triggered"]), "price": array_literal(cols["price"]),
+            "quantity": array_literal(cols["quantity"]), "emit": bool_literal(emit),
+            "step": market.step_size, "tick_lot": self.units.tick_lot,
+            "topic": Topic.ORDERS.value, "symbol": market.symbol,
+        }
+
+    @staticmethod
+    def _update_orders(ids: list[int], params: dict) -> None:
+        """Lock the changed orders (ascending id), then update them and insert their
+        ``order.updated`` events in one statement; fills travel as lots and tick-lots and
+        PostgreSQL converts them to amounts. 2 round trips."""
         with server_cursor() as cursor:
             cursor.execute(_LOCK_ORDERS, [array_literal(ids)])
             rows = [row for (row,) in cursor.fetchall()]
             assert len(rows) == len(ids), "the batch's orders exist"
-            cursor.execute(_UPDATE_ORDERS, {
-                "now": now, "rows": tid_literal(rows), "status": cols["status"], "reason": cols["status_reason"],
-                "lots": array_literal(cols["filled_lots"]), "tl": array_literal(cols["filled_tl"]),
-                "fee": array_literal(cols["fee_delta"]), "accepted": array_literal(cols["accepted_sequence"]),
-                "priority": array_literal(cols["priority_sequence"]), "last": array_literal(cols["last_sequence"]),
-                "triggered": bool_literal(cols["triggered"]), "price": array_literal(cols["price"]),
-                "quantity": array_literal(cols["quantity"]), "emit": bool_literal(emit),
-                "step": market.step_size, "tick_lot": self.units.tick_lot,
-                "topic": Topic.ORDERS.value, "symbol": market.symbol,
-            })
+            cursor.execute(_UPDATE_ORDERS, {**params, "rows": tid_literal(rows)})
 
     @staticmethod
     def _order_event_flags(changes: list[_OrderChange]) -> list[bool]:
