@@ -423,8 +423,11 @@ class Matcher:
         # The book may be ahead of the database now; only a rebuild is safe.
         logger.error("batch failed; rebuilding the book from the database", exc_info=exc,
                      extra={"symbol": self.symbol})
+        # What this consumer read and did not acknowledge is read again, even if the
+        # rebuild fails now (the database away): the next batch's fence then fails
+        # too, and its rebuild runs again.
+        self._read_id = "0"
         self._rebuild()
-        self._read_id = "0"  # what this consumer read and did not acknowledge is read again
 
     def _apply_alone(self, command: Command, *, failures: int = 0, error: BaseException | None = None):
         while failures < self.set_aside_after:
