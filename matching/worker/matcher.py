@@ -322,8 +322,11 @@ class Matcher:
             elif (command.kind, command.row_id) not in self._set_aside:
                 commands.append(command)
         ids = [entry_id for entry_id, _ in entries]
-        if any(command.kind == "status" for command in commands):
-            # A market status change is applied alone in time: nothing in flight
+        if ((self._inflight is not None and self._inflight.future.done())
+                or any(command.kind == "status" for command in commands)):
+            # Land a batch that already committed before preparing this one: its
+            # messages go out now rather than after this batch's engine run. And a
+            # market status change is applied alone in time: nothing in flight
             # while it changes the market everyone reads.
             if not self.land():
                 return len(entries)
