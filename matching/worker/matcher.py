@@ -18,10 +18,10 @@ docs/TRADING.md, "Matcher process: restart and recovery"):
 3. ``run_once()`` reads a batch with XREADGROUP and prepares it (engine,
    translation) while the batch before it commits on the writer thread, then
    lands that one (XACK, then the depth snapshot, live events and heartbeat)
-   and hands this one to the writer (docs/TRADING.md, "Overlap"). Every ``sweep_after_s``, busy or idle,
-   it sweeps the database for commands whose stream entry was lost (Redis
-   down or flushed, an XADD that failed after its commit); every minute a
-   forked child writes the book's snapshot.
+   and hands this one to the writer (docs/TRADING.md, "Overlap"). Every
+   ``sweep_after_s``, busy or idle, it sweeps the database for commands
+   whose stream entry was lost (Redis down or flushed, an XADD that failed
+   after its commit); every minute a forked child writes the book's snapshot.
 
 If a batch fails to commit, the in-memory book is ahead of the database: the
 matcher rebuilds it and the unacknowledged entries are read again. A failure
@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -206,6 +207,8 @@ class Matcher:
     def stop(self) -> None:
         try:
             self.land()
+        except Exception:  # noqa: BLE001 - stopping anyway: not acknowledged, it is read again at the next start
+            logger.exception("the batch in flight did not land", extra={"symbol": self.symbol})
         finally:
             if self._writer is not None:
                 self._writer.submit(_close_connection).result()
@@ -366,6 +369,10 @@ class Matcher:
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
+            # The writer mostly waits on PostgreSQL; back from a wait it needs the GIL, which
+            # the matcher's thread (the engine) hands over only every switch interval: 5 ms
+            # by default, up to 5 ms per statement added to every commit.
+            sys.setswitchinterval(float(os.environ.get("MATCHER_SWITCH_INTERVAL_S", "0.0005")))
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"writer-{self.symbol}")
 
     def land(self) -> bool:
