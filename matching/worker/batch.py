@@ -139,8 +139,6 @@ class BatchPlan:
     (the next batch may already be running through it)."""
 
     result: BatchResult
-    orders: dict
-    amendments: dict
     amendment_outcomes: dict
     status_changes: dict
     status_outcomes: dict
@@ -337,7 +335,7 @@ class BatchApplier:
         for order_id, units in translation.quote_fee_units_by_order.items():
             changes[order_id].fee_delta += self._quote_amount(units)
         return BatchPlan(
-            result=result, orders=orders, amendments=amendments, amendment_outcomes=amendment_outcomes,
+            result=result, amendment_outcomes=amendment_outcomes,
             status_changes=status_changes, status_outcomes=status_outcomes, translation=translation,
             hold_needs=self._hold_needs(changes),
             status_now={order_id: status_now[order_id] for order_id in changes if order_id in status_now},
