@@ -1,13 +1,19 @@
 """Applying a batch of commands: engine in memory, then ONE database transaction.
 
-``BatchApplier.apply(commands)`` runs the batch's stages (docs/TRADING.md,
-"The batch write path"): it loads the rows the commands refer to, skips
-commands whose effect is already in the database (the exactly-once rule: a
-NEW for an order that is no longer PENDING, a cancel of a closed order or of
-one with no cancel request, an amendment or status change no longer
-REQUESTED), feeds the rest to the book stamped with the batch's clock, has
-``translate`` turn the trades into rows and netted ledger legs in integers,
-and writes, set-based:
+A batch has two halves (docs/TRADING.md, "The batch write path"), which the
+matcher overlaps: the engine runs batch N+1 while batch N commits.
+
+``BatchApplier.prepare(commands)`` loads the rows the commands refer to,
+skips commands whose effect is already in the database (the exactly-once
+rule: a NEW for an order that is no longer PENDING, a cancel of a closed
+order or of one with no cancel request, an amendment or status change no
+longer REQUESTED; for rows the batch still in flight changed, its outcome
+counts, not the row read), feeds the rest to the book stamped with the
+batch's clock, and has ``translate`` turn the trades into rows and netted
+ledger legs in integers. Its plan holds everything the write needs, so the
+write reads nothing of the book.
+
+``BatchApplier.write(plan)`` writes, set-based, in one transaction:
 
 - order rows: status, fills, fees, queue position, the event sequences;
 - trades, the batch's one-minute candle, the market's last sequence (written
@@ -59,6 +65,8 @@ from wallet.services import BatchSettlement, HoldRelease, batch_settle
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+DEPTH_LEVELS = 100  # the depth snapshot each batch publishes
+_ENDED = (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
 ONE_MICROSECOND = timedelta(microseconds=1)
 
 
@@ -116,6 +124,43 @@ class BatchResult:
     skipped: int = 0
     sequence: int = 0
     order_users: dict = field(default_factory=dict)  # order id -> user id of the orders the batch loaded
+    # The book as this batch left it, for publishing after its commit (the engine may
+    # meanwhile run the next batch): bids and asks [(price ticks, lots)] to DEPTH_LEVELS,
+    # the book's status and its last trade price.
+    depth: tuple = ((), ())
+    book_status: str = ""
+    last_trade_price_ticks: int | None = None
+
+
+@dataclass
+class BatchPlan:
+    """One batch run through the engine and translated, not yet written: everything
+    ``BatchApplier.write`` needs, so that writing reads nothing of the in-memory book
+    (the next batch may already be running through it)."""
+
+    result: BatchResult
+    amendment_outcomes: dict
+    status_changes: dict
+    status_outcomes: dict
+    translation: TradeTranslation
+    # order id -> what its hold must keep once the batch is applied (None: keep it whole,
+    # an untriggered stop or an order no longer in the book); only for orders still open.
+    hold_needs: dict
+    # Final status and (price, quantity) after the batch of every order it changed: the
+    # next batch, prepared before this one commits, reads its rows through these.
+    status_now: dict
+    terms_now: dict
+    now: datetime
+    start_sequence: int
+    # Arguments built when the batch is prepared, off the writer thread: the orders'
+    # update (``_order_update``) and the netted legs in Decimal (``_legs_as_amounts``).
+    order_update: tuple = ((), {})
+    legs: dict = field(default_factory=dict)
+
+    @property
+    def writes(self) -> bool:
+        result = self.result
+        return bool(result.order_changes or self.status_outcomes or result.sequence != self.start_sequence)
 
 
 class BatchApplier:
@@ -173,7 +218,28 @@ class BatchApplier:
     # ---------------------------------------------------------------- apply
 
     def apply(self, commands: list[Command]) -> BatchResult:
+        """Run ``commands`` through the book and write them: one batch, nothing in flight."""
+        plan = self.prepare(commands)
+        if plan.writes:
+            self.write(plan)
+        return plan.result
+
+    def prepare(self, commands: list[Command], *, after: BatchPlan | None = None) -> BatchPlan:
+        """Load what ``commands`` refer to, run them through the book and translate the
+        outcome: the batch's plan, which ``write`` commits. ``after`` is a batch run
+        through the book but maybe not committed yet: its outcome overrides what this
+        batch reads of the same rows, so a command is applied once even when its order
+        changed in a transaction still in flight."""
         orders, amendments, flagged_by_user, status_changes = self._load(commands)
+        decided = set()
+        if after is not None:
+            for order_id, row in orders.items():
+                if order_id in after.status_now:
+                    row["status"] = after.status_now[order_id]
+                if order_id in after.terms_now:
+                    row["price"], row["quantity"] = after.terms_now[order_id]
+            decided = {("amend", amendment_id) for amendment_id in after.amendment_outcomes}
+            decided |= {("status", change_id) for change_id in after.status_outcomes}
         result = BatchResult()
         # The batch's clock: every command it feeds the engine carries the time the
         # batch executes it, so trades, triggers and acceptances are stamped with
@@ -225,7 +291,8 @@ class BatchApplier:
                     run(engine.CancelOrder(order_id=row["id"], user_id=row["user_id"], timestamp=timestamp))
             elif kind == "amend":
                 amendment = amendments.get(command.row_id)
-                if amendment is None or amendment.status != OrderAmendment.Status.REQUESTED or amendment.id in amendment_outcomes:
+                if (amendment is None or amendment.status != OrderAmendment.Status.REQUESTED
+                        or amendment.id in amendment_outcomes or ("amend", amendment.id) in decided):
                     result.skipped += 1
                     continue
                 order_row = orders[amendment.order_id]
@@ -247,7 +314,8 @@ class BatchApplier:
                 )
             elif kind == "status":
                 request = status_changes.get(command.row_id)
-                if request is None or request.status != MarketStatusChange.Status.REQUESTED or request.id in status_outcomes:
+                if (request is None or request.status != MarketStatusChange.Status.REQUESTED
+                        or request.id in status_outcomes or ("status", request.id) in decided):
                     result.skipped += 1
                     continue
                 run(engine.SetMarketStatus(status=request.new_status, timestamp=timestamp),
@@ -258,14 +326,24 @@ class BatchApplier:
         result.order_changes = changes
         result.order_users = {order_id: row["user_id"] for order_id, row in orders.items()}
         result.sequence = self.book.sequence
-        # Write whenever the engine's sequence moved, even if no row changed (a
-        # cancel refused while the market is halted takes a sequence and changes
-        # nothing): the stored sequence must follow the engine's, or the next
-        # batch's fence fails for ever.
-        if changes or status_outcomes or result.sequence != start_sequence:
-            self._write(result, changes, orders, amendments, amendment_outcomes, status_changes, status_outcomes,
-                        now=now, start_sequence=start_sequence)
-        return result
+        result.depth = self.book.depth(DEPTH_LEVELS)
+        result.book_status = self.book.status
+        result.last_trade_price_ticks = self.book.last_trade_price_ticks
+        translation = translate_trades(result.trades, self._fee_rates(result.trades, orders), self.spec)
+        for order_id, units in translation.base_fee_units_by_order.items():
+            changes[order_id].fee_delta += self._base_amount(units)
+        for order_id, units in translation.quote_fee_units_by_order.items():
+            changes[order_id].fee_delta += self._quote_amount(units)
+        return BatchPlan(
+            result=result, amendment_outcomes=amendment_outcomes,
+            status_changes=status_changes, status_outcomes=status_outcomes, translation=translation,
+            hold_needs=self._hold_needs(changes),
+            status_now={order_id: status_now[order_id] for order_id in changes if order_id in status_now},
+            terms_now={order_id: terms_now[order_id] for order_id, change in changes.items()
+                       if change.price is not None or change.quantity is not None},
+            now=now, start_sequence=start_sequence,
+            order_update=self._order_update(changes, now) if changes else ((), {}),
+            legs=self._legs_as_amounts(translation.legs))
 
     def _expand(self, commands: list[Command], flagged_by_user: dict[int, list[int]]):
         for command in commands:
@@ -369,29 +447,30 @@ class BatchApplier:
 
     # ---------------------------------------------------------------- write
 
-    def _write(self, result, changes, orders, amendments, amendment_outcomes, status_changes, status_outcomes, *,
-               now: datetime, start_sequence: int) -> None:
+    def write(self, plan: BatchPlan) -> None:
         """The batch's one transaction: orders, trades and their events, candle, amendments and
         status changes, the market's fenced sequence, and one netted journal transaction.
+        Reads nothing of the in-memory book (see ``prepare``).
+
+        Write whenever the engine's sequence moved, even if no row changed (a cancel
+        refused while the market is halted takes a sequence and changes nothing): the
+        stored sequence must follow the engine's, or the next batch's fence fails for ever.
 
         Round trips for a batch with trades: 2 for the orders (lock, update + events), 1 for the
         trades and their events, 1 candle, 1 market state, 1 amendment read, ~7 in the ledger,
         and the commit. Never publishes anything: the caller does, after the commit.
         """
         market = self.market
-        translation = translate_trades(result.trades, self._fee_rates(result.trades, orders), self.spec)
-        for order_id, units in translation.base_fee_units_by_order.items():
-            changes[order_id].fee_delta += self._base_amount(units)
-        for order_id, units in translation.quote_fee_units_by_order.items():
-            changes[order_id].fee_delta += self._quote_amount(units)
-
+        result, translation, now = plan.result, plan.translation, plan.now
+        changes, amendment_outcomes, status_outcomes = plan.result.order_changes, plan.amendment_outcomes, plan.status_outcomes
+        status_changes, start_sequence = plan.status_changes, plan.start_sequence
         with transaction.atomic():
             if changes:
-                self._update_orders(changes, now)
+                self._update_orders(*plan.order_update)
             # Only now, with the order rows locked: the amend service adds funds
             # and records its request under the same lock, so the requests read
             # here are exactly those whose funds the holds contain.
-            releases = self._hold_true_ups(changes, amendment_outcomes)
+            releases = self._hold_true_ups(changes, amendment_outcomes, plan.hold_needs)
             if translation.sequence:
                 self._insert_trades(translation, now)
                 self._upsert_candle(candle_of(translation), now)
@@ -421,7 +500,7 @@ class BatchApplier:
             if translation.legs or releases:
                 batch_settle(settlement=BatchSettlement(
                     reference=f"match:{market.symbol}:{start_sequence + 1}:{result.sequence}",
-                    legs=self._legs_as_amounts(translation.legs),
+                    legs=plan.legs,
                     releases=releases,
                     kind=TransactionKind.MATCH if translation.sequence else TransactionKind.RELEASE,
                     memo=f"{len(translation)} trades",  # check_ledger's batch_matches_trades reads it
@@ -462,16 +541,36 @@ class BatchApplier:
                 rates[order_id] = (rate_ratio(maker), rate_ratio(taker))
         return rates
 
-    def _hold_true_ups(self, changes, amendment_outcomes) -> list[HoldRelease]:
+    def _hold_needs(self, changes) -> dict:
+        """What the hold of every order the batch leaves open must keep, from the book as
+        the batch left it: price x remaining in quote for a buy, the remaining quantity
+        in base for a sell (``orders.rules.hold_needed`` in integers, exact: market rules
+        make a tick-lot a whole number of quote units); None for an untriggered stop or an
+        order no longer in the book, whose hold is kept whole."""
+        needs = {}
+        for order_id, change in changes.items():
+            if change.status in _ENDED:
+                continue
+            resting = self.book.open_order(order_id)
+            if resting is None or resting.untriggered:
+                needs[order_id] = None
+            elif resting.side == engine.BUY:
+                needs[order_id] = self._quote_amount(
+                    resting.price_ticks * resting.quantity_lots_remaining * self.spec.quote_units_per_tick_lot)
+            else:
+                needs[order_id] = self._base_amount(resting.quantity_lots_remaining * self.spec.base_units_per_lot)
+        return needs
+
+    def _hold_true_ups(self, changes, amendment_outcomes, hold_needs) -> list[HoldRelease]:
         """Releases after the batch's settlements: every order that ended gives
         back what is left and closes its hold; every order still resting keeps
-        exactly what its unfilled part needs, except while an amendment of it
-        waits (its hold then also covers the new terms, see
+        exactly what its unfilled part needs (``hold_needs``), except while an
+        amendment of it waits (its hold then also covers the new terms, see
         ``orders.rules.amend_hold_needed``)."""
         releases = []
         open_ids = []
         for order_id, change in changes.items():
-            if change.status in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED):
+            if change.status in _ENDED:
                 releases.append(HoldRelease(reference=hold_reference(order_id), amount=None, close=True))
             else:
                 open_ids.append(order_id)
@@ -484,25 +583,14 @@ class BatchApplier:
             if amendment_id not in amendment_outcomes
         }
         for order_id in sorted(open_ids):
-            resting = self.book.open_order(order_id)
-            if resting is None or resting.untriggered or order_id in waiting:
-                continue  # an untriggered stop keeps its whole hold
-            # orders.rules.hold_needed in integers: price x remaining in quote for a buy,
-            # the remaining quantity in base for a sell (exact: market rules make a
-            # tick-lot a whole number of quote units).
-            if resting.side == engine.BUY:
-                need = self._quote_amount(
-                    resting.price_ticks * resting.quantity_lots_remaining * self.spec.quote_units_per_tick_lot)
-            else:
-                need = self._base_amount(resting.quantity_lots_remaining * self.spec.base_units_per_lot)
-            releases.append(HoldRelease(reference=hold_reference(order_id), keep=need))
+            need = hold_needs[order_id]
+            if need is not None and order_id not in waiting:
+                releases.append(HoldRelease(reference=hold_reference(order_id), keep=need))
         return releases
 
-
-    def _update_orders(self, changes, now) -> None:
-        """Lock the changed orders (ascending id), then update them and insert their
-        ``order.updated`` events in one statement; fills travel as lots and tick-lots and
-        PostgreSQL converts them to amounts. 2 round trips."""
+    def _order_update(self, changes, now) -> tuple[list[int], dict]:
+        """The changed orders' ids (ascending) and the arguments of their update, but
+        for their row addresses: built when the batch is prepared, off the writer."""
         ids = sorted(changes)
         cols = {name: [] for name in (
             "status", "status_reason", "filled_lots", "filled_tl", "fee_delta", "accepted_sequence",
@@ -522,20 +610,27 @@ class BatchApplier:
             cols["quantity"].append(change.quantity)
         emit = self._order_event_flags([changes[order_id] for order_id in ids])
         market = self.market
+        return ids, {
+            "now": now, "status": cols["status"], "reason": cols["status_reason"],
+            "lots": array_literal(cols["filled_lots"]), "tl": array_literal(cols["filled_tl"]),
+            "fee": array_literal(cols["fee_delta"]), "accepted": array_literal(cols["accepted_sequence"]),
+            "priority": array_literal(cols["priority_sequence"]), "last": array_literal(cols["last_sequence"]),
+            "triggered": bool_literal(cols["triggered"]), "price": array_literal(cols["price"]),
+            "quantity": array_literal(cols["quantity"]), "emit": bool_literal(emit),
+            "step": market.step_size, "tick_lot": self.units.tick_lot,
+            "topic": Topic.ORDERS.value, "symbol": market.symbol,
+        }
+
+    @staticmethod
+    def _update_orders(ids: list[int], params: dict) -> None:
+        """Lock the changed orders (ascending id), then update them and insert their
+        ``order.updated`` events in one statement; fills travel as lots and tick-lots and
+        PostgreSQL converts them to amounts. 2 round trips."""
         with server_cursor() as cursor:
             cursor.execute(_LOCK_ORDERS, [array_literal(ids)])
             rows = [row for (row,) in cursor.fetchall()]
             assert len(rows) == len(ids), "the batch's orders exist"
-            cursor.execute(_UPDATE_ORDERS, {
-                "now": now, "rows": tid_literal(rows), "status": cols["status"], "reason": cols["status_reason"],
-                "lots": array_literal(cols["filled_lots"]), "tl": array_literal(cols["filled_tl"]),
-                "fee": array_literal(cols["fee_delta"]), "accepted": array_literal(cols["accepted_sequence"]),
-                "priority": array_literal(cols["priority_sequence"]), "last": array_literal(cols["last_sequence"]),
-                "triggered": bool_literal(cols["triggered"]), "price": array_literal(cols["price"]),
-                "quantity": array_literal(cols["quantity"]), "emit": bool_literal(emit),
-                "step": market.step_size, "tick_lot": self.units.tick_lot,
-                "topic": Topic.ORDERS.value, "symbol": market.symbol,
-            })
+            cursor.execute(_UPDATE_ORDERS, {**params, "rows": tid_literal(rows)})
 
     @staticmethod
     def _order_event_flags(changes: list[_OrderChange]) -> list[bool]:

@@ -15,12 +15,13 @@ docs/TRADING.md, "Matcher process: restart and recovery"):
    never acknowledged. Anything already applied is skipped by the batch.
    ``run()`` then freezes what recovery built out of the collector's reach
    and tells its supervisor it is ready.
-3. ``run_once()`` reads a batch with XREADGROUP, applies it in one
-   transaction, then XACKs, then publishes the depth snapshot and live
-   events, then beats its heartbeat. Every ``sweep_after_s``, busy or idle,
-   it sweeps the database for commands whose stream entry was lost (Redis
-   down or flushed, an XADD that failed after its commit); every minute a
-   forked child writes the book's snapshot.
+3. ``run_once()`` reads a batch with XREADGROUP and prepares it (engine,
+   translation) while the batch before it commits on the writer thread, then
+   lands that one (XACK, then the depth snapshot, live events and heartbeat)
+   and hands this one to the writer (docs/TRADING.md, "Overlap"). Every
+   ``sweep_after_s``, busy or idle, it sweeps the database for commands
+   whose stream entry was lost (Redis down or flushed, an XADD that failed
+   after its commit); every minute a forked child writes the book's snapshot.
 
 If a batch fails to commit, the in-memory book is ahead of the database: the
 matcher rebuilds it and the unacknowledged entries are read again. A failure
@@ -32,12 +33,16 @@ nothing and applies nothing twice.
 
 from __future__ import annotations
 
+import collections
 import gc
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
@@ -52,15 +57,46 @@ from exchange.models import Market
 from matching import stream
 from matching.models import MarketStatusChange
 from matching.units import MarketUnits
-from matching.worker.batch import BatchApplier, BatchResult, Command, to_micros
+from matching.worker.batch import DEPTH_LEVELS, BatchApplier, BatchPlan, BatchResult, Command, to_micros
 from matching.worker import poison, snapshot
 from orders.models import OPEN_STATUSES, Order, OrderAmendment, OrderStatus
 
 logger = logging.getLogger(__name__)
 
-DEPTH_LEVELS = 100
 HEARTBEAT_EVERY_S = 1.0
 TRIM_EVERY_BATCHES = 20
+
+
+@dataclass
+class _InFlight:
+    """A batch handed to the writer thread: committed (or failed) when ``future`` is done."""
+
+    plan: BatchPlan
+    commands: list[Command]
+    entry_ids: list
+    read_at: float  # perf_counter when its entries were read
+    future: Future
+
+
+def _write_batch(applier: BatchApplier, plan: BatchPlan) -> float:
+    """The writer thread's job: commit one batch on the thread's own database
+    connection. Returns when it committed (perf_counter)."""
+    try:
+        applier.write(plan)
+    except BaseException:
+        connection.close_if_unusable_or_obsolete()  # a broken connection is replaced at the next batch
+        raise
+    return time.perf_counter()
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _close_connection() -> None:
+    connection.close()  # the calling thread's own
 
 
 class MatcherAlreadyRunning(RuntimeError):
@@ -138,6 +174,13 @@ class Matcher:
         # Reference prices for order entry, carried by the heartbeat (decimal strings).
         self._reference: dict[str, str | None] = {"last_price": None, "best_bid": None, "best_ask": None}
         self.pid = os.getpid()
+        # The batch committing while the engine runs the next one (docs/TRADING.md, "Overlap"),
+        # on one writer thread with its own database connection.
+        self._inflight: _InFlight | None = None
+        self._published_sequence = 0  # of the last batch published (committed)
+        self._writer: ThreadPoolExecutor | None = None
+        # Seconds from reading a batch's entries to its commit, of the latest batches.
+        self.batch_latencies: collections.deque = collections.deque(maxlen=4096)
 
     # --------------------------------------------------------------- startup
 
@@ -162,6 +205,15 @@ class Matcher:
         self.recover()
 
     def stop(self) -> None:
+        try:
+            self.land()
+        except Exception:  # noqa: BLE001 - stopping anyway: not acknowledged, it is read again at the next start
+            logger.exception("the batch in flight did not land", extra={"symbol": self.symbol})
+        finally:
+            if self._writer is not None:
+                self._writer.submit(_close_connection).result()
+                self._writer.shutdown()
+                self._writer = None
         if self.snapshots is not None:
             # Not waited for: a child still writing finishes on its own (the
             # file is replaced atomically), and the lock is released now.
@@ -207,6 +259,7 @@ class Matcher:
         self.book, source = snapshot.load_book(self.market)
         self.applier = BatchApplier(self.market, self.book)
         self.book_source = source
+        self._published_sequence = self.book.sequence
         return source
 
     def _ensure_group(self) -> None:
@@ -222,27 +275,39 @@ class Matcher:
     # ------------------------------------------------------------------ loop
 
     def run_once(self) -> int:
-        """Read and apply one batch. Returns how many stream entries it handled."""
+        """Read one batch, run it through the engine while the batch before it
+        commits, then land that one (acknowledge, publish) and hand this one to
+        the writer. Returns how many stream entries it handled."""
+        if self._read_id == "0":
+            # Re-reading our unacknowledged entries would return the batch in flight again.
+            self.land()
         try:
             response = self.redis.xreadgroup(
                 stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size,
-                block=None if self._read_id == "0" else self.block_ms,
+                # Never wait for new entries while a batch is in flight: it lands first.
+                block=None if self._read_id == "0" or self._inflight is not None else self.block_ms,
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             logger.warning("command stream or group vanished (Redis flushed?); recovering from the database",
                            extra={"symbol": self.symbol})
+            self.land()
             self.recover()
             return 0
         except redis.RedisError as exc:
             logger.warning("Redis unavailable; sweeping the database", extra={"symbol": self.symbol, "error": str(exc)})
+            self.land()
             self._sweep(force=True)
             time.sleep(0.5)
             return 0
+        read_at = time.perf_counter()
         entries = response[0][1] if response else []
         self._caught_up = len(entries) < self.batch_size
         if not entries:
+            if self._inflight is not None:
+                self.land()
+                return 0
             if self._read_id == "0":
                 self._read_id = ">"  # our pending entries are done; now new ones
             else:
@@ -257,51 +322,122 @@ class Matcher:
             if command is None:
                 logger.error("malformed command entry acknowledged and dropped",
                              extra={"symbol": self.symbol, "entry_id": str(entry_id)})
-            else:
+            elif (command.kind, command.row_id) not in self._set_aside:
                 commands.append(command)
-        result = self._apply(commands)
         ids = [entry_id for entry_id, _ in entries]
+        if ((self._inflight is not None and self._inflight.future.done())
+                or any(command.kind == "status" for command in commands)):
+            # Land a batch that already committed before preparing this one: its
+            # messages go out now rather than after this batch's engine run. And a
+            # market status change is applied alone in time: nothing in flight
+            # while it changes the market everyone reads.
+            if not self.land():
+                return len(entries)
+        try:
+            plan = self.applier.prepare(commands, after=self._inflight.plan if self._inflight else None)
+        except Exception as exc:
+            # The batch in flight does not depend on this one: land it, then
+            # handle this failure as a batch that failed alone.
+            if self.land():
+                self._publish(self._failed(commands, exc))
+                self._ack(ids)
+            return len(entries)
+        if not self.land():
+            return len(entries)  # the book was rebuilt: this plan is void, its entries are read again
+        if plan.writes:
+            self._ensure_writer()
+            self._inflight = _InFlight(plan, commands, ids, read_at,
+                                       self._writer.submit(_write_batch, self.applier, plan))
+        else:
+            self._ack(ids)
+            self._publish(plan.result)
+        # On a timer, not only when idle: under steady traffic a lost XADD would
+        # otherwise leave its command unapplied for as long as the traffic lasts.
+        if self._sweep_due():
+            self.land()
+            self._sweep()
+        self._heartbeat()
+        if self.snapshots.due():
+            self.land()  # a snapshot is of the book as committed
+            self.snapshots.tick(self.book)
+        return len(entries)
+
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL backends of this matcher's two connections (its own, its writer's)."""
+        self._ensure_writer()
+        return [_backend_pid(), self._writer.submit(_backend_pid).result()]
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            # The writer mostly waits on PostgreSQL; back from a wait it needs the GIL, which
+            # the matcher's thread (the engine) hands over only every switch interval: 5 ms
+            # by default, up to 5 ms per statement added to every commit.
+            sys.setswitchinterval(float(os.environ.get("MATCHER_SWITCH_INTERVAL_S", "0.0005")))
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"writer-{self.symbol}")
+
+    def land(self) -> bool:
+        """Wait for the batch in flight (if any) to commit, then acknowledge and
+        publish it. False if it failed: the book was rebuilt, so whatever was
+        prepared after it is void (its entries, unacknowledged, are read again).
+        A transient failure propagates, as for a batch applied in place."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return True
+        try:
+            committed_at = inflight.future.result()
+        except Exception as exc:
+            self._publish(self._failed(inflight.commands, exc))
+            self._ack(inflight.entry_ids)
+            return False
+        self.batch_latencies.append(committed_at - inflight.read_at)
+        self._ack(inflight.entry_ids)
+        self._publish(inflight.plan.result)
+        return True
+
+    def _ack(self, ids: list) -> None:
         self.redis.xack(self.stream, stream.GROUP, *ids)
         self._last_acked_id = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
         self._trim()
-        self._publish(result)
-        # On a timer, not only when idle: under steady traffic a lost XADD would
-        # otherwise leave its command unapplied for as long as the traffic lasts.
-        self._sweep()
-        self._heartbeat()
-        self.snapshots.tick(self.book)
-        return len(entries)
 
     def _apply(self, commands: list[Command]) -> BatchResult | None:
-        """Apply ``commands`` in one batch. If the batch fails, the book (now
-        maybe ahead of the database) is rebuilt; a transient failure (database
-        or Redis away, a sequence conflict) propagates, any other one means a
-        command may be poisoned: the commands are applied one by one, each
-        alone batch published as it commits, and one that fails
-        ``set_aside_after()`` times is set aside (matching/worker/poison.py)."""
+        """Apply ``commands`` in one batch, in place (nothing in flight): recovery
+        and the sweep. A failure is handled by ``_failed``."""
+        assert self._inflight is None, "a batch applied in place while another is in flight"
         commands = [c for c in commands if (c.kind, c.row_id) not in self._set_aside]
         if not commands:
             return None
         try:
             return self.applier.apply(commands)
         except Exception as exc:
-            self._after_failure(exc)
-            if poison.is_transient(exc) or self.set_aside_after <= 0:
-                raise
-            if len(commands) == 1:
-                return self._apply_alone(commands[0], failures=1, error=exc)
-            logger.warning("applying the failed batch's commands one at a time",
-                           extra={"symbol": self.symbol, "commands": len(commands)})
-            for command in commands:
-                self._publish(self._apply_alone(command))
-            return None
+            return self._failed(commands, exc)
+
+    def _failed(self, commands: list[Command], exc: Exception) -> BatchResult | None:
+        """``commands`` failed as one batch. The book (now maybe ahead of the
+        database) is rebuilt; a transient failure (database or Redis away, a
+        sequence conflict) propagates, any other one means a command may be
+        poisoned: the commands are applied one by one, each alone batch
+        published as it commits, and one that fails ``set_aside_after()`` times
+        is set aside (matching/worker/poison.py)."""
+        self._after_failure(exc)
+        if poison.is_transient(exc) or self.set_aside_after <= 0:
+            raise exc
+        if len(commands) == 1:
+            return self._apply_alone(commands[0], failures=1, error=exc)
+        logger.warning("applying the failed batch's commands one at a time",
+                       extra={"symbol": self.symbol, "commands": len(commands)})
+        for command in commands:
+            self._publish(self._apply_alone(command))
+        return None
 
     def _after_failure(self, exc: BaseException) -> None:
         # The book may be ahead of the database now; only a rebuild is safe.
         logger.error("batch failed; rebuilding the book from the database", exc_info=exc,
                      extra={"symbol": self.symbol})
+        # What this consumer read and did not acknowledge is read again, even if the
+        # rebuild fails now (the database away): the next batch's fence then fails
+        # too, and its rebuild runs again.
+        self._read_id = "0"
         self._rebuild()
-        self._read_id = "0"  # what this consumer read and did not acknowledge is read again
 
     def _apply_alone(self, command: Command, *, failures: int = 0, error: BaseException | None = None):
         while failures < self.set_aside_after:
@@ -330,12 +466,15 @@ class Matcher:
                 "symbol": self.symbol, "kind": command.kind, "row_id": command.row_id})
         return None
 
+    def _sweep_due(self) -> bool:
+        # A matcher behind its stream finds there what it has not read yet.
+        return time.monotonic() - self._last_sweep >= self.sweep_after_s and self._caught_up
+
     def _sweep(self, force: bool = False) -> None:
         """Apply commands the database holds but the stream lost (Redis down or flushed)."""
-        now = time.monotonic()
-        if not force and (now - self._last_sweep < self.sweep_after_s or not self._caught_up):
-            return  # a matcher behind its stream finds there what it has not read yet
-        self._last_sweep = now
+        if not force and not self._sweep_due():
+            return
+        self._last_sweep = time.monotonic()
         backlog = database_backlog(
             self.market, made_before=timezone.now() - timedelta(seconds=self.sweep_after_s), limit=self.batch_size)
         if backlog:
@@ -359,7 +498,7 @@ class Matcher:
         if force or now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
             self._last_heartbeat = now
             try:
-                stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0,
+                stream.heartbeat_write(self.symbol, sequence=self._published_sequence, pid=self.pid, backlog=0,
                                        **self._reference)
             except redis.RedisError:
                 pass
@@ -374,16 +513,22 @@ class Matcher:
         snapshot it reads is never older than the first delta it receives
         (docs/LIVE.md, "Snapshots and sequences")."""
         units = self.units
-        bids, asks = self.book.depth(DEPTH_LEVELS)
+        if result is not None:  # the book as the batch left it: the engine may be further on
+            (bids, asks), sequence = result.depth, result.sequence
+            status, last_price = result.book_status, result.last_trade_price_ticks
+        else:
+            assert self._inflight is None, "the book is ahead of what was committed"
+            (bids, asks), sequence = self.book.depth(DEPTH_LEVELS), self.book.sequence
+            status, last_price = self.book.status, self.book.last_trade_price_ticks
+        self._published_sequence = sequence
         depth = {
             "symbol": self.symbol,
-            "sequence": self.book.sequence,
-            "status": self.book.status,
+            "sequence": sequence,
+            "status": status,
             "bids": [[decimal_to_str(units.ticks_to_price(p)), decimal_to_str(units.lots_to_quantity(q))] for p, q in bids],
             "asks": [[decimal_to_str(units.ticks_to_price(p)), decimal_to_str(units.lots_to_quantity(q))] for p, q in asks],
             "timestamp": to_micros(timezone.now()),
         }
-        last_price = self.book.last_trade_price_ticks
         self._reference = {
             "last_price": None if last_price is None else decimal_to_str(units.ticks_to_price(last_price)),
             "best_bid": depth["bids"][0][0] if depth["bids"] else None,
@@ -392,7 +537,7 @@ class Matcher:
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(stream.depth_key(self.symbol), json.dumps(depth))
-            stream.heartbeat_write(self.symbol, sequence=self.book.sequence, pid=self.pid, backlog=0,
+            stream.heartbeat_write(self.symbol, sequence=sequence, pid=self.pid, backlog=0,
                                    client=pipe, **self._reference)
             pipe.execute()
         except redis.RedisError as exc:

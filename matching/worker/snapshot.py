@@ -245,14 +245,18 @@ class SnapshotWriter:
         if from_database and len(book) >= snapshot_after_rebuild_min_orders() and self.every_s > 0:
             self.due_now = True
 
-    def tick(self, book: OrderBook) -> None:
-        """Reap a finished child; start one if a snapshot is due and the book moved."""
+    def due(self) -> bool:
+        """Whether ``tick`` would start a snapshot now (if the book moved); reaps a finished child first."""
         self.reap()
-        if self.child_pid is not None or self.every_s <= 0:
+        return (self.child_pid is None and self.every_s > 0
+                and (self.due_now or time.monotonic() - self.last_started >= self.every_s))
+
+    def tick(self, book: OrderBook) -> None:
+        """Reap a finished child; start one if a snapshot is due and the book moved.
+        ``book`` must be as committed (the matcher lands the batch in flight first)."""
+        if not self.due():
             return
         now = time.monotonic()
-        if not self.due_now and now - self.last_started < self.every_s:
-            return
         if book.sequence == self.last_sequence:
             self.last_started = now
             return

@@ -56,6 +56,7 @@ def test_a_matcher_behind_its_stream_does_not_take_what_waits_there_for_lost(tra
     applied = []
     for _ in range(3):
         matcher.run_once()
+        matcher.land()  # the batch read is committed
         applied.append(sorted(Order.objects.filter(pk__in=[o.pk for o in orders], status="NEW")
                               .values_list("pk", flat=True)))
     ids = [order.pk for order in orders]
@@ -152,19 +153,20 @@ def test_a_transient_failure_is_never_set_aside(traders, matcher, monkeypatch):
     alice, _, _ = traders
     order = place(alice, "SELL", price=100, quantity=1)
     calls = {"n": 0}
-    real = batch_module.BatchApplier.apply
+    real = batch_module.BatchApplier.write
 
-    def flaky(self, commands):
+    def flaky(self, plan):
         calls["n"] += 1
         if calls["n"] <= 3:
             raise OperationalError("server closed the connection unexpectedly")
-        return real(self, commands)
+        return real(self, plan)
 
-    monkeypatch.setattr(batch_module.BatchApplier, "apply", flaky)
+    monkeypatch.setattr(batch_module.BatchApplier, "write", flaky)
     matcher.run_once()  # the pending list: empty
     for _ in range(3):
         with pytest.raises(OperationalError):
-            matcher.run_once()
+            matcher.run_once()  # the batch is handed to the writer
+            matcher.land()  # its failure surfaces when it lands
     drain(matcher)
     order.refresh_from_db()
     assert order.status == "NEW"

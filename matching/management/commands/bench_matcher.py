@@ -9,9 +9,11 @@ market's stream.
 
 Timed: a matcher draining the stream in batches, each batch applied to
 PostgreSQL (orders, trades, candles, settlement with fees, hold releases) and
-committed, then acknowledged and published. The last line is
+committed, then acknowledged and published; the engine runs each batch while
+the one before it commits, as in production. The last line is
 ``orders_per_s=<int> apply_p99_ms=<float>`` (commands per second over the
-whole drain; 99th percentile of one batch's apply-and-commit time).
+whole drain; 99th percentile of one batch's time from reading its entries to
+its commit).
 
 ``--markets N`` (N > 1) sets up N such markets, each with its own funded
 users and the same workload from seeds ``--seed``, ``--seed``+1, ...; they
@@ -33,6 +35,7 @@ import cProfile
 import gc
 import json
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -66,9 +69,9 @@ class Drain:
     symbol: str
     begun_s: float
     ended_s: float
-    durations_s: list[float]  # each batch's apply-and-commit
-    python_cpu_s: float  # the matcher's thread
-    postgres_cpu_s: float  # its PostgreSQL backend
+    durations_s: list[float]  # each batch's time from reading its entries to its commit
+    python_cpu_s: float  # the matcher's process (its thread and its writer thread)
+    postgres_cpu_s: float  # their two PostgreSQL backends
 
     @property
     def elapsed_s(self) -> float:
@@ -84,30 +87,16 @@ class Drain:
 
 def drain_matcher(matcher: Matcher, *, profile: str = "") -> Drain:
     """Run the started ``matcher`` until its stream is empty and every entry
-    acknowledged, timing each batch apply (and profiling it into ``profile``,
-    if named). CPU is that of this thread and of its PostgreSQL backend."""
+    acknowledged, keeping each batch's time from read to commit (and profiling
+    every batch into ``profile``, if named). CPU is that of this process (the
+    matcher's thread and its writer thread) and of their two PostgreSQL backends."""
     gc.collect()
     gc.freeze()
-    durations = []
-    real_apply = matcher.applier.apply
-    profiler = cProfile.Profile() if profile else None
-
-    def timed_apply(commands):
-        begun = time.perf_counter()
-        if profiler is not None:
-            profiler.enable()
-        result = real_apply(commands)
-        if profiler is not None:
-            profiler.disable()
-        durations.append(time.perf_counter() - begun)
-        return result
-
-    matcher.applier.apply = timed_apply
+    profilers = _profile(matcher) if profile else []
     redis = get_redis()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend_pid = cursor.fetchone()[0]
-    cpu_begun = time.thread_time(), processes_cpu_s([backend_pid])
+    backend_pids = matcher.backend_pids()
+    matcher.batch_latencies.clear()
+    cpu_begun = time.process_time(), processes_cpu_s(backend_pids)
     begun = time.monotonic()
     while True:
         handled = matcher.run_once()
@@ -117,14 +106,37 @@ def drain_matcher(matcher: Matcher, *, profile: str = "") -> Drain:
             info = redis.xinfo_groups(matcher.stream)[0]
             if info["last-delivered-id"] == redis.xinfo_stream(matcher.stream)["last-generated-id"]:
                 break
+    matcher.land()
     ended = time.monotonic()
-    result = Drain(matcher.symbol, begun, ended, durations, python_cpu_s=time.thread_time() - cpu_begun[0],
-                   postgres_cpu_s=processes_cpu_s([backend_pid]) - cpu_begun[1])
-    matcher.applier.apply = real_apply
+    result = Drain(matcher.symbol, begun, ended, list(matcher.batch_latencies),
+                   python_cpu_s=time.process_time() - cpu_begun[0],
+                   postgres_cpu_s=processes_cpu_s(backend_pids) - cpu_begun[1])
     gc.unfreeze()
-    if profiler is not None:
-        profiler.dump_stats(profile)
+    if profilers:
+        stats = pstats.Stats(profilers[0])
+        stats.add(profilers[1])
+        stats.dump_stats(profile)
     return result
+
+
+def _profile(matcher: Matcher) -> list[cProfile.Profile]:
+    """cProfile of every batch: its preparation on the matcher's thread and its
+    write on the writer thread (one profiler each: a profiler follows one thread)."""
+    applier = matcher.applier
+    profilers = [cProfile.Profile(), cProfile.Profile()]
+
+    def profiled(profiler, method):
+        def run(*args, **kwargs):
+            profiler.enable()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                profiler.disable()
+        return run
+
+    applier.prepare = profiled(profilers[0], applier.prepare)
+    applier.write = profiled(profilers[1], applier.write)
+    return profilers
 
 
 class Command(BaseCommand):
@@ -138,7 +150,7 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=200, help="funded users per market")
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--profile", metavar="FILE", default="",
-                            help="cProfile every batch apply and write the stats to FILE (pstats format); "
+                            help="cProfile every batch (preparation and write) and write the stats to FILE (pstats format); "
                                  "with several markets, to FILE.<SYMBOL> each")
         # A matcher process of a --markets run (see the module docstring).
         parser.add_argument("--drain", metavar="SYMBOL", default="", help=argparse.SUPPRESS)
@@ -269,7 +281,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{pending} orders were left PENDING on {market.symbol}: the drain did not apply every command")
             line = (f"{orders} commands in {result.elapsed_s:.2f}s, {len(result.durations_s)} batches, "
-                    f"{market.trades.count()} trades; batch apply p50 {result.apply_ms(50):.1f} ms")
+                    f"{market.trades.count()} trades; batch read-to-commit p50 {result.apply_ms(50):.1f} ms")
             if several:
                 line = (f"{market.symbol}: {line}, p99 {result.apply_ms(99):.1f} ms; "
                         f"{int(orders / result.elapsed_s)} orders/s")
@@ -278,13 +290,13 @@ class Command(BaseCommand):
         span_s = max(d.ended_s for d in drains) - min(d.begun_s for d in drains)
         if several:
             self.stdout.write(f"{len(drains)} matcher processes at once: {total} commands in {span_s:.2f}s")
-        # CPU time per order (the matchers' threads and their PostgreSQL backends) is far less
+        # CPU time per order (the matchers' processes and their PostgreSQL backends) is far less
         # disturbed by other jobs on a shared machine than the wall-clock rate.
         python_cpu_s = sum(d.python_cpu_s for d in drains)
         postgres_cpu_s = sum(d.postgres_cpu_s for d in drains)
         summed = f"summed over {len(drains)} matchers; " if several else ""
         self.stdout.write(
-            f"cpu per order: python {python_cpu_s / total * 1e6:.1f} us, postgres backend "
+            f"cpu per order: python {python_cpu_s / total * 1e6:.1f} us, postgres backends "
             f"{postgres_cpu_s / total * 1e6:.1f} us ({summed}WAL flushes and other backends not counted)")
         last = (f"orders_per_s={min(int(orders / d.elapsed_s) for d in drains)} "
                 f"apply_p99_ms={max(d.apply_ms(99) for d in drains):.1f}")
