@@ -5,10 +5,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import psutil
 import pytest
 
+from exchange.management.commands.up import HEALTHY_RUN_S
 from tests.e2e.harness import ROOT, admin_login, env_without_service_urls, free_port, get_json, url_ok, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +112,7 @@ def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
     launcher = _start(data_dir, port, "--no-market-maker")
     try:
         wait_for(lambda: url_ok(f"{base}/health/ready"), timeout_s=120, what="the second run to be ready")
+        ready_at = time.monotonic()  # every child was started before
         assert not any("run_market_maker" in " ".join(p.cmdline()) for p in psutil.Process(launcher.pid).children(
             recursive=True))
         _, assets = get_json(f"{base}/api/v1/assets")
@@ -120,7 +123,27 @@ def test_up_serves_stops_cleanly_and_keeps_data(data_dir):
             cwd=ROOT, env=env_without_service_urls(EXCHANGE_DATA_DIR=data_dir), capture_output=True, text=True, timeout=60,
         )
         assert "b'kept'" in check.stdout, check.stderr
+
+        # A child that dies after a healthy run is started again; the exchange stays up.
+        def celery_worker():
+            for child in psutil.Process(launcher.pid).children():
+                try:
+                    if "worker" in child.cmdline() and "celery" in " ".join(child.cmdline()):
+                        return child
+                except psutil.Error:  # the killed one, until the launcher reaps it
+                    continue
+            return None
+
+        worker = celery_worker()
+        time.sleep(max(0.0, HEALTHY_RUN_S - (time.monotonic() - ready_at)) + 0.5)
+        worker.send_signal(signal.SIGKILL)
+        replaced = wait_for(lambda: (w := celery_worker()) is not None and w.pid != worker.pid and w,
+                            timeout_s=30, what="the Celery worker to be started again")
+        assert replaced.is_running()
+        assert url_ok(f"{base}/health/ready") and launcher.poll() is None
     finally:
         output = _stop_with_ctrl_c(launcher)
+        print(output[-3000:])  # shown if the test fails
     assert launcher.returncode == 0, output[-3000:]
     assert "Market maker off" in output
+    assert "celery-worker exited with status -9 after" in output and "restarting it" in output

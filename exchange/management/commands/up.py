@@ -10,10 +10,14 @@ Celery worker and Celery beat, waits until
 --no-market-maker or EXCHANGE_DEMO_MARKET_MAKER=0), prints the URLs and
 logins, and runs until Ctrl-C or SIGTERM. It then stops every process it
 started (the market maker first, so it can cancel its quotes), and the
-embedded servers stop as this process exits. If a child of the exchange
-dies on its own, everything stops and the exit status is 1: a half-running
-exchange is worse than a stopped one. The market maker is only a demo: if it
-exits, the launcher says so and the exchange keeps running.
+embedded servers stop as this process exits. A child of the exchange that
+dies after running at least ``HEALTHY_RUN_S`` is started again at once, as
+docker-compose's ``restart: unless-stopped`` does (a Celery worker that lost
+its broker when Redis restarted exits; the exchange must not go down with
+it). One that dies sooner after its start cannot run here: everything stops
+and the exit status is 1, since a half-running exchange is worse than a
+stopped one. The market maker is only a demo: if it exits, the launcher says
+so and the exchange keeps running.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from exchange import processes
 from exchange.demo import DEMO_USERS, demo_load
 
 READY_TIMEOUT_S = 90.0
+HEALTHY_RUN_S = 10.0  # a child that ran this long before dying is restarted
 
 
 class Command(BaseCommand):
@@ -134,10 +139,17 @@ class Command(BaseCommand):
             time.sleep(0.2)
 
     def _supervise(self, children: list[processes.Child], extras: list[processes.Child]) -> processes.Child | None:
+        """Until a stop is requested: restart a child that died after a healthy run (in
+        place in ``children``); return one that died sooner after its start."""
         while not self._stop_requested:
-            for child in children:
+            for index, child in enumerate(children):
                 if not child.alive():
-                    return child
+                    ran_s = time.monotonic() - child.started_at
+                    if ran_s < HEALTHY_RUN_S:
+                        return child
+                    self.stderr.write(f"{child.name} exited with status {child.popen.returncode} after "
+                                      f"{ran_s:.0f}s; restarting it")
+                    children[index] = processes.spawn(child.name, child.argv)
             for extra in list(extras):
                 if not extra.alive():
                     self.stderr.write(f"{extra.name} exited with status {extra.popen.returncode}; the exchange keeps running")
