@@ -71,7 +71,8 @@ class JSONTextField(models.JSONField):
         return super().from_db_value(value, expression, connection)
 
     def get_transform(self, name):
-        transform = super().get_transform(name)
+        # JSONField's own get_transform makes every unknown name a key of the column as it is.
+        transform = super(models.JSONField, self).get_transform(name)
         if transform is not None:
             return transform
         return lambda lhs, *args, **kwargs: KeyTransform(name, Cast(lhs, models.JSONField()), *args, **kwargs)
