@@ -1,5 +1,8 @@
 # The payload is written once and read once, as text: PostgreSQL json keeps the text
 # as written, with no conversion to jsonb and back (exchange.outbox.models.JSONTextField).
+# Changing the type rewrites the table under an exclusive lock, which stops every writer
+# of events (placements, matchers, the ledger) until it ends: on a large outbox, prune
+# it first (outbox_prune) or run this in a maintenance window.
 
 import exchange.outbox.models
 from django.db import migrations

@@ -52,8 +52,8 @@ class JSONTextField(models.JSONField):
 
     The outbox writes a payload once and reads it once, as text (the relay's
     envelope): ``json`` skips the conversion to ``jsonb``'s binary form on
-    write and back to text on read, about 4 us of PostgreSQL CPU per event
-    (docs/BENCHMARKS.md). The text keeps the writer's key order and spacing;
+    write (about 5 us of PostgreSQL CPU per matcher event) and back to text
+    on read (about 3 us per event in the relay; docs/BENCHMARKS.md). The text keeps the writer's key order and spacing;
     consumers parse it. ``json`` has no operators of its own, so key lookups
     (``payload__order_id=...``) read the column as ``jsonb``: fine for the back
     office and tests, never an indexed path.
@@ -99,9 +99,10 @@ class OutboxEvent(models.Model):
     # INSERT ... SELECT (the matcher, the ledger) need no Python per row. Unique
     # by construction (122 random bits from PostgreSQL's strong random source:
     # a collision among 10^12 events has a chance of about 10^-13), without a
-    # unique index: a b-tree of random keys cost about 4 us of PostgreSQL CPU
-    # per event, a page touched at random per insert (more once it outgrows
-    # memory), and no query reads by it (the relay goes by txid and id, requeue
+    # unique index: a b-tree of random keys cost 4-6 us of PostgreSQL CPU per
+    # event and a page touched at random per insert (a full-page image in the
+    # WAL for each first touch after a checkpoint, and reads once the index
+    # outgrows memory), and no query reads by it (the relay goes by txid and id, requeue
     # by id, and the back office's exact search compares the text, which no
     # index on the uuid serves). Consumers dedupe on it (ProcessedEvent).
     event_id = models.UUIDField(editable=False, db_default=models.Func(function="gen_random_uuid"))
