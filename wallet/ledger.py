@@ -259,7 +259,7 @@ _UPDATE_HOLDS = """
 _INSERT_BALANCE_EVENTS = """
     INSERT INTO exchange_outboxevent (topic, key, event_type, version, payload)
     SELECT 'balance.events', p.user_id::text, 'balance.changed', 1,
-           jsonb_build_object(
+           json_build_object(
                'user_id', p.user_id, 'asset', s.code,
                'available', trim_scale(COALESCE(p.available, (
                    SELECT balance FROM wallet_account

@@ -114,24 +114,24 @@ class CpuClock:
 # ---------------------------------------------------------------------------
 # Load: emitters at a target rate, and a reader measuring commit -> bus latency
 
-_BENCH_TX = re.compile(rb'"bench_tx": ?(\d+)')
+_BENCH_TX = re.compile(rb'"bench_tx" ?: ?(\d+)')  # json_build_object writes "key" : value
 
 # A placement's two events (``order.accepted``, ``balance.changed``), built by
 # PostgreSQL so that the emitters stay cheap enough to load the relay.
 _PLACEMENT = f"""
     INSERT INTO {TABLE} (topic, key, event_type, version, payload)
-    VALUES ('order.events', 'BENCH' || %s::int || '-USDT', 'order.accepted', 1, jsonb_build_object(
+    VALUES ('order.events', 'BENCH' || %s::int || '-USDT', 'order.accepted', 1, json_build_object(
                 'bench_tx', %s::bigint, 'order_id', %s::bigint, 'user_id', %s::int, 'side', 'BUY', 'type', 'LIMIT',
                 'price', '65000.12', 'quantity', '0.015', 'hold_amount', '975.0018', 'status', 'PENDING',
                 'created_at', now())),
-           ('balance.events', %s::int::text, 'balance.changed', 1, jsonb_build_object(
+           ('balance.events', %s::int::text, 'balance.changed', 1, json_build_object(
                 'bench_tx', %s::bigint, 'user_id', %s::int, 'asset', 'USDT', 'available', '1000', 'held', '975.0018'))
 """
 
 # A matcher-shaped batch: ``order.updated`` events built by PostgreSQL.
 _MATCHER_BATCH = f"""
     INSERT INTO {TABLE} (topic, key, event_type, version, payload, sequence)
-    SELECT 'order.events', 'BENCH' || mod(g, %s) || '-USDT', 'order.updated', 1, jsonb_build_object(
+    SELECT 'order.events', 'BENCH' || mod(g, %s) || '-USDT', 'order.updated', 1, json_build_object(
         'bench_tx', %s::bigint, 'order_id', 10000000 + g, 'client_order_id', 'bench-' || g,
         'user_id', 1000 + mod(g, 200),
         'market', 'BENCH' || mod(g, %s) || '-USDT', 'side', 'BUY', 'type', 'LIMIT', 'status', 'PARTIALLY_FILLED',

@@ -16,7 +16,8 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast, Now
 
 from django.contrib.postgres.indexes import BrinIndex
 
@@ -46,6 +47,37 @@ class EventJSONEncoder(json.JSONEncoder):
         return super().default(value)
 
 
+class JSONTextField(models.JSONField):
+    """A JSON value stored as PostgreSQL ``json`` (the text as written), not ``jsonb``.
+
+    The outbox writes a payload once and reads it once, as text (the relay's
+    envelope): ``json`` skips the conversion to ``jsonb``'s binary form on
+    write (about 5 us of PostgreSQL CPU per matcher event) and back to text
+    on read (about 3 us per event in the relay; docs/BENCHMARKS.md). The text keeps the writer's key order and spacing;
+    consumers parse it. ``json`` has no operators of its own, so key lookups
+    (``payload__order_id=...``) read the column as ``jsonb``: fine for the back
+    office and tests, never an indexed path.
+    """
+
+    description = "JSON stored as text (PostgreSQL json)"
+
+    def db_type(self, connection) -> str:
+        return "json"
+
+    def from_db_value(self, value, expression, connection):
+        # psycopg parses ``json`` itself (Django only registers a text loader for jsonb).
+        if value is None or not isinstance(value, str):
+            return value
+        return super().from_db_value(value, expression, connection)
+
+    def get_transform(self, name):
+        # JSONField's own get_transform makes every unknown name a key of the column as it is.
+        transform = super(models.JSONField, self).get_transform(name)
+        if transform is not None:
+            return transform
+        return lambda lhs, *args, **kwargs: KeyTransform(name, Cast(lhs, models.JSONField()), *args, **kwargs)
+
+
 class OutboxEvent(models.Model):
     """One event, written in the transaction of the change it describes, and never
     changed after that unless the relay has to set it aside.
@@ -64,13 +96,21 @@ class OutboxEvent(models.Model):
         WAITING = "WAITING", "Waiting (behind a retrying or failed event of its key)"
 
     # gen_random_uuid() in the database: bulk emitters that build rows with
-    # INSERT ... SELECT (the matcher, the ledger) need no Python per row.
-    event_id = models.UUIDField(unique=True, editable=False, db_default=models.Func(function="gen_random_uuid"))
+    # INSERT ... SELECT (the matcher, the ledger) need no Python per row. Unique
+    # by construction (122 random bits from PostgreSQL's strong random source:
+    # a collision among 10^12 events has a chance of about 10^-13), without a
+    # unique index: a b-tree of random keys cost 4-6 us of PostgreSQL CPU per
+    # event and a page touched at random per insert (a full-page image in the
+    # WAL for each first touch after a checkpoint, and reads once the index
+    # outgrows memory), and no query reads by it (the relay goes by txid and id, requeue
+    # by id, and the back office's exact search compares the text, which no
+    # index on the uuid serves). Consumers dedupe on it (ProcessedEvent).
+    event_id = models.UUIDField(editable=False, db_default=models.Func(function="gen_random_uuid"))
     topic = models.CharField(max_length=32, choices=Topic.choices)
     key = models.CharField(max_length=64, help_text="Partition key: the market symbol or the user id.")
     event_type = models.CharField(max_length=64)
     version = models.PositiveSmallIntegerField(default=1, db_default=1)
-    payload = models.JSONField(encoder=EventJSONEncoder)
+    payload = JSONTextField(encoder=EventJSONEncoder)
     sequence = models.BigIntegerField(null=True, blank=True, help_text="The market's engine sequence, if any.")
     created_at = models.DateTimeField(db_default=Now())
     # The writing transaction: the relay publishes by transaction, in commit order (exchange.outbox.relay).

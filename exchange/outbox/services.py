@@ -51,7 +51,7 @@ def outbox_emit(*, topic: str, key: str | int, event_type: str, payload: dict[st
 
 _INSERT = f"""
     INSERT INTO {OutboxEvent._meta.db_table} (topic, key, event_type, version, payload, sequence)
-    SELECT e.topic, e.key, e.event_type, e.version, e.payload::jsonb, e.sequence
+    SELECT e.topic, e.key, e.event_type, e.version, e.payload::json, e.sequence
     FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::smallint[], %s::text[], %s::bigint[])
         WITH ORDINALITY AS e(topic, key, event_type, version, payload, sequence, n)
     ORDER BY e.n

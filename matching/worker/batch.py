@@ -746,7 +746,7 @@ _UPDATE_ORDERS = """
     RETURNING o.*, v.emit
     )
     INSERT INTO exchange_outboxevent (topic, key, event_type, version, payload, sequence)
-    SELECT %(topic)s::text, %(symbol)s::text, 'order.updated', 1, jsonb_build_object(
+    SELECT %(topic)s::text, %(symbol)s::text, 'order.updated', 1, json_build_object(
         'order_id', u.id, 'client_order_id', u.client_order_id, 'user_id', u.user_id, 'market', %(symbol)s::text,
         'side', u.side, 'type', u.type, 'status', u.status, 'status_reason', u.status_reason,
         'price', trim_scale(u.price)::text, 'stop_price', trim_scale(u.stop_price)::text,
@@ -779,7 +779,7 @@ _INSERT_TRADES = """
         RETURNING *
     )
     INSERT INTO exchange_outboxevent (topic, key, event_type, version, payload, sequence)
-    SELECT %(topic)s::text, %(symbol)s::text, 'trade.executed', 1, jsonb_build_object(
+    SELECT %(topic)s::text, %(symbol)s::text, 'trade.executed', 1, json_build_object(
         'trade_id', t.id, 'market', %(symbol)s::text, 'sequence', t.sequence,
         'price', trim_scale(t.price)::text, 'quantity', trim_scale(t.quantity)::text,
         'notional', trim_scale(t.notional)::text, 'taker_side', t.taker_side,

@@ -121,7 +121,7 @@ class Command(BaseCommand):
             cursor.execute(
                 f"""INSERT INTO {bench.TABLE} (topic, key, event_type, payload, txid, created_at)
                     SELECT 'order.events', 'BENCH' || mod(g, %s) || '-USDT', 'order.updated',
-                           jsonb_build_object('order_id', g, 'status', 'FILLED', 'padding', repeat('x', 380)), '1',
+                           json_build_object('order_id', g, 'status', 'FILLED', 'padding', repeat('x', 380)), '1',
                            now() - interval '1 hour'
                     FROM generate_series(1, %s) AS g""",
                 [keys, count],

@@ -110,6 +110,26 @@ def test_envelope_and_payload_types(bus, redis_app):
     assert received.event_id == row.event_id and received.occurred_at.tzinfo is not None
 
 
+def test_a_payload_built_in_sql_is_stored_and_published_as_written(bus, redis_app):
+    """The payload column is ``json``: what a writer built in SQL (as the matcher and
+    the ledger do, with json_build_object) is stored and published byte for byte,
+    with no conversion that would reorder its keys (``jsonb`` sorts them), and key
+    lookups still find it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO exchange_outboxevent (topic, key, event_type, payload)
+            VALUES ('trade.events', 'BTC-USDT', 'trade.executed',
+                    json_build_object('trade_id', 7, 'price', trim_scale(65000.100::numeric)::text, 'fee', NULL))
+        """)
+    outbox_relay(bus=bus)
+
+    [(_, fields)] = redis_app.xrange(stream_name(Topic.TRADES))
+    assert fields[b"event"].endswith(b', "data": {"trade_id" : 7, "price" : "65000.1", "fee" : null}}')
+    [row] = rows(payload__trade_id=7)
+    assert row.payload == {"trade_id": 7, "price": "65000.1", "fee": None}
+    assert not rows(payload__trade_id=8)
+
+
 def test_bus_down_moves_nothing_and_everything_goes_out_in_order_when_it_returns(bus, redis_app, tmp_path,
                                                                                  settings, caplog):
     """With the bus unreachable no event is marked or set aside: the cursor stays,
