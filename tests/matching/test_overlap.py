@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -55,7 +56,8 @@ class HeldWriter:
 @pytest.fixture
 def held(monkeypatch, matcher):
     matcher.run_once()  # the pending list: nothing
-    matcher.sweep_after_s = 3600  # a sweep lands the batch in flight first: not during these tests
+    # A sweep lands the batch in flight first: none during these tests.
+    matcher.sweep_after_s, matcher._last_sweep = 3600, time.monotonic()
     return HeldWriter(monkeypatch)
 
 
