@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -369,10 +368,6 @@ class Matcher:
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
-            # The writer mostly waits on PostgreSQL; back from a wait it needs the GIL, which
-            # the matcher's thread (the engine) hands over only every switch interval: 5 ms
-            # by default, up to 5 ms per statement added to every commit.
-            sys.setswitchinterval(float(os.environ.get("MATCHER_SWITCH_INTERVAL_S", "0.0005")))
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"writer-{self.symbol}")
 
     def land(self) -> bool:
