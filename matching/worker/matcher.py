@@ -324,12 +324,13 @@ class Matcher:
             elif (command.kind, command.row_id) not in self._set_aside:
                 commands.append(command)
         ids = [entry_id for entry_id, _ in entries]
-        if ((self._inflight is not None and self._inflight.future.done())
+        if ((self._inflight is not None and (self._inflight.future.done() or self._caught_up))
                 or any(command.kind == "status" for command in commands)):
-            # Land a batch that already committed before preparing this one: its
-            # messages go out now rather than after this batch's engine run. And a
-            # market status change is applied alone in time: nothing in flight
-            # while it changes the market everyone reads.
+            # Overlap only pays while the matcher is behind (a full read): otherwise land
+            # the batch in flight first, so that its messages go out before this batch's
+            # engine run, and this batch's clock starts after it. And a market status
+            # change is applied alone in time: nothing in flight while it changes the
+            # market everyone reads.
             if not self.land():
                 return len(entries)
         try:
