@@ -117,7 +117,7 @@ class Chaos:
 
 
 class Stack:
-    """``manage.py up`` on its own data folder and port; ``start()`` again after it stopped reuses both."""
+    """``manage.py up`` on its own data folder and port."""
 
     def __init__(self):
         self.data_dir = tempfile.mkdtemp(prefix="exchaos-", dir="/tmp")
