@@ -321,8 +321,9 @@ class Matcher:
             if command is None:
                 logger.error("malformed command entry acknowledged and dropped",
                              extra={"symbol": self.symbol, "entry_id": str(entry_id)})
-            elif (command.kind, command.row_id) not in self._set_aside:
+            else:
                 commands.append(command)
+        commands = self._not_set_aside(commands)
         ids = [entry_id for entry_id, _ in entries]
         if ((self._inflight is not None and (self._inflight.future.done() or self._caught_up))
                 or any(command.kind == "status" for command in commands)):
@@ -399,13 +400,17 @@ class Matcher:
         """Apply ``commands`` in one batch, in place (nothing in flight): recovery
         and the sweep. A failure is handled by ``_failed``."""
         assert self._inflight is None, "a batch applied in place while another is in flight"
-        commands = [c for c in commands if (c.kind, c.row_id) not in self._set_aside]
+        commands = self._not_set_aside(commands)
         if not commands:
             return None
         try:
             return self.applier.apply(commands)
         except Exception as exc:
             return self._failed(commands, exc)
+
+    def _not_set_aside(self, commands: list[Command]) -> list[Command]:
+        """``commands`` but those this process set aside as poisoned (skipped if read again)."""
+        return [c for c in commands if (c.kind, c.row_id) not in self._set_aside]
 
     def _failed(self, commands: list[Command], exc: Exception) -> BatchResult | None:
         """``commands`` failed as one batch. The book (now maybe ahead of the
