@@ -32,7 +32,6 @@ from __future__ import annotations
 import decimal
 import functools
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, NamedTuple
@@ -42,6 +41,7 @@ from django.db import connection
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import decimal_to_str
+from exchange.core.sql import server_cursor
 from wallet.models import AccountKind, Hold, TransactionKind
 
 # (user id or None for the operator, asset id, account kind)
@@ -284,20 +284,6 @@ def _tid_array(rows: Iterable[str]) -> str:
     return "{" + ",".join(f'"{row}"' for row in rows) + "}"
 
 
-@contextmanager
-def _cursor():
-    """A server-side-binding cursor on Django's connection (same session and transaction).
-
-    Django's default cursor binds parameters on the client, quoting every
-    element of the large arrays the bulk statements send; binding them on
-    the server is several times cheaper. Errors still surface as Django's
-    database exceptions.
-    """
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
 class _Transaction(NamedTuple):
     kind: str
     reference: str
@@ -322,7 +308,7 @@ class Posting:
         self._written = False
         self.holds: dict[str, _Hold] = {}
         self.accounts: dict[AccountKey, _Account] = {}
-        with _cursor() as cursor:
+        with server_cursor() as cursor:
             self._insert_holds(cursor, list(new_holds))
             self._lock_holds(cursor, set(holds) - set(self.holds))
             keys = set(accounts)
@@ -508,7 +494,7 @@ class Posting:
         self._check_not_written()
         self._written = True
         transaction_ids: list[int] = []
-        with _cursor() as cursor:
+        with server_cursor() as cursor:
             if self._transactions:
                 cursor.execute(_ALLOCATE_TRANSACTION_IDS, [len(self._transactions)])
                 transaction_ids = [row[0] for row in cursor.fetchall()]

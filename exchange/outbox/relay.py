@@ -62,6 +62,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from exchange.core.sql import raw_connection, server_cursor
 from exchange.outbox import metrics
 from exchange.outbox.bus import Bus, BusError, Refusals, get_bus
 from exchange.outbox.models import OutboxCursor, OutboxEvent
@@ -276,7 +277,7 @@ def outbox_relay(*, bus: Bus | None = None, batch_size: int | None = None, max_b
     while max_batches is None or result.batches < max_batches:
         before = (result.published, result.refused, result.failed, result.unconfirmed)
         with connection.wrap_database_errors:
-            more = _batch(_connection(), bus, batch_size, result)
+            more = _batch(raw_connection(), bus, batch_size, result)
         metrics.count(**{name: after - earlier for name, after, earlier in zip(
             ("published", "refused", "failed", "unconfirmed"),
             (result.published, result.refused, result.failed, result.unconfirmed), before)})
@@ -287,31 +288,10 @@ def outbox_relay(*, bus: Bus | None = None, batch_size: int | None = None, max_b
 
 def outbox_pending() -> tuple[bool, datetime | None]:
     """Whether the relay has anything to do, and until when it waits for the bus (cheap: one statement)."""
-    with connection.wrap_database_errors, psycopg.Cursor(_connection()) as cursor:
+    with server_cursor() as cursor:
         cursor.execute(_PENDING, prepare=True)
         row = cursor.fetchone()
     return row if row is not None else (True, None)  # no cursor yet: the relay creates it
-
-
-# Django turns prepared statements off (for connection poolers): psycopg then
-# ignores prepare=True. This lets the relay's own statements, and only them,
-# be prepared on its connection (a statement is never auto-prepared at this
-# count). Behind a pooler in transaction mode, use one that keeps prepared
-# statements (PgBouncer 1.21+ with max_prepared_statements).
-_PREPARE_EXPLICIT_ONLY = 2**31
-
-
-def _connection() -> psycopg.Connection:
-    """Django's connection, used through psycopg directly (in autocommit mode,
-    as Django leaves it outside ``atomic``): with server-side binding the
-    relay's frequent statements are prepared (``prepare=True``), so
-    PostgreSQL does not parse and plan them on every poll and batch, and a
-    pipeline sends several statements in one round trip."""
-    connection.ensure_connection()
-    conn = connection.connection
-    if conn.prepare_threshold is None:
-        conn.prepare_threshold = _PREPARE_EXPLICIT_ONLY
-    return conn
 
 
 def _batch(conn: psycopg.Connection, bus: Bus, batch_size: int, result: RelayResult) -> bool:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from exchange.core.sql import server_cursor
 from exchange.outbox.models import EventJSONEncoder, OutboxCursor, OutboxEvent, ProcessedEvent, Topic
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ def outbox_emit_many(events: Iterable[Event]) -> list[OutboxEvent]:
     for event in events:
         assert event.topic in Topic.values, f"unknown topic {event.topic!r}"
     payloads = [_encoder.encode(event.payload) for event in events]
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with server_cursor() as cursor:
         cursor.execute(_INSERT, [
             [event.topic for event in events], [str(event.key) for event in events],
             [event.event_type for event in events], [event.version for event in events],

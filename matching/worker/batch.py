@@ -55,7 +55,8 @@ from matching.models import MarketState, MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.rebuild import engine_amounts
 from matching.units import EXACT
-from matching.worker.sql import array_literal, bool_literal, server_cursor, tid_literal
+from exchange.core.sql import server_cursor
+from matching.worker.sql import array_literal, bool_literal, tid_literal
 from matching.worker.translate import MarketSpec, TradeTranslation, candle_of, rate_ratio, translate_trades
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, hold_reference
 from risk.gate import admission_refusals

@@ -1,4 +1,4 @@
-"""Server-side binding for the batch's set-based statements.
+"""Array literals for the batch's set-based statements (bound on the server: ``exchange.core.sql``).
 
 Django's cursor binds parameters on the client, quoting every element of the
 large arrays the batch sends. Here numbers travel as one array literal string
@@ -9,11 +9,7 @@ one (the same reasoning as ``wallet.ledger``).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Iterable
-
-import psycopg
-from django.db import connection
 
 
 def array_literal(values: Iterable) -> str:
@@ -28,11 +24,3 @@ def tid_literal(rows: Iterable) -> str:
 
 def bool_literal(values: Iterable[bool]) -> str:
     return "{" + ",".join("t" if value else "f" for value in values) + "}"
-
-
-@contextmanager
-def server_cursor():
-    """A server-side-binding cursor on Django's connection (same session and transaction)."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
