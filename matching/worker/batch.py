@@ -47,15 +47,15 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.core.localcache import config_changed
+from exchange.core.sql import server_cursor
 from exchange.models import Market
 from exchange.outbox.models import Topic
 from exchange.outbox.services import Event, outbox_emit_many
 from matching import engine
-from matching.models import MarketState, MarketStatusChange
+from matching.models import MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.rebuild import engine_amounts
 from matching.units import EXACT
-from exchange.core.sql import server_cursor
 from matching.worker.sql import array_literal, bool_literal, tid_literal
 from matching.worker.translate import MarketSpec, TradeTranslation, candle_of, rate_ratio, translate_trades
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, hold_reference
@@ -181,11 +181,12 @@ class BatchApplier:
 
     def _load(self, commands: list[Command]):
         order_ids = {c.row_id for c in commands if c.kind in ("new", "cancel")}
+        # Amendments, cancel-alls and status changes are rare: most batches ask
+        # for none of them, and then the ORM is not even asked to build a query.
+        amend_ids = [c.row_id for c in commands if c.kind == "amend"]
         amendments = {
-            a.id: a
-            for a in OrderAmendment.objects.filter(
-                id__in=[c.row_id for c in commands if c.kind == "amend"], order__market=self.market)
-        }
+            a.id: a for a in OrderAmendment.objects.filter(id__in=amend_ids, order__market=self.market)
+        } if amend_ids else {}
         order_ids |= {a.order_id for a in amendments.values()}
         flagged_by_user: dict[int, list[int]] = {}
         users = [c.row_id for c in commands if c.kind == "cancel_all"]
@@ -200,11 +201,10 @@ class BatchApplier:
                 flagged_by_user.setdefault(user_id, []).append(order_id)
                 order_ids.add(order_id)
         orders = self._load_orders(order_ids)
+        status_ids = [c.row_id for c in commands if c.kind == "status"]
         status_changes = {
-            s.id: s
-            for s in MarketStatusChange.objects.filter(
-                id__in=[c.row_id for c in commands if c.kind == "status"], market=self.market)
-        }
+            s.id: s for s in MarketStatusChange.objects.filter(id__in=status_ids, market=self.market)
+        } if status_ids else {}
         return orders, amendments, flagged_by_user, status_changes
 
     def _load_orders(self, order_ids) -> dict[int, dict]:
@@ -537,9 +537,10 @@ class BatchApplier:
                 else:
                     missing.add(order_id)
         if missing:
-            for order_id, maker, taker in Order.objects.filter(id__in=missing).values_list(
-                    "id", "maker_fee_rate", "taker_fee_rate"):
-                rates[order_id] = (rate_ratio(maker), rate_ratio(taker))
+            with server_cursor() as cursor:
+                cursor.execute(_FEE_RATES, [array_literal(sorted(missing))])
+                for order_id, maker, taker in cursor.fetchall():
+                    rates[order_id] = (rate_ratio(maker), rate_ratio(taker))
         return rates
 
     def _hold_needs(self, changes) -> dict:
@@ -577,12 +578,10 @@ class BatchApplier:
                 open_ids.append(order_id)
         if not open_ids:
             return releases
-        waiting = {
-            order_id
-            for amendment_id, order_id in OrderAmendment.objects.filter(
-                order_id__in=open_ids, status=OrderAmendment.Status.REQUESTED).values_list("id", "order_id")
-            if amendment_id not in amendment_outcomes
-        }
+        with server_cursor() as cursor:
+            cursor.execute(_REQUESTED_AMENDMENTS, [array_literal(open_ids)])
+            waiting = {order_id for amendment_id, order_id in cursor.fetchall()
+                       if amendment_id not in amendment_outcomes}
         for order_id in sorted(open_ids):
             need = hold_needs[order_id]
             if need is not None and order_id not in waiting:
@@ -693,10 +692,11 @@ class BatchApplier:
                               now: datetime) -> None:
         """Move the market's sequence forward, fenced: the row must still hold the
         sequence this book started the batch from, or another writer exists."""
-        updates = {"last_sequence": sequence, "updated_at": now}
-        if last_price_ticks is not None:
-            updates["last_price"] = self.units.ticks_to_price(last_price_ticks)
-        moved = MarketState.objects.filter(market=self.market, last_sequence=start_sequence).update(**updates)
+        last_price = None if last_price_ticks is None else self.units.ticks_to_price(last_price_ticks)
+        with server_cursor() as cursor:
+            cursor.execute(_ADVANCE_MARKET_STATE, {"market": self.market.id, "start": start_sequence,
+                                                   "sequence": sequence, "price": last_price, "now": now})
+            moved = cursor.rowcount
         if not moved:
             raise SequenceConflict(
                 f"{self.market.symbol}: market state is not at sequence {start_sequence}; another matcher wrote it")
@@ -715,6 +715,26 @@ _LOAD_ORDERS = f"""
         SELECT {", ".join(_ORDER_FIELDS[:-1])}, cancel_requested_at IS NOT NULL
         FROM orders_order WHERE id = k.id AND market_id = %s
     ) o
+"""
+
+_FEE_RATES = """
+    SELECT o.* FROM unnest(%s::bigint[]) AS k(id)
+    CROSS JOIN LATERAL (SELECT id, maker_fee_rate, taker_fee_rate FROM orders_order WHERE id = k.id) o
+"""
+
+# Amendments still waiting on the given orders (read under the orders' locks, see _hold_true_ups).
+_REQUESTED_AMENDMENTS = """
+    SELECT a.* FROM unnest(%s::bigint[]) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT id, order_id FROM orders_orderamendment WHERE order_id = k.id AND status = 'REQUESTED'
+    ) a
+"""
+
+# The fence: the row must still hold the sequence this book started the batch from.
+_ADVANCE_MARKET_STATE = """
+    UPDATE matching_marketstate
+    SET last_sequence = %(sequence)s, last_price = COALESCE(%(price)s::numeric, last_price), updated_at = %(now)s
+    WHERE market_id = %(market)s AND last_sequence = %(start)s
 """
 
 _LOCK_ORDERS = """
