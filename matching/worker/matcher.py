@@ -281,11 +281,18 @@ class Matcher:
             # Re-reading our unacknowledged entries would return the batch in flight again.
             self.land()
         try:
+            # Never wait for new entries while a batch is in flight: it lands first.
+            block = None if self._read_id == "0" or self._inflight is not None else self.block_ms
             response = self.redis.xreadgroup(
-                stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size,
-                # Never wait for new entries while a batch is in flight: it lands first.
-                block=None if self._read_id == "0" or self._inflight is not None else self.block_ms,
-            )
+                stream.GROUP, self.consumer, {self.stream: self._read_id}, count=self.batch_size, block=block)
+            if block is not None and response and len(response[0][1]) < self.batch_size:
+                # A wait ends at the first new entry: the rest of a burst (a pipeline
+                # of XADDs, several web workers at once) arrives just behind it. Take
+                # it into this batch rather than leave it to wait a whole batch.
+                more = self.redis.xreadgroup(stream.GROUP, self.consumer, {self.stream: ">"},
+                                             count=self.batch_size - len(response[0][1]))
+                if more:
+                    response[0][1].extend(more[0][1])
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -374,3 +375,31 @@ def test_a_batch_refuses_to_commit_over_another_writer(traders, matcher):
     MarketState.objects.filter(market=matcher.market).update(last_sequence=999)
     with pytest.raises(SequenceConflict):
         matcher.applier.apply(database_backlog(matcher.market))
+
+
+def test_a_wait_ended_by_a_burst_takes_the_whole_burst_into_one_batch(traders, matcher):
+    """The blocking read returns at the first entry of a pipeline of XADDs: the
+    rest of the burst, just behind it, goes into the same batch instead of
+    waiting a whole batch (the fills' latency on the WebSocket)."""
+    alice, bob, _ = traders
+    matcher.sweep_after_s = 3600  # the entries stay in the stream: no sweep takes them from the database
+    drain(matcher)
+    orders = [place(alice if n % 2 else bob, "BUY", price=90 + n, quantity=1) for n in range(5)]
+    burst = matcher.redis.xrange(matcher.stream)[-5:]
+    matcher.redis.xdel(matcher.stream, *[entry_id for entry_id, _ in burst])
+    matcher.block_ms = 5000
+    handled = []
+    reader = threading.Thread(target=lambda: handled.append(matcher.run_once()))
+    reader.start()
+    time.sleep(0.3)  # the reader now waits in XREADGROUP
+    pipe = matcher.redis.pipeline(transaction=False)
+    for _, fields in burst:
+        pipe.xadd(matcher.stream, fields)
+    pipe.execute()
+    reader.join(timeout=10)
+    matcher.block_ms = 1
+    matcher.land()
+
+    assert handled == [5]
+    assert {order.status for order in Order.objects.filter(pk__in=[o.pk for o in orders])} == {"NEW"}
+    assert_sound(matcher)
