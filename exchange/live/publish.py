@@ -234,13 +234,27 @@ class MarketPublisher:
         if messages:
             sender.send(messages, members)
 
+    def publish_orders(self, user_id: int, order_ids: list[int]) -> None:
+        """``order_ids`` as they are now, with the market's balances, to their owner
+        if connected: for a change made outside a batch (a command set aside,
+        matching/worker/poison.py), which no batch's events describe."""
+        try:
+            sender = group_sender()
+            group = protocol.user_group(user_id)
+            members = sender.members([group])
+            if group in members:
+                touched = {order_id: user_id for order_id in order_ids}
+                sender.send(self._user_messages(None, touched, [], {user_id}), members)
+        except Exception as exc:  # noqa: BLE001 - never stop matching for a live message
+            logger.warning("live publishing failed", extra={"symbol": self.symbol, "error": repr(exc)})
+
     def _user_messages(self, result, touched, trades, live_users) -> list:
         """One message per live user: their changed orders, their fills and the
         market's two balances, as REST represents them, from one round trip
         (``private_rows``), each payload serialized once."""
         market = self.market
         symbol, base_code, quote_code = self.symbol, self._codes[market.base_id], self._codes[market.quote_id]
-        sequence = result.events[-1].sequence if result.events else None
+        sequence = result.events[-1].sequence if result is not None and result.events else None
         order_ids = [order_id for order_id, user_id in touched.items() if user_id in live_users]
         sequences = [t.sequence for t in trades if t.maker_user_id in live_users or t.taker_user_id in live_users]
         order_rows, balances, trade_rows = private_rows(

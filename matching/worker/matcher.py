@@ -466,12 +466,15 @@ class Matcher:
         self._set_aside_at = [*recent, now]
         self._set_aside.add((command.kind, command.row_id))
         try:
-            poison.set_aside(market=self.market, book=self.book, command=command, error=error, tries=failures)
+            done = poison.set_aside(market=self.market, book=self.book, command=command, error=error, tries=failures)
         except Exception:
             # Kept aside in this process anyway: the market trades on; the
             # next incarnation will try (and set aside) again.
             logger.exception("setting a poisoned command aside failed", extra={
                 "symbol": self.symbol, "kind": command.kind, "row_id": command.row_id})
+        else:
+            if done["order_ids"]:
+                self.live.publish_orders(done["user_id"], done["order_ids"])
         return None
 
     def _sweep_due(self) -> bool:

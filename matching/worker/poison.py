@@ -86,14 +86,16 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def set_aside(*, market, book, command: Command, error: BaseException, tries: int) -> dict:
-    """Reject ``command`` for good (see the module docstring). Returns what was done."""
+    """Reject ``command`` for good (see the module docstring). Returns what was done:
+    the user behind the command, the outcome, and the orders whose rows changed
+    (the matcher pushes them to their owner's live channels)."""
     now = timezone.now()
     detail = f"{type(error).__name__}: {error}"[:500]
     with transaction.atomic():
         moved = MarketState.objects.filter(market=market, last_sequence=book.sequence).update(updated_at=now)
         if not moved:
             raise SequenceConflict(f"{market.symbol}: market state is not at sequence {book.sequence}")
-        user_id, outcome = _reject(market, book, command, now)
+        user_id, outcome, order_ids = _reject(market, book, command, now)
         if user_id is not None:
             alert_raise(
                 kind=AlertKind.SET_ASIDE, severity=Severity.HIGH, user_id=user_id, market_id=market.id,
@@ -104,10 +106,11 @@ def set_aside(*, market, book, command: Command, error: BaseException, tries: in
     logger.error("poisoned command set aside", extra={
         "symbol": market.symbol, "kind": command.kind, "row_id": command.row_id, "tries": tries,
         "outcome": outcome, "error": detail})
-    return {"user_id": user_id, "outcome": outcome}
+    return {"user_id": user_id, "outcome": outcome, "order_ids": order_ids}
 
 
-def _reject(market, book, command: Command, now) -> tuple[int | None, str]:
+def _reject(market, book, command: Command, now) -> tuple[int | None, str, list[int]]:
+    """Who is behind the command, what was done, and the orders whose rows changed."""
     kind = command.kind
     if kind == "new":
         return _reject_new_order(market, command.row_id, now)
@@ -115,22 +118,22 @@ def _reject(market, book, command: Command, now) -> tuple[int | None, str]:
         row = Order.objects.select_for_update().filter(
             pk=command.row_id, market=market, status__in=OPEN_STATUSES).values("user_id").first()
         if row is None:
-            return None, "nothing to do: the order is closed"
+            return None, "nothing to do: the order is closed", []
         Order.objects.filter(pk=command.row_id).update(cancel_requested_at=None, updated_at=now)
-        return row["user_id"], "cancel request withdrawn"
+        return row["user_id"], "cancel request withdrawn", [command.row_id]
     if kind == "cancel_all":
         flagged = Order.objects.filter(market=market, user_id=command.row_id, status__in=OPEN_STATUSES,
                                        cancel_requested_at__isnull=False)
         ids = list(flagged.order_by("id").select_for_update().values_list("id", flat=True))
         Order.objects.filter(pk__in=ids).update(cancel_requested_at=None, updated_at=now)
-        return command.row_id, f"cancel-all request withdrawn ({len(ids)} orders)"
+        return command.row_id, f"cancel-all request withdrawn ({len(ids)} orders)", ids
     if kind == "amend":
         return _reject_amendment(market, book, command.row_id, now)
     if kind == "status":
         request = MarketStatusChange.objects.select_for_update().filter(
             pk=command.row_id, market=market, status=MarketStatusChange.Status.REQUESTED).first()
         if request is None:
-            return None, "nothing to do: the request is no longer REQUESTED"
+            return None, "nothing to do: the request is no longer REQUESTED", []
         MarketStatusChange.objects.filter(pk=request.pk).update(
             status=MarketStatusChange.Status.REJECTED, applied_at=now)
         outbox_emit_many([Event(
@@ -140,11 +143,11 @@ def _reject(market, book, command: Command, now) -> tuple[int | None, str]:
                      "requested_status": request.new_status, "previous_status": None,
                      "reason": request.reason, "rejected_because": REASON, "sequence": book.sequence,
                      "applied_at": now})])
-        return request.requested_by_id, "status change rejected"
-    return None, f"unknown kind {kind!r}"
+        return request.requested_by_id, "status change rejected", []
+    return None, f"unknown kind {kind!r}", []
 
 
-def _reject_new_order(market, order_id: int, now) -> tuple[int | None, str]:
+def _reject_new_order(market, order_id: int, now) -> tuple[int | None, str, list[int]]:
     table = Order._meta.db_table
     with connection.cursor() as cursor:
         # The order's row and its order.updated event in one statement, in the
@@ -180,16 +183,16 @@ def _reject_new_order(market, order_id: int, now) -> tuple[int | None, str]:
         )
         row = cursor.fetchone()
     if row is None:
-        return None, "nothing to do: the order is no longer PENDING"
+        return None, "nothing to do: the order is no longer PENDING", []
     ledger_apply([HoldRelease(reference=hold_reference(order_id), amount=None, close=True)])
-    return row[0], "order rejected, hold released"
+    return row[0], "order rejected, hold released", [order_id]
 
 
-def _reject_amendment(market, book, amendment_id: int, now) -> tuple[int | None, str]:
+def _reject_amendment(market, book, amendment_id: int, now) -> tuple[int | None, str, list[int]]:
     amendment = OrderAmendment.objects.select_related("order").filter(
         pk=amendment_id, order__market=market, status=OrderAmendment.Status.REQUESTED).first()
     if amendment is None:
-        return None, "nothing to do: the amendment is no longer REQUESTED"
+        return None, "nothing to do: the amendment is no longer REQUESTED", []
     order = Order.objects.select_for_update().get(pk=amendment.order_id)  # the batch's lock order: the order first
     OrderAmendment.objects.filter(pk=amendment.pk, status=OrderAmendment.Status.REQUESTED).update(
         status=OrderAmendment.Status.REJECTED, reject_reason=REASON, applied_at=now)
@@ -199,4 +202,4 @@ def _reject_amendment(market, book, amendment_id: int, now) -> tuple[int | None,
         need = hold_needed(side=order.side, price=order.price, quantity=order.quantity,
                            filled_quantity=order.filled_quantity or Decimal(0))
         ledger_apply([HoldRelease(reference=hold_reference(order.pk), keep=need)])
-    return order.user_id, "amendment rejected, hold trued up"
+    return order.user_id, "amendment rejected, hold trued up", [order.pk]

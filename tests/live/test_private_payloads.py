@@ -106,3 +106,29 @@ def test_messages_of_the_previous_version_still_render():
     ticker = {"type": protocol.LAYER_TICKER, "symbol": "BTC-USDT", "sequence": 9, "timestamp": 5, "data": {"last": "1"}}
     assert json.loads(consumers._market_frame(ticker, "ticker.BTC-USDT"))["data"] == {"last": "1"}
     assert json.loads(consumers._private_frame("user.orders", 1, 5, {"id": 3}))["data"] == {"id": 3}
+
+
+def test_an_order_set_aside_reaches_its_owner_as_rest_shows_it(channel_redis, traders, live_matcher, api_client):
+    """A command set aside (matching/worker/poison.py) changes its order outside any
+    batch: the owner still hears of it on user.orders, as REST shows it."""
+    from orders.models import Order
+
+    alice = traders[0]
+
+    async def scenario():
+        wa = await connect(alice)
+        await subscribe(wa, "user.orders")
+        bad = await sync_to_async(place)(alice, "SELL", price="100", quantity="1")
+        # A price off the tick grid: every attempt to apply it raises, so it is set aside.
+        await sync_to_async(lambda: Order.objects.filter(pk=bad.pk).update(price="100.005"))()
+        await live_matcher.adrain()
+        rejected, _ = await receive_until(
+            wa, lambda m: m["channel"] == "user.orders" and m["data"]["id"] == bad.id
+            and m["data"]["status"] == "REJECTED")
+        await wa.disconnect()
+        return rejected["data"]
+
+    order = run(scenario)
+    assert order["status_reason"] == "UNPROCESSABLE"
+    api_client.force_login(alice)
+    assert api_client.get(f"/api/v1/orders/{order['id']}").json() == order
