@@ -56,3 +56,29 @@ def default_passwords_check(app_configs=None, databases=None, **kwargs):
         return []
     return [Error(f"Active accounts still have the demo's published password: {', '.join(users)}.",
                   hint="Set new passwords (manage.py changepassword USERNAME) or deactivate them.", id="exchange.E010")]
+
+
+class PasswordChangeEndsSessions:
+    """A new password closes the user's live connections opened with a session.
+
+    Listed in AUTH_PASSWORD_VALIDATORS for Django's ``password_changed`` call,
+    made whatever door the password is set through (it accepts every
+    password). Django refuses the other sessions' next requests by itself,
+    but a WebSocket they opened would go on receiving private data; it is
+    closed (exchange/live/control.py), and the browser that changed the
+    password reconnects with its kept session. Connections authenticated
+    with an API key stay: a key is its own credential.
+    """
+
+    def validate(self, password, user=None):
+        return None
+
+    def get_help_text(self) -> str:
+        return "Changing your password signs your other browser sessions out."
+
+    def password_changed(self, password, user=None):
+        if user is None or user.pk is None:
+            return
+        from exchange.live.control import connections_close_on_commit
+
+        connections_close_on_commit(user_id=user.pk, reason="password changed", sessions_only=True)

@@ -167,8 +167,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
     # The demo's published password is nobody's password (exchange/accounts/passwords.py).
     {"NAME": "exchange.accounts.passwords.DefaultPasswordValidator"},
-    # Accepts every password; records each change in the audit trail (PASSWORD_CHANGE).
+    # Accept every password; record each change in the audit trail (PASSWORD_CHANGE)
+    # and close the live connections of the user's sessions.
     {"NAME": "exchange.audit.passwords.PasswordChangeAudit"},
+    {"NAME": "exchange.accounts.passwords.PasswordChangeEndsSessions"},
 ]
 
 LANGUAGE_CODE = "en-us"

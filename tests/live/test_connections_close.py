@@ -122,3 +122,33 @@ def test_deactivating_a_user_closes_everything_and_cancels_their_orders(channel_
     assert Order.objects.get(pk=order.pk).status == "CANCELED"
     alice.refresh_from_db()
     assert not alice.is_active
+
+
+def test_a_new_password_closes_the_users_session_connections_not_their_keys(channel_redis):
+    """Whatever door sets it (here the model, as `changepassword` does), a new password
+    closes every live connection the user opened with a session; an API key's stays,
+    and so does another user's."""
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    key, secret = api_key_create(user=alice, label="bot", permissions=["read"], ip_allowlist=[])
+    laptop, phone, bob_session = session_of(alice), session_of(alice), session_of(bob)
+
+    async def scenario():
+        laptop_ws, phone_ws, key_ws = await connect(laptop), await connect(phone), await connect()
+        bob_ws = await connect(bob_session)
+        await authenticate(key_ws, key, secret)
+
+        def change():
+            alice.set_password("a new long passphrase 7")
+            alice.save()
+
+        await sync_to_async(change)()
+
+        for ws in (laptop_ws, phone_ws):
+            output = await ws.receive_output(timeout=3)
+            assert (output["type"], output.get("code")) == ("websocket.close", CLOSE_CODE)
+        assert await still_open(key_ws)
+        assert await still_open(bob_ws)
+        await key_ws.disconnect()
+        await bob_ws.disconnect()
+
+    run(scenario)
