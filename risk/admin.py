@@ -19,8 +19,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from exchange.admin_actions import ReasonForm, reason_action
+from exchange.audit.admin import AuditedModelAdmin
 from exchange.audit.services import audit_context
 from exchange.core.errors import ApplicationError
+from exchange.core.localcache import config_changed
 from exchange.models import Market
 from exchange.profiles import UserProfile, kyc_tier_of
 from risk import services
@@ -301,20 +303,45 @@ class RiskAlertAdmin(admin.ModelAdmin):
 # ------------------------------------------------------------ surveillance
 
 
+class SurveillanceAdmin(AuditedModelAdmin):
+    """Surveillance configuration: every change is audited and reaches every
+    process's rule cache within about a second (``config_changed``)."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        config_changed()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        config_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        config_changed()
+
+
 @admin.register(SurveillanceRule)
-class SurveillanceRuleAdmin(admin.ModelAdmin):
+class SurveillanceRuleAdmin(SurveillanceAdmin):
     """A rule's parameters per market (empty market: the default). docs/RISK.md says what each means per rule."""
 
+    audit_prefix = "SURVEILLANCE_RULE"
     list_display = ("kind", "market", "enabled", "auto_action", "min_notional", "window_s", "min_count", "ratio",
                     "max_lifetime_s", "updated_at")
     list_filter = ("kind", "enabled", "auto_action", "market")
 
+    def audit_market(self, obj) -> str:
+        return obj.market.symbol if obj.market_id else ""
+
 
 @admin.register(SurveillanceExemption)
-class SurveillanceExemptionAdmin(admin.ModelAdmin):
+class SurveillanceExemptionAdmin(SurveillanceAdmin):
+    audit_prefix = "SURVEILLANCE_EXEMPTION"
     list_display = ("user", "kind", "reason", "created_by", "created_at")
     autocomplete_fields = ("user",)
     readonly_fields = ("created_by", "created_at")
+
+    def audit_subject(self, obj, object_id):
+        return obj.user
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -322,14 +349,33 @@ class SurveillanceExemptionAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
 
+class AccountLinkForm(forms.ModelForm):
+    class Meta:
+        model = AccountLink
+        fields = ("user_a", "user_b", "reason")
+
+    def clean(self):
+        """The pair in either order: stored with the lower id first (the table's constraint)."""
+        cleaned = super().clean()
+        user_a, user_b = cleaned.get("user_a"), cleaned.get("user_b")
+        if user_a is not None and user_b is not None and user_a.pk > user_b.pk:
+            cleaned["user_a"], cleaned["user_b"] = user_b, user_a
+        return cleaned
+
+
 @admin.register(AccountLink)
-class AccountLinkAdmin(admin.ModelAdmin):
+class AccountLinkAdmin(AuditedModelAdmin):
     """Accounts that belong together: trades between them are self-dealing (wash-trade rule)."""
 
+    audit_prefix = "ACCOUNT_LINK"
+    form = AccountLinkForm
     list_display = ("user_a", "user_b", "reason", "created_by", "created_at")
     search_fields = ("user_a__username", "user_b__username")
     autocomplete_fields = ("user_a", "user_b")
     readonly_fields = ("created_by", "created_at")
+
+    def audit_subject(self, obj, object_id):
+        return obj.user_a
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
@@ -337,7 +383,15 @@ class AccountLinkAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         link = services.account_link_create(user_a=obj.user_a, user_b=obj.user_b, reason=obj.reason,
                                             actor=request.user)
-        obj.pk = link.pk
+        obj.pk, obj.created_by = link.pk, link.created_by
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        config_changed()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        config_changed()
 
 
 # --------------------------------------------------------- a trader's page

@@ -76,6 +76,14 @@ RISK_LIMIT_SET = "RISK_LIMIT_SET"
 RISK_LIMIT_CLEAR = "RISK_LIMIT_CLEAR"
 RISK_RESTRICTION_SET = "RISK_RESTRICTION_SET"
 RISK_RESTRICTION_LIFT = "RISK_RESTRICTION_LIFT"
+SURVEILLANCE_RULE_CREATE = "SURVEILLANCE_RULE_CREATE"
+SURVEILLANCE_RULE_UPDATE = "SURVEILLANCE_RULE_UPDATE"
+SURVEILLANCE_RULE_DELETE = "SURVEILLANCE_RULE_DELETE"
+SURVEILLANCE_EXEMPTION_CREATE = "SURVEILLANCE_EXEMPTION_CREATE"
+SURVEILLANCE_EXEMPTION_UPDATE = "SURVEILLANCE_EXEMPTION_UPDATE"
+SURVEILLANCE_EXEMPTION_DELETE = "SURVEILLANCE_EXEMPTION_DELETE"
+ACCOUNT_LINK_CREATE = "ACCOUNT_LINK_CREATE"
+ACCOUNT_LINK_DELETE = "ACCOUNT_LINK_DELETE"
 
 # Compliance.
 EXPORT = "EXPORT"
@@ -152,6 +160,14 @@ ACTIONS: dict[str, str] = {
     RISK_LIMIT_CLEAR: "A risk limit was removed.",
     RISK_RESTRICTION_SET: "A user or market was restricted (frozen, cancel-only, halted by risk).",
     RISK_RESTRICTION_LIFT: "A risk restriction was lifted.",
+    SURVEILLANCE_RULE_CREATE: "A surveillance rule's settings were added (for a market, or the default).",
+    SURVEILLANCE_RULE_UPDATE: "A surveillance rule's settings were changed (enabled, automatic action, thresholds).",
+    SURVEILLANCE_RULE_DELETE: "A surveillance rule's settings were removed (the default applies again).",
+    SURVEILLANCE_EXEMPTION_CREATE: "A user was exempted from a surveillance rule.",
+    SURVEILLANCE_EXEMPTION_UPDATE: "A surveillance exemption was edited.",
+    SURVEILLANCE_EXEMPTION_DELETE: "A surveillance exemption was removed.",
+    ACCOUNT_LINK_CREATE: "Two accounts were linked (trades between them count as self-dealing).",
+    ACCOUNT_LINK_DELETE: "An account link was removed.",
     EXPORT: "Compliance data was exported (`object_id` names the table; `after` the filters and format).",
     LEGAL_HOLD_SET: "A legal hold was placed.",
     LEGAL_HOLD_RELEASE: "A legal hold was released.",

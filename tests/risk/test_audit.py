@@ -76,3 +76,51 @@ def test_a_refused_change_writes_no_audit_row(live_market, traders):
     with pytest.raises(ApplicationError):
         restriction_set(kind="EXCHANGE_HALTED", reason=" ")
     assert rows() == []
+
+
+def test_surveillance_configuration_edits_are_audited_and_reach_the_rule_cache(client, staff, live_market, traders):
+    """A rule added then loosened, an exemption and an account link (its users given in
+    either order), each from the back office: one row each, with the operator, the market
+    or the user concerned, and what changed. The rule's edit reaches the processes' cache
+    at once (the change token moves)."""
+    from risk import surveillance
+    from risk.models import AccountLink, SurveillanceExemption, SurveillanceRule
+
+    operator = staff(OPERATORS)
+    alice, bob = traders[0], traders[1]
+    fields = {"kind": "WASH_TRADE", "market": live_market.pk, "enabled": "on", "auto_action": "NONE",
+              "min_notional": "0", "window_s": "3600", "min_count": "1", "ratio": "0", "max_lifetime_s": "0"}
+    client.post("/admin/risk/surveillancerule/add/", fields)
+    rule = SurveillanceRule.objects.get(kind="WASH_TRADE", market=live_market)
+    cached = surveillance._rules.get(None)
+    client.post(f"/admin/risk/surveillancerule/{rule.pk}/change/", {**fields, "enabled": "", "min_count": "3"})
+    client.post("/admin/risk/surveillanceexemption/add/", {"user": alice.pk, "kind": "WASH_TRADE",
+                                                          "reason": "market maker under contract"})
+    client.post("/admin/risk/accountlink/add/", {"user_a": bob.pk, "user_b": alice.pk, "reason": "same company"})
+
+    created, updated = rows("SURVEILLANCE_RULE_CREATE", "SURVEILLANCE_RULE_UPDATE")
+    assert (created.actor_staff_id, created.ip, created.market) == (operator.pk, "127.0.0.1", "BTC-USDT")
+    assert created.before is None and created.after["min_count"] == 1
+    assert (updated.before, updated.after) == ({"enabled": True, "min_count": 1}, {"enabled": False, "min_count": 3})
+    assert surveillance._rules.get(None) is not cached, "the rule cache was dropped"
+    exemption, = rows("SURVEILLANCE_EXEMPTION_CREATE")
+    assert exemption.subject_user_id == alice.pk
+    assert exemption.object_id == str(SurveillanceExemption.objects.get().pk)
+    link, = rows("ACCOUNT_LINK_CREATE")
+    stored = AccountLink.objects.get()
+    assert (stored.user_a_id, stored.user_b_id) == tuple(sorted((alice.pk, bob.pk))), "given in either order"
+    assert (link.object_id, link.after["user_a_id"], link.after["user_b_id"]) == (
+        str(stored.pk), stored.user_a_id, stored.user_b_id)
+
+
+
+def test_deleting_surveillance_settings_is_for_superusers_and_audited(client, staff, admin_client, live_market):
+    from risk.models import SurveillanceRule
+
+    rule = SurveillanceRule.objects.create(kind="WASH_TRADE", market=live_market, min_count=3)
+    staff(OPERATORS)
+    assert client.post(f"/admin/risk/surveillancerule/{rule.pk}/delete/", {"post": "yes"}).status_code == 403
+    admin_client.post(f"/admin/risk/surveillancerule/{rule.pk}/delete/", {"post": "yes"})
+    deleted, = rows("SURVEILLANCE_RULE_DELETE")
+    assert deleted.before["min_count"] == 3 and deleted.after is None and deleted.market == "BTC-USDT"
+    assert not SurveillanceRule.objects.filter(pk=rule.pk).exists()
