@@ -208,19 +208,22 @@ class Matcher:
         """Take the market's lock, waiting up to ``lock_wait_s`` for it (a
         predecessor that was just killed holds it until PostgreSQL notices its
         connection is gone, usually within milliseconds; None: as long as it
-        takes, a standby), then recover."""
+        takes, a standby), then recover.
+
+        The wait polls ``pg_try_advisory_lock`` every 20 ms rather than blocking
+        in ``pg_advisory_lock``: a statement holds its snapshot while it runs,
+        and a standby blocked for days would pin the database's xmin horizon,
+        so that no row updated meanwhile could be pruned or vacuumed (the
+        accounts, orders and outbox bloating without end, every lookup slower)."""
+        deadline = None if lock_wait_s is None else time.monotonic() + lock_wait_s
         with connection.cursor() as cursor:
-            if lock_wait_s is None:
-                cursor.execute("SELECT pg_advisory_lock(%s)", [_lock_key(self.symbol)])
-            else:
-                deadline = time.monotonic() + lock_wait_s
-                while True:
-                    cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
-                    if cursor.fetchone()[0]:
-                        break
-                    if time.monotonic() >= deadline:
-                        raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
-                    time.sleep(0.02)
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [_lock_key(self.symbol)])
+                if cursor.fetchone()[0]:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise MatcherAlreadyRunning(f"another matcher holds {self.symbol}")
+                time.sleep(0.02)
         self.locked = True
         self.recover()
 

@@ -367,6 +367,45 @@ def test_a_second_matcher_for_the_same_market_refuses_to_start(matcher):
     assert len(errors) == 1
 
 
+def test_a_standby_waiting_for_the_lock_holds_back_no_vacuum(matcher):
+    """A standby waits for the market's lock for as long as its matcher runs (days).
+    It polls: between polls its session holds no snapshot, so rows updated
+    meanwhile can be pruned and vacuumed. Blocked in pg_advisory_lock, its one
+    statement held the snapshot of when it began, pinning the database's xmin
+    horizon: nothing updated after it could ever be cleaned up."""
+    pids, took_over = [], threading.Event()
+
+    def standby():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            waiting = Matcher(matcher.symbol)
+            waiting.start(lock_wait_s=None)
+            took_over.set()
+            waiting.stop()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=standby)
+    thread.start()
+    time.sleep(0.5)  # waiting now
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_current()")  # a transaction that ends after the standby began to wait
+        ended = cursor.fetchone()[0]
+        samples = []
+        for _ in range(10):
+            cursor.execute("SELECT backend_xmin::text::bigint FROM pg_stat_activity WHERE pid = %s", [pids[0]])
+            samples.append(cursor.fetchone()[0])
+            time.sleep(0.03)
+    assert not took_over.is_set()
+    assert all(xmin is None or xmin > ended for xmin in samples), samples
+
+    matcher.stop()  # the standby takes over
+    thread.join(timeout=10)
+    assert took_over.is_set()
+
+
 def test_a_batch_refuses_to_commit_over_another_writer(traders, matcher):
     """The market's sequence is fenced: if someone else moved it, the batch
     rolls back instead of interleaving two books' events."""
