@@ -1,17 +1,18 @@
 """Closing live connections when their credentials stop being valid.
 
 Revoking an API key, signing out, changing a password and deactivating a
-user end what those credentials opened: the WebSocket connections authenticated with them are
-closed by the server (code ``CLOSE_CODE``), so a revoked key or a
-signed-out session stops receiving private data at once rather than at the
-client's next reconnect.
+user end what those credentials opened: the WebSocket connections
+authenticated with them are closed by the server (code ``CLOSE_CODE``), so a
+revoked key or a signed-out session stops receiving private data at once
+rather than at the client's next reconnect.
 
 Each authenticated connection joins the group ``control_group(user_id)``
 (``exchange.live.consumers``); ``connections_close_on_commit`` sends one
 ``live.close`` message to that group after the transaction commits, naming
 which of the user's connections must go: all of them, those of one session,
-those of any session (a new password), or those of one API key. Best effort like every live message: if Redis is
-down the connection stays open, but its next use of the credentials fails.
+those of any session (a new password), or those of one API key. Best effort
+like every live message: if Redis is down the connection stays open, but its
+next use of the credentials fails.
 """
 
 from __future__ import annotations
