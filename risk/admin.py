@@ -364,7 +364,7 @@ class AccountLinkForm(forms.ModelForm):
 
 
 @admin.register(AccountLink)
-class AccountLinkAdmin(AuditedModelAdmin):
+class AccountLinkAdmin(SurveillanceAdmin):
     """Accounts that belong together: trades between them are self-dealing (wash-trade rule)."""
 
     audit_prefix = "ACCOUNT_LINK"
@@ -381,17 +381,10 @@ class AccountLinkAdmin(AuditedModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
+        """Through the service (it also moves the change token)."""
         link = services.account_link_create(user_a=obj.user_a, user_b=obj.user_b, reason=obj.reason,
                                             actor=request.user)
         obj.pk, obj.created_by = link.pk, link.created_by
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        config_changed()
-
-    def delete_queryset(self, request, queryset):
-        super().delete_queryset(request, queryset)
-        config_changed()
 
 
 # --------------------------------------------------------- a trader's page
