@@ -502,10 +502,18 @@ async def _prepare(request: _Request, credentials, market: Market, order_request
     return prepared, reference
 
 
+async def _warm_risk(user_id: int) -> None:
+    """Load what a pre-trade check of ``user_id`` reads, off the event loop. On return the
+    caches hold it, and nothing drops them before the caller's next ``await``: they are
+    dropped only on the loop (another request observing a new configuration token), so
+    one dropped while a thread was loading them is loaded again, never read on the loop."""
+    while not risk_limits.cached(user_id):
+        await aio.in_thread(risk_limits.warm, user_id)
+
+
 async def _risk_plan(credentials, market: Market, prepared: entry.Prepared, reference: Reference):
     """The pre-trade check's plan (``risk.pretrade.placement_plan``); raises its static refusals."""
-    if not risk_limits.cached(credentials.user_id):
-        await aio.in_thread(risk_limits.warm, credentials.user_id)
+    await _warm_risk(credentials.user_id)
     return pretrade.placement_plan(
         user_id=credentials.user_id, kyc_tier=risk_limits.kyc_tier(credentials.user_id), market=market,
         order=prepared.checked, reference=reference, client_order_id=prepared.client_order_id,
@@ -615,8 +623,7 @@ async def _cancel_all(request: _Request):
     if market.status == Market.Status.HALTED:
         raise entry.market_halted_for_cancels()
     user_id = admitted.credentials.user_id
-    if not risk_limits.cached(user_id):
-        await aio.in_thread(risk_limits.warm, user_id)
+    await _warm_risk(user_id)
     pretrade.restrictions_check(user_id=user_id, market_id=None, cancel=True)  # a frozen account cannot
     count = (await aio.fetch_one(entry.CANCEL_ALL_SQL, user_id, market.id, market.symbol,
                                  *_origin(request, admitted.credentials).cancel_params()))["orders_cancel_all"]

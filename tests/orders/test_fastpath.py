@@ -437,3 +437,27 @@ def test_an_order_prepared_before_the_round_trip_is_checked_again_when_the_marke
     status, answer, _ = same_answer(fast.post(limit(price="1000", quantity="0.001")),
                                     django.post(limit(price="1000", quantity="0.001")))
     assert status == 400 and answer["field"] == "price", answer
+
+
+def test_caches_dropped_while_a_thread_warms_them_are_warmed_again_not_read_on_the_loop(doors, monkeypatch):
+    """A configuration change seen by another request (it drops this process's caches on the
+    event loop) while a placement's risk caches load in a thread: the placement loads them
+    again in a thread. Before, it read them on the loop, which loaded them there: Django
+    refused the query (SynchronousOnlyOperation) and the placement answered 500."""
+    from exchange.core import localcache
+    from risk import limits
+
+    fast, _ = doors
+    warm, drops = limits.warm, []
+
+    def warm_then_dropped(user_id):
+        warm(user_id)
+        if not drops:
+            drops.append(user_id)
+            localcache.clear_all()  # as another request observing a new token would, meanwhile
+
+    monkeypatch.setattr(limits, "warm", warm_then_dropped)
+    localcache.clear_all()
+    response = fast.post(limit())
+    assert response.status_code == 201, response.json()
+    assert drops == [fast.user.pk]
