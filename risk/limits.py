@@ -167,14 +167,25 @@ def kyc_tier(user_id: int) -> int:
     return _tier_cache.get(user_id)
 
 
+# An async caller checks ``cached`` then reads the caches on its event loop:
+# an entry that would expire in between would be loaded there (a database
+# query on the loop, which Django refuses). So an entry this close to its
+# expiry counts as not cached, and ``warm`` loads it again first.
+_MARGIN_S = 1.0
+
+
+def _risk_caches(user_id: int):
+    return ((_limits_cache, None), (_restrictions_cache, None), (_tier_cache, user_id))
+
+
 def cached(user_id: int) -> bool:
-    """Whether everything a pre-trade check of ``user_id`` reads is in this process's caches (an
-    async caller warms them with ``warm`` in a thread when not: loading reads the database)."""
-    return (_limits_cache.peek(None) is not None and _restrictions_cache.peek(None) is not None
-            and _tier_cache.peek(user_id) is not None)
+    """Whether everything a pre-trade check of ``user_id`` reads is in this process's caches for
+    at least another second (an async caller warms them with ``warm`` in a thread when not:
+    loading reads the database)."""
+    return all(cache.peek(key, margin_s=_MARGIN_S) is not None for cache, key in _risk_caches(user_id))
 
 
 def warm(user_id: int) -> None:
-    limit_book()
-    restrictions()
-    kyc_tier(user_id)
+    for cache, key in _risk_caches(user_id):
+        if cache.peek(key, margin_s=_MARGIN_S) is None:
+            cache.load(key)

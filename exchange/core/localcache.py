@@ -84,12 +84,19 @@ class LocalCache(Generic[K, V]):
         self._entries[key] = (now, value)
         return value
 
-    def peek(self, key: K):
-        """The cached value, or ``None`` when absent or expired (never loads)."""
+    def peek(self, key: K, *, margin_s: float = 0.0):
+        """The cached value, or ``None`` when absent, expired or expiring within
+        ``margin_s`` (never loads)."""
         entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry[0] < self.max_age_s:
+        if entry is not None and time.monotonic() - entry[0] < self.max_age_s - margin_s:
             return entry[1]
         return None
+
+    def load(self, key: K) -> V:
+        """Load ``key`` now, whatever is cached, and keep it."""
+        value = self.loader(key)
+        self.put(key, value)
+        return value
 
     def put(self, key: K, value: V) -> None:
         self._entries[key] = (time.monotonic(), value)

@@ -124,3 +124,24 @@ def test_max_orders_per_second(live_market, traders):
     error = refused("RISK_ORDER_RATE", check, "c", second + 500)
     assert error.status_code == 429
     check("d", second + 1000)
+
+
+def test_caches_about_to_expire_are_warmed_again_before_an_async_caller_reads_them(live_market, traders):
+    """The order fast path checks ``cached`` and then reads the caches on its event loop; an entry
+    expiring in between would be loaded there. An entry within a second of its expiry therefore
+    counts as not cached, and ``warm`` loads it again."""
+    import time as clock
+
+    from risk import limits
+
+    alice = traders[0]
+    limits.warm(alice.pk)
+    assert limits.cached(alice.pk)
+    book = limits._limits_cache.peek(None)
+    aged = clock.monotonic() - limits._limits_cache.max_age_s + 0.5  # half a second left
+    limits._limits_cache._entries[None] = (aged, book)
+    assert limits._limits_cache.peek(None) is book, "still valid"
+    assert not limits.cached(alice.pk), "but too close to its expiry for an async caller"
+    limits.warm(alice.pk)
+    assert limits.cached(alice.pk)
+    assert limits._limits_cache._entries[None][0] > aged, "loaded again"
