@@ -41,7 +41,7 @@ from django.db import connection
 
 from exchange.core.errors import ApplicationError
 from exchange.core.fields import decimal_to_str
-from exchange.core.sql import server_cursor
+from exchange.core.sql import array_literal, server_cursor, tid_literal
 from wallet.models import AccountKind, Hold, TransactionKind
 
 # (user id or None for the operator, asset id, account kind)
@@ -224,8 +224,7 @@ _ALLOCATE_TRANSACTION_IDS = (
 )
 
 # The bulk statements take numbers and row addresses as array literals
-# ("{1,2,NULL}", see _array): building one string is far cheaper than
-# psycopg adapting thousands of values one by one. Strings go as real arrays.
+# (exchange.core.sql.array_literal, tid_literal); strings go as real arrays.
 _INSERT_JOURNAL = """
     WITH inserted_transactions AS (
         INSERT INTO wallet_ledgertransaction (id, kind, reference, memo, actor_id)
@@ -272,16 +271,6 @@ _INSERT_BALANCE_EVENTS = """
     JOIN exchange_asset s ON s.id = p.asset_id
     ORDER BY p.n
 """
-
-
-def _array(values: Iterable[int | Decimal | None]) -> str:
-    """A PostgreSQL array literal of numbers: "{1,2.5,NULL}"."""
-    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
-
-
-def _tid_array(rows: Iterable[str]) -> str:
-    """A PostgreSQL array literal of row addresses: '{"(0,1)","(3,7)"}'."""
-    return "{" + ",".join(f'"{row}"' for row in rows) + "}"
 
 
 class _Transaction(NamedTuple):
@@ -340,7 +329,7 @@ class Posting:
             return
         cursor.execute(_HOLD_IDS, [sorted(references)])
         ids = sorted(row[0] for row in cursor.fetchall())
-        cursor.execute(_LOCK_HOLDS, [_array(ids)])
+        cursor.execute(_LOCK_HOLDS, [array_literal(ids)])
         for row in cursor.fetchall():
             self.holds[row[2]] = _Hold(*row)
         unknown = references - set(self.holds)
@@ -365,7 +354,7 @@ class Posting:
         by_id = {account.id: account for account in self.accounts.values()}
         cursor.execute(_ASSETS, [sorted({key[1] for key in keys})])
         assets = {asset_id: (code, precision) for asset_id, code, precision in cursor.fetchall()}
-        cursor.execute(_LOCK_ACCOUNTS, [_array(sorted(by_id))])
+        cursor.execute(_LOCK_ACCOUNTS, [array_literal(sorted(by_id))])
         locked = cursor.fetchall()
         assert len(locked) == len(by_id), "accounts are never deleted"
         for row, account_id, balance in locked:
@@ -506,16 +495,16 @@ class Posting:
                     raise
             changed = [account for account in self.accounts.values() if account.delta]
             if changed:
-                rows = _tid_array(a.row for a in changed)
-                cursor.execute(_UPDATE_ACCOUNTS, [rows, _array(a.delta for a in changed), rows])
+                rows = tid_literal(a.row for a in changed)
+                cursor.execute(_UPDATE_ACCOUNTS, [rows, array_literal(a.delta for a in changed), rows])
                 assert cursor.rowcount == len(changed), "locked rows keep their address until updated"
                 self._emit_balance_events(cursor, changed)
             holds = [hold for hold in self.holds.values() if hold.changed]
             if holds:
-                rows = _tid_array(h.row for h in holds)
+                rows = tid_literal(h.row for h in holds)
                 cursor.execute(
                     _UPDATE_HOLDS,
-                    [rows, _array(h.amount for h in holds), _array(h.remaining for h in holds),
+                    [rows, array_literal(h.amount for h in holds), array_literal(h.remaining for h in holds),
                      [h.status for h in holds], rows],
                 )
                 assert cursor.rowcount == len(holds), "locked rows keep their address until updated"
@@ -527,9 +516,9 @@ class Posting:
             return
         known = [(self.accounts.get((*pair, AVAILABLE)), self.accounts.get((*pair, HELD))) for pair in pairs]
         cursor.execute(_INSERT_BALANCE_EVENTS, [
-            _array(pair[0] for pair in pairs), _array(pair[1] for pair in pairs),
-            _array(available.balance if available else None for available, _ in known),
-            _array(held.balance if held else None for _, held in known),
+            array_literal(pair[0] for pair in pairs), array_literal(pair[1] for pair in pairs),
+            array_literal(available.balance if available else None for available, _ in known),
+            array_literal(held.balance if held else None for _, held in known),
         ])
 
     def _journal_columns(self, transaction_ids: list[int]) -> list[list]:
@@ -542,14 +531,14 @@ class Posting:
                 entry_amounts.append(amount)
                 entry_holds.append(hold.id if hold else None)
         return [
-            _array(transaction_ids),
+            array_literal(transaction_ids),
             [txn.kind for txn in self._transactions],
             [txn.reference for txn in self._transactions],
             [txn.memo for txn in self._transactions],
-            _array(txn.actor_id for txn in self._transactions),
-            _array(entry_transactions),
-            _array(entry_accounts),
-            _array(entry_assets),
-            _array(entry_amounts),
-            _array(entry_holds),
+            array_literal(txn.actor_id for txn in self._transactions),
+            array_literal(entry_transactions),
+            array_literal(entry_accounts),
+            array_literal(entry_assets),
+            array_literal(entry_amounts),
+            array_literal(entry_holds),
         ]

@@ -15,12 +15,17 @@ Preparing took a matcher's batch of one order from 5.7 to 4.9 ms, of ten
 from 9.2 to 7.6 ms (docs/BENCHMARKS.md, "Issue 13: prepared statements, a
 burst in one batch, a cheaper sweep"). Behind a pooler in transaction mode, use one that keeps prepared statements
 (PgBouncer 1.21+ with ``max_prepared_statements``); docs/OPERATOR.md says so.
+
+The bulk statements take numbers, booleans and row addresses as one array
+literal string ("{1,2.5,NULL}") cast on the server, and strings as binary
+arrays: building one string is far cheaper than psycopg adapting thousands of
+values one by one.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import psycopg
 from django.db import connection
@@ -52,3 +57,18 @@ def server_cursor() -> Iterator[psycopg.Cursor]:
     conn = raw_connection()
     with connection.wrap_database_errors, _PreparingCursor(conn) as cursor:
         yield cursor
+
+
+def array_literal(values: Iterable) -> str:
+    """A PostgreSQL array literal of numbers (int or Decimal) or None: "{1,2.5,NULL}"."""
+    return "{" + ",".join("NULL" if value is None else str(value) for value in values) + "}"
+
+
+def tid_literal(rows: Iterable) -> str:
+    """A PostgreSQL array literal of row addresses: '{"(0,1)","(3,7)"}'."""
+    return "{" + ",".join(f'"{row}"' for row in rows) + "}"
+
+
+def bool_literal(values: Iterable[bool]) -> str:
+    """A PostgreSQL array literal of booleans: "{t,f}"."""
+    return "{" + ",".join("t" if value else "f" for value in values) + "}"

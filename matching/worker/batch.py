@@ -47,7 +47,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.core.localcache import config_changed
-from exchange.core.sql import server_cursor
+from exchange.core.sql import array_literal, bool_literal, server_cursor, tid_literal
 from exchange.models import Market
 from exchange.outbox.models import Topic
 from exchange.outbox.services import Event, outbox_emit_many
@@ -56,7 +56,6 @@ from matching.models import MarketStatusChange
 from matching.units import MarketUnits
 from matching.worker.rebuild import engine_amounts
 from matching.units import EXACT
-from matching.worker.sql import array_literal, bool_literal, tid_literal
 from matching.worker.translate import MarketSpec, TradeTranslation, candle_of, rate_ratio, translate_trades
 from orders.models import OPEN_STATUSES, Candle, Order, OrderAmendment, OrderStatus, hold_reference
 from risk.gate import admission_refusals
