@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
+from functools import lru_cache
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse, urlunparse
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -112,6 +113,7 @@ def redis_url_with_db(url: str, db: int) -> str:
     raise ValueError(f"REDIS_URL must be redis://, rediss:// or unix://, got {url!r}")
 
 
+@lru_cache(maxsize=16)
 def redis_db_of(url: str) -> int:
     parsed = urlparse(url)
     if parsed.scheme == "unix":

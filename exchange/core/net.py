@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -29,6 +30,7 @@ def client_ip_of(remote_addr: str, forwarded_for: str | None) -> str:
     return addresses[-min(num_proxies, len(addresses))]
 
 
+@lru_cache(maxsize=4096)  # addresses are immutable; a worker meets the same clients again and again
 def parse_ip(text: str) -> IPAddress | None:
     """The address, with IPv4-mapped IPv6 (``::ffff:1.2.3.4``) as IPv4; None if invalid."""
     try:
