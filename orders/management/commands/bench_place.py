@@ -4,8 +4,8 @@ It places resting LIMIT buys for new funded traders with the statements the
 web workers send (``entry.PLACE_SQL`` alone, ``entry.PLACE_MANY_SQL`` for
 ``--batch`` orders at a time), one after the other on one asyncpg
 connection, and reports the CPU time that connection's PostgreSQL backend
-used per order (read from /proc: PostgreSQL must run on this machine) and
-the time per order seen by the client. Only PostgreSQL is needed: run it
+used per order (``exchange.outbox.bench.process_cpu_s``: PostgreSQL must
+run on this machine) and the time per order seen by the client. Only PostgreSQL is needed: run it
 with the exchange stopped (on a data folder where it ran once, for its
 markets), since a running market's matcher would sweep up the orders it
 places and compete for the CPU.
@@ -17,26 +17,25 @@ placement; ``--batch-function`` sends ``PLACE_MANY_SQL`` even for one.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from decimal import Decimal as D
 
+import psutil
 from django.core.management.base import BaseCommand, CommandError
 
 from exchange.core import aio
 from exchange.models import Market
+from exchange.outbox.bench import process_cpu_s
 from matching.bench_feed import funded_traders
 from orders import entry
 
 
 def _backend_cpu_s(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+        return process_cpu_s(pid)
+    except psutil.Error:
         raise CommandError("PostgreSQL's backend is not a process of this machine: its CPU cannot be read") from None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Command(BaseCommand):
