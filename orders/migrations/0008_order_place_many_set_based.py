@@ -14,11 +14,13 @@ This version gives each order exactly the outcome, rows, events and audit
 row that placing the orders one by one, in the order given, would give
 (``tests/orders/test_place_many.py`` compares them on random batches):
 
-1. every hold amount is checked as ``orders_order_place()`` checks it (a
-   positive whole number of the asset's units; anything else raises);
-2. the HELD accounts are created if missing, then all the accounts the
+1. the HELD accounts are created if missing, then all the accounts the
    batch touches are locked in ascending id order (the platform's lock
-   order: no deadlock with a matcher's batch or another placement);
+   order: no deadlock with a matcher's batch or another placement) and
+   their balances read;
+2. every hold amount is checked as ``orders_order_place()`` checks it (a
+   positive whole number of the asset's units; anything else raises), and
+   whether each client_order_id was used before is read;
 3. the outcomes are decided in order, in memory: an order whose
    client_order_id exists (placed earlier, or accepted earlier in this
    batch) is EXISTING; one whose hold the balance left by the orders before
@@ -59,8 +61,8 @@ DECLARE
     v_count integer := cardinality(p_user_id);
     v_code varchar[];            -- per order: the held asset's code
     v_bad bigint;                -- the first order whose hold amount is not a whole number of units
-    v_slot integer[];            -- per order: the index of its (user, asset) in v_available and v_held
-    v_available numeric[];       -- per (user, asset): the balances as the orders so far left them
+    v_pairs text[];              -- "user:asset" of the orders' held assets
+    v_available numeric[];       -- per pair: the balances as the orders so far left them
     v_held numeric[];
     v_exists boolean[];          -- per order: its client_order_id was used before this batch
     v_taken text[] := '{}';      -- "user:client_order_id" of the orders accepted so far
@@ -68,6 +70,7 @@ DECLARE
     v_after_available numeric[]; -- per order: the balances after it (as orders_order_place returns them)
     v_after_held numeric[];
     v_key text;
+    v_slot integer;              -- the order's pair
     v_accepted integer := 0;
     v_written integer;
 BEGIN
@@ -75,21 +78,8 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 1. The hold amounts.
-    SELECT array_agg(a.code ORDER BY k.n),
-           min(k.n) FILTER (WHERE k.amount IS NULL OR k.amount <= 0 OR k.amount <> round(k.amount, a.precision)
-                                   OR a.id IS NULL)
-    INTO v_code, v_bad
-    FROM unnest(p_hold_asset_id, p_hold_amount) WITH ORDINALITY AS k(asset_id, amount, n)
-    LEFT JOIN LATERAL (SELECT x.id, x.code, x.precision FROM exchange_asset x WHERE x.id = k.asset_id LIMIT 1) a
-        ON true;
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'order hold % is not a positive whole number of % units',
-            p_hold_amount[v_bad], coalesce(v_code[v_bad], 'asset ' || p_hold_asset_id[v_bad])
-            USING ERRCODE = 'check_violation';
-    END IF;
-
-    -- 2. The accounts: HELD created if missing, all locked in id order, their balances read.
+    -- 1. The accounts: HELD created if missing; all locked in id order, and the balances of
+    --    each (user, asset) read ("user:asset" in v_pairs).
     INSERT INTO wallet_account (user_id, asset_id, kind, balance)
     SELECT DISTINCT k.user_id, k.asset_id, 'HELD', 0
     FROM unnest(p_user_id, p_hold_asset_id) AS k(user_id, asset_id)
@@ -97,51 +87,60 @@ BEGIN
                       WHERE a.user_id = k.user_id AND a.asset_id = k.asset_id AND a.kind = 'HELD')
     ORDER BY 1, 2
     ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM wallet_account a
-    WHERE a.id = ANY (ARRAY(
-        SELECT x.id
-        FROM (SELECT DISTINCT k.user_id, k.asset_id FROM unnest(p_user_id, p_hold_asset_id) AS k(user_id, asset_id)) k
-        CROSS JOIN LATERAL (SELECT y.id FROM wallet_account y
-                            WHERE y.user_id = k.user_id AND y.asset_id = k.asset_id AND y.kind IN ('AVAILABLE', 'HELD')
-                            LIMIT 2) x))
-    ORDER BY a.id FOR UPDATE;
-    SELECT array_agg(p.slot ORDER BY p.n) INTO v_slot
-    FROM (SELECT k.n, dense_rank() OVER (ORDER BY k.user_id, k.asset_id)::integer AS slot
-          FROM unnest(p_user_id, p_hold_asset_id) WITH ORDINALITY AS k(user_id, asset_id, n)) p;
-    SELECT array_agg(coalesce(b.available, 0) ORDER BY d.user_id, d.asset_id),
-           array_agg(coalesce(b.held, 0) ORDER BY d.user_id, d.asset_id)
-    INTO v_available, v_held
-    FROM (SELECT DISTINCT k.user_id, k.asset_id FROM unnest(p_user_id, p_hold_asset_id) AS k(user_id, asset_id)) d
-    CROSS JOIN LATERAL (
-        SELECT sum(a.balance) FILTER (WHERE a.kind = 'AVAILABLE') AS available,
-               sum(a.balance) FILTER (WHERE a.kind = 'HELD') AS held
-        FROM wallet_account a
-        WHERE a.user_id = d.user_id AND a.asset_id = d.asset_id AND a.kind IN ('AVAILABLE', 'HELD')) b;
+    SELECT array_agg(b.pair ORDER BY b.pair), array_agg(b.available ORDER BY b.pair),
+           array_agg(b.held ORDER BY b.pair)
+    INTO v_pairs, v_available, v_held
+    FROM (SELECT l.user_id || ':' || l.asset_id AS pair,
+                 coalesce(sum(l.balance) FILTER (WHERE l.kind = 'AVAILABLE'), 0) AS available,
+                 coalesce(sum(l.balance) FILTER (WHERE l.kind = 'HELD'), 0) AS held
+          FROM (SELECT a.user_id, a.asset_id, a.kind, a.balance FROM wallet_account a
+                WHERE a.id = ANY (ARRAY(
+                    SELECT x.id
+                    FROM (SELECT DISTINCT k.user_id, k.asset_id
+                          FROM unnest(p_user_id, p_hold_asset_id) AS k(user_id, asset_id)) k
+                    CROSS JOIN LATERAL (
+                        SELECT y.id FROM wallet_account y
+                        WHERE y.user_id = k.user_id AND y.asset_id = k.asset_id AND y.kind IN ('AVAILABLE', 'HELD')
+                        LIMIT 2) x))
+                ORDER BY a.id FOR UPDATE) l
+          GROUP BY l.user_id, l.asset_id) b;
 
-    -- 3. The outcomes, in order.
-    SELECT array_agg(EXISTS (SELECT 1 FROM orders_order o WHERE o.user_id = k.user_id
+    -- 2. Per order: the held asset's code, whether the hold is a whole number of its units
+    --    (as orders_order_place checks it), whether its client_order_id was used before.
+    SELECT array_agg(a.code ORDER BY k.n),
+           min(k.n) FILTER (WHERE k.amount IS NULL OR k.amount <= 0 OR k.amount <> round(k.amount, a.precision)),
+           array_agg(EXISTS (SELECT 1 FROM orders_order o WHERE o.user_id = k.user_id
                                                             AND o.client_order_id = k.client_order_id)
                      ORDER BY k.n)
-    INTO v_exists
-    FROM unnest(p_user_id, p_client_order_id) WITH ORDINALITY AS k(user_id, client_order_id, n);
+    INTO v_code, v_bad, v_exists
+    FROM unnest(p_user_id, p_client_order_id, p_hold_asset_id, p_hold_amount)
+        WITH ORDINALITY AS k(user_id, client_order_id, asset_id, amount, n)
+    LEFT JOIN LATERAL (SELECT x.code, x.precision FROM exchange_asset x WHERE x.id = k.asset_id LIMIT 1) a ON true;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'order hold % is not a positive whole number of % units', p_hold_amount[v_bad], v_code[v_bad]
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    -- 3. The outcomes, in order.
     v_outcome := array_fill(NULL::text, ARRAY[v_count]);
     v_after_available := array_fill(NULL::numeric, ARRAY[v_count]);
     v_after_held := array_fill(NULL::numeric, ARRAY[v_count]);
     FOR i IN 1 .. v_count LOOP
         v_key := p_user_id[i] || ':' || p_client_order_id[i];
+        v_slot := array_position(v_pairs, p_user_id[i] || ':' || p_hold_asset_id[i]);
         IF v_exists[i] OR v_key = ANY (v_taken) THEN
             v_outcome[i] := 'EXISTING';
-        ELSIF v_available[v_slot[i]] < p_hold_amount[i] THEN
+        ELSIF v_available[v_slot] < p_hold_amount[i] THEN
             v_outcome[i] := 'INSUFFICIENT_FUNDS';
         ELSE
             v_outcome[i] := 'ACCEPTED';
-            v_available[v_slot[i]] := v_available[v_slot[i]] - p_hold_amount[i];
-            v_held[v_slot[i]] := v_held[v_slot[i]] + p_hold_amount[i];
+            v_available[v_slot] := v_available[v_slot] - p_hold_amount[i];
+            v_held[v_slot] := v_held[v_slot] + p_hold_amount[i];
             v_taken := v_taken || v_key;
             v_accepted := v_accepted + 1;
         END IF;
-        v_after_available[i] := v_available[v_slot[i]];
-        v_after_held[i] := v_held[v_slot[i]];
+        v_after_available[i] := v_available[v_slot];
+        v_after_held[i] := v_held[v_slot];
     END LOOP;
 
     -- 4. What the accepted orders write.

@@ -168,13 +168,14 @@ def test_a_batch_places_as_placing_its_orders_one_by_one_would(setting):
     assert ledger_violations() == []
 
 
-def test_a_batch_with_a_hold_that_is_not_whole_units_writes_nothing(setting):
+def test_a_hold_that_is_not_whole_units_is_refused_in_a_batch_as_alone(setting):
+    """The batch raises, as placing that order alone does (the caller then places each order
+    alone, and only that one fails)."""
     markets, users = setting
     rng = random.Random(7)
     good = _params(rng, markets[0], users[0], "good")
     bad = list(_params(rng, markets[0], users[0], "bad"))
     bad[13] = D("0.0000001")  # below one unit of BTC or USDT
-    marks = _marks()
-    with pytest.raises(IntegrityError, match="is not a positive whole number"), transaction.atomic():
-        _together([good, tuple(bad)])
-    assert _state(marks)["orders"] == []
+    for place, batch in ((_together, [good, tuple(bad)]), (_alone, [tuple(bad)])):
+        with pytest.raises(IntegrityError, match="is not a positive whole number"), transaction.atomic():
+            place(batch)
