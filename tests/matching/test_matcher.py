@@ -17,11 +17,11 @@ from matching.worker import batch as batch_module
 from matching.worker.batch import SequenceConflict
 from matching.worker.matcher import Matcher, MatcherAlreadyRunning, database_backlog
 from matching.worker.rebuild import database_snapshot
-from orders.models import Candle, Order, OrderAmendment, Trade
+from orders.models import Candle, Order, Trade
 from orders.services import order_amend, order_cancel, orders_cancel_all
 from tests.matching.conftest import drain, place
 from wallet.invariants import ledger_violations
-from wallet.models import Account, Hold
+from wallet.models import Account
 from wallet.selectors import balances_for_user
 
 

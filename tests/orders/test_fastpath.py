@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from decimal import Decimal as D
 
 import pytest
 
@@ -21,9 +20,8 @@ from exchange.models import Market
 from matching import stream
 from orders.models import Order
 from tests.asgi_client import AsgiClient, AsgiSignedClient
-from tests.factories import UserFactory, api_key_for
+from tests.factories import api_key_for
 from tests.orders.conftest import ORDERS, drain, heartbeat
-from tests.matching.conftest import fund
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sound_ledger")]
 

@@ -113,7 +113,6 @@ def test_surveillance_configuration_edits_are_audited_and_reach_the_rule_cache(c
         str(stored.pk), stored.user_a_id, stored.user_b_id)
 
 
-
 def test_deleting_surveillance_settings_is_for_superusers_and_audited(client, staff, admin_client, live_market):
     from risk.models import SurveillanceRule
 
