@@ -8,7 +8,7 @@ arrays' lengths, were planned anew at every call (a custom plan is always
 cheaper than a generic one that assumes 100 elements). Measured on one
 connection (docs/BENCHMARKS.md, "Placements in one statement per table"),
 a batch of four cost nearly as much PostgreSQL CPU per order as four lone
-``orders_order_place()`` calls; now it costs half.
+``orders_order_place()`` calls; now it costs about 40% less.
 
 This version gives each order exactly the outcome, rows, events and audit
 row that placing the orders one by one, in the order given, would give
