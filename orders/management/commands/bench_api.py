@@ -16,6 +16,14 @@ then sends signed requests from one asyncio client (``orders/loadgen.py``):
   (untimed), then times one ``DELETE /orders?market=`` per trader
   (``--traders`` requests).
 
+Before the timed part, each trader places ``--warmup`` resting orders (untimed,
+default 16): a key's first order on a web worker loads what that worker
+caches for it (the key and its secret, the user's fee rates and risk limits,
+the risk counters), about 12 ms of latency and 20 ms of CPU on the machine of
+docs/BENCHMARKS.md. Without it, the 64 new keys of a run would queue their
+cold first orders at the start of the timed part, and the percentiles would
+measure that start-up (``--warmup 0`` measures it).
+
 ``--rate R`` sends at R requests per second (open loop: latency counts from
 when each request was due); without it, ``--connections`` connections send
 as fast as they are answered (closed loop). It prints the CPU seconds each
@@ -58,8 +66,10 @@ class Command(BaseCommand):
         parser.add_argument("--connections", "--clients", type=int, default=32, dest="connections")
         parser.add_argument("--traders", type=int, default=16, help="Funded users, one API key each.")
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--warmup", type=int, default=16,
+                            help="Resting orders each trader places, untimed, before the timed part.")
 
-    def handle(self, *args, url, market, workload, orders, rate, connections, traders, seed, **options):
+    def handle(self, *args, url, market, workload, orders, rate, connections, traders, seed, warmup, **options):
         symbol = market.upper()
         market_row = Market.objects.select_related("base", "quote").filter(symbol=symbol).first()
         if market_row is None:
@@ -70,6 +80,8 @@ class Command(BaseCommand):
         mid = self._mid(host, port, symbol)
         rng = random.Random(seed)
         orders_for = _OrderMaker(market_row, mid, rng)
+        if warmup:
+            self._place_resting(host, port, keys, orders_for, warmup * len(keys), connections)
 
         if workload == "place":
             requests = [("POST", ORDERS, "", orders_for.body(crossing_share=0.33, with_client_id=i % 2 == 0))
