@@ -23,9 +23,10 @@ Kill switches act on what is already queued as well as on new requests:
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from exchange.audit import actions
@@ -49,7 +50,7 @@ from risk.models import (
 )
 
 EVIDENCE_KEPT = 100
-_SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2}
+_SEVERITIES = [Severity.LOW.value, Severity.MEDIUM.value, Severity.HIGH.value]  # in rising order
 
 
 def _audit(*, action: str, model, object_id, before: dict | None, after: dict | None, market: Market | None,
@@ -347,29 +348,65 @@ def exchange_resume(*, reason: str, actor=None, source: str = "admin", audit: di
 def alert_raise(*, kind: str, severity: str, user_id: int, market_id: int | None, summary: str, evidence: list,
                 counterparty_id: int | None = None) -> tuple[RiskAlert, bool]:
     """Raise an alert, or add to the one still unresolved for the same (kind, user, market).
-    Returns ``(alert, created)``."""
+    Returns ``(alert, created)``; an alert added to comes without its evidence loaded
+    (a deferred field: reading it queries the row)."""
     assert kind in AlertKind.values and severity in Severity.values
     now = timezone.now()
-    alert = RiskAlert.objects.select_for_update().filter(
-        kind=kind, user_id=user_id, market_id=market_id).exclude(status=RiskAlert.Status.RESOLVED).first()
-    if alert is None:
-        try:
-            with transaction.atomic():
-                alert = RiskAlert.objects.create(kind=kind, severity=severity, user_id=user_id, market_id=market_id,
-                                                 counterparty_id=counterparty_id, summary=summary[:300],
-                                                 evidence=evidence[-EVIDENCE_KEPT:])
-            return alert, True
-        except IntegrityError:  # raised concurrently: add to it
-            alert = RiskAlert.objects.select_for_update().get(
-                kind=kind, user_id=user_id, market_id=market_id, status__in=["OPEN", "ACKNOWLEDGED"])
-    alert.evidence = (list(alert.evidence) + evidence)[-EVIDENCE_KEPT:]
-    alert.occurrences += 1
-    alert.last_seen_at = now
-    alert.summary = summary[:300]
-    if _SEVERITY_RANK[severity] > _SEVERITY_RANK[alert.severity]:
-        alert.severity = severity
-    alert.save(update_fields=["evidence", "occurrences", "last_seen_at", "summary", "severity", "updated_at"])
-    return alert, False
+    alert = _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
+                       evidence=evidence, now=now)
+    if alert is not None:
+        return alert, False
+    try:
+        with transaction.atomic():
+            alert = RiskAlert.objects.create(kind=kind, severity=severity, user_id=user_id, market_id=market_id,
+                                             counterparty_id=counterparty_id, summary=summary[:300],
+                                             evidence=evidence[-EVIDENCE_KEPT:])
+        return alert, True
+    except IntegrityError:  # raised concurrently: add to it
+        return _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
+                          evidence=evidence, now=now), False
+
+
+# Adding to an open alert is one statement, and the evidence (up to a hundred trades,
+# tens of kilobytes) never leaves the database: in an alert storm (two accounts
+# trading with each other from one address, hundreds of trades a second) reading,
+# decoding, re-encoding and writing it back per trade was most of the risk
+# consumer's work. The row lock is the UPDATE's own: a concurrent resolve waits, or
+# makes this statement find no unresolved alert (then a new one is raised).
+_ALERT_ADD_SQL = """
+UPDATE risk_riskalert SET
+    evidence = CASE WHEN jsonb_array_length(evidence) + jsonb_array_length(%(evidence)s::jsonb) > %(kept)s
+                    THEN jsonb_path_query_array(evidence || %(evidence)s::jsonb, %(tail)s::jsonpath)
+                    ELSE evidence || %(evidence)s::jsonb END,
+    occurrences = occurrences + 1,
+    last_seen_at = %(now)s,
+    updated_at = %(now)s,
+    summary = %(summary)s,
+    severity = CASE WHEN array_position(%(ranks)s::text[], %(severity)s) > array_position(%(ranks)s::text[], severity)
+                    THEN %(severity)s ELSE severity END
+WHERE kind = %(kind)s AND user_id = %(user_id)s AND {market} AND status <> 'RESOLVED'
+RETURNING {columns}
+"""
+_ALERT_FIELDS = [field for field in RiskAlert._meta.concrete_fields if field.name != "evidence"]
+_ALERT_ADD = {market_is_null: _ALERT_ADD_SQL.format(
+    market="market_id IS NULL" if market_is_null else "market_id = %(market_id)s",
+    columns=", ".join(field.column for field in _ALERT_FIELDS)) for market_is_null in (False, True)}
+
+
+def _alert_add(*, kind: str, severity: str, user_id: int, market_id: int | None, summary: str, evidence: list,
+               now) -> RiskAlert | None:
+    """Add an occurrence to the unresolved alert of (kind, user, market): its evidence (the
+    latest ``EVIDENCE_KEPT`` items kept), count, time and summary, its severity raised (never
+    lowered). The alert without its evidence, or None when there is no unresolved one."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ALERT_ADD[market_id is None], {
+            "evidence": json.dumps(evidence), "kept": EVIDENCE_KEPT, "tail": f"$[last - {EVIDENCE_KEPT - 1} to last]",
+            "now": now, "summary": summary[:300], "ranks": _SEVERITIES, "severity": str(severity),
+            "kind": str(kind), "user_id": user_id, "market_id": market_id})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return RiskAlert.from_db(connection.alias, [field.attname for field in _ALERT_FIELDS], row)
 
 
 def _alert_locked(alert: RiskAlert) -> RiskAlert:

@@ -189,3 +189,34 @@ def test_concentration_of_a_markets_volume(live_market, traders, matcher):
     run_task(risk_surveillance_windows)
     assert sorted(alerts(AlertKind.CONCENTRATION)) == [("alice", "MEDIUM", None), ("bob", "MEDIUM", None)]
     assert RiskAlert.objects.filter(user=alice).get().evidence[0]["share"] == "0.3333"
+
+
+def test_adding_to_an_alert_keeps_the_latest_evidence_and_the_highest_severity(live_market, traders):
+    """An unresolved alert takes every occurrence: its count, the latest EVIDENCE_KEPT items in
+    the order they came, the last summary, a severity raised but never lowered. A resolved one
+    takes nothing more: the next occurrence opens a new alert (with and without a market)."""
+    from risk.services import EVIDENCE_KEPT, alert_raise, alert_resolve
+
+    alice = traders[0]
+    severities = ["LOW"] * 30 + ["MEDIUM"] + ["LOW"] * 40 + ["HIGH"] + ["MEDIUM"] * 33
+    for market_id in (live_market.pk, None):
+        created = []
+        for n, severity in enumerate(severities):
+            alert, new = alert_raise(kind=AlertKind.VELOCITY, severity=severity, user_id=alice.pk,
+                                     market_id=market_id, summary=f"occurrence {n}", evidence=[{"n": n}, {"n": -n}])
+            created.append(new)
+        assert created == [True] + [False] * (len(severities) - 1)
+        stored = RiskAlert.objects.get(pk=alert.pk)
+        assert stored.market_id == market_id and stored.occurrences == len(severities)
+        assert (stored.severity, stored.summary) == ("HIGH", f"occurrence {len(severities) - 1}")
+        assert len(stored.evidence) == EVIDENCE_KEPT
+        expected = [item for n in range(len(severities)) for item in ({"n": n}, {"n": -n})][-EVIDENCE_KEPT:]
+        assert stored.evidence == expected
+        assert (alert.pk, alert.occurrences, alert.severity) == (stored.pk, stored.occurrences, "HIGH")
+
+        alert_resolve(alert=stored, note="checked", actor=None)
+        again, new = alert_raise(kind=AlertKind.VELOCITY, severity="LOW", user_id=alice.pk, market_id=market_id,
+                                 summary="after", evidence=[{"n": "after"}])
+        assert new and again.pk != stored.pk
+        assert RiskAlert.objects.get(pk=stored.pk).occurrences == len(severities)
+        alert_resolve(alert=again, note="checked", actor=None)
