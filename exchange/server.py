@@ -21,6 +21,8 @@ so X-Forwarded-For counts only through ``NUM_PROXIES``
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import os
 import signal
 import socket
@@ -47,6 +49,14 @@ def serve_worker(fd: int) -> None:
     """One worker: uvicorn on the inherited socket ``fd``."""
     import uvicorn
 
+    # The application is loaded before serving, and everything loading it allocated (Django,
+    # DRF, the URL map, the models) is moved out of the cyclic collector's reach: otherwise
+    # each full collection walks all of it while the worker answers nothing. Measured at
+    # 1,000 orders/s: full collections of 130-215 ms, each stalling the requests in flight
+    # on that worker (docs/BENCHMARKS.md, "Collector pauses").
+    importlib.import_module("exchange.asgi")
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         "exchange.asgi:application", loop="uvloop", http="httptools", ws="websockets",
         lifespan="off", proxy_headers=False, server_header=False, access_log=False,
