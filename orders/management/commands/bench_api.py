@@ -22,7 +22,9 @@ caches for it (the key and its secret, the user's fee rates and risk limits,
 the risk counters), about 12 ms of latency and 20 ms of CPU on the machine of
 docs/BENCHMARKS.md. Without it, the 64 new keys of a run would queue their
 cold first orders at the start of the timed part, and the percentiles would
-measure that start-up (``--warmup 0`` measures it).
+measure that start-up (``--warmup 0`` measures it). The timed part starts a
+few seconds later, once the matchers, the relay and the risk consumer have
+done the warm-up's work.
 
 ``--rate R`` sends at R requests per second (open loop: latency counts from
 when each request was due); without it, ``--connections`` connections send
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from decimal import Decimal as D
 from urllib.parse import urlparse
@@ -52,6 +55,7 @@ from matching.bench_feed import funded_traders
 from orders import loadgen
 
 ORDERS = "/api/v1/orders"
+SETTLE_S = 3.0
 
 
 class Command(BaseCommand):
@@ -82,6 +86,7 @@ class Command(BaseCommand):
         orders_for = _OrderMaker(market_row, mid, rng)
         if warmup:
             self._place_resting(host, port, keys, orders_for, warmup * len(keys), connections)
+            time.sleep(SETTLE_S)  # the matchers, the relay and the risk consumer finish the warm-up's work
 
         if workload == "place":
             requests = [("POST", ORDERS, "", orders_for.body(crossing_share=0.33, with_client_id=i % 2 == 0))
