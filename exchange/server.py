@@ -53,7 +53,7 @@ def serve_worker(fd: int) -> None:
     # DRF, the URL map, the models) is moved out of the cyclic collector's reach: otherwise
     # each full collection walks all of it while the worker answers nothing. Measured at
     # 1,000 orders/s: full collections of 130-215 ms, each stalling the requests in flight
-    # on that worker (docs/BENCHMARKS.md, "Collector pauses").
+    # on that worker (docs/BENCHMARKS.md, "Warm keys, collector pauses, alert storms, row addresses").
     importlib.import_module("exchange.asgi")
     gc.collect()
     gc.freeze()

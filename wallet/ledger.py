@@ -175,7 +175,7 @@ class _Hold:
 # well: PostgreSQL then tests that array, element by element, against every row
 # a sequential scan reads, which made the accounts update 1.4 ms for 40 rows of
 # 526 instead of 0.2 ms, and the largest part of a matcher's database time
-# (docs/BENCHMARKS.md, "Row addresses without = ANY").
+# (docs/BENCHMARKS.md, "Warm keys, collector pauses, alert storms, row addresses").
 
 _HOLD_COLUMNS = "ctid, id, reference, user_id, asset_id, amount, amount_remaining, status"
 
