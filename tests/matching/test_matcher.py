@@ -442,3 +442,30 @@ def test_a_wait_ended_by_a_burst_takes_the_whole_burst_into_one_batch(traders, m
     assert handled == [5]
     assert {order.status for order in Order.objects.filter(pk__in=[o.pk for o in orders])} == {"NEW"}
     assert_sound(matcher)
+
+
+def test_the_sweep_finds_requested_amendments_of_its_market_only(traders, matcher):
+    """An amendment whose stream entry never arrived is in the market's backlog while it is
+    requested (not one of another market's order), and applied by the sweep."""
+    from orders.models import OrderAmendment
+    from tests.factories import AssetFactory, MarketFactory
+
+    alice, _, _ = traders
+    order = place(alice, "BUY", price=100, quantity=1)
+    drain(matcher)
+    amendment = order_amend(user=alice, order_id=order.pk, price=D(95), quantity=None)
+    matcher.redis.delete(matcher.stream)  # the entry is lost
+    matcher.redis.xgroup_create(matcher.stream, stream.GROUP, id="0", mkstream=True)
+    OrderAmendment.objects.filter(pk=amendment.pk).update(created_at=amendment.created_at.replace(year=2020))
+
+    other = MarketFactory(base=AssetFactory(code="ETH", name="Ether"), quote=matcher.market.quote)
+    assert (stream.AMEND, amendment.pk) not in [(c.kind, c.row_id) for c in database_backlog(other)]
+    assert (stream.AMEND, amendment.pk) in [(c.kind, c.row_id) for c in database_backlog(matcher.market)]
+
+    matcher.sweep_after_s = 0  # the last sweep was the first drain's: sweep now
+    drain(matcher)
+
+    amendment.refresh_from_db()
+    assert amendment.status == "APPLIED" and Order.objects.get(pk=order.pk).price == D(95)
+    assert (stream.AMEND, amendment.pk) not in [(c.kind, c.row_id) for c in database_backlog(matcher.market)]
+    assert_sound(matcher)
