@@ -98,17 +98,11 @@ async def run_load(*, host: str, port: int, connections: int, requests: list[Req
     if keep_bodies:
         result.bodies = [None] * len(requests)  # type: ignore[list-item]
 
-    last_ms: dict[str, int] = {}
-
     async def one(index: int, due: float) -> None:
         connection = await free.get()
         method, path, query, body = requests[index]
         key_id, secret = keys[index % len(keys)]
-        # A distinct timestamp per request of a key: two identical requests signed in the
-        # same millisecond would be one signature, the second refused as a replay.
-        timestamp_ms = max(time.time_ns() // 1_000_000, last_ms.get(key_id, 0) + 1)
-        last_ms[key_id] = timestamp_ms
-        headers = signed_headers(key_id, secret, method, path, query or None, body, timestamp_ms=timestamp_ms)
+        headers = signed_headers(key_id, secret, method, path, query or None, body)
         headers["Content-Type"] = "application/json"
         try:
             status, payload = await connection.send(method, path, query, body, headers)

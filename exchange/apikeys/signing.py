@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, quote
@@ -104,6 +105,20 @@ def signatures_equal(expected: str, supplied: str) -> bool:
     return hmac.compare_digest(expected.encode(), supplied.lower().encode())
 
 
+_last_timestamp_ms: dict[str, int] = {}
+_timestamps = threading.Lock()
+
+
+def _fresh_timestamp_ms(key_id: str) -> int:
+    """Now, in milliseconds, but later than any timestamp this process signed with ``key_id``
+    before: the same request signed twice in one millisecond would be one signature, and
+    the server refuses the second as a replay (a fast server answers in less than that)."""
+    with _timestamps:
+        timestamp_ms = max(time.time_ns() // 1_000_000, _last_timestamp_ms.get(key_id, 0) + 1)
+        _last_timestamp_ms[key_id] = timestamp_ms
+        return timestamp_ms
+
+
 def signed_headers(
     key_id: str,
     secret: str,
@@ -117,14 +132,15 @@ def signed_headers(
     """The four headers that sign one request; send ``body`` byte for byte.
 
     Sign each attempt anew: the server refuses a signature it has already
-    seen (a retry with the same headers is a replay).
+    seen (a retry with the same headers is a replay). Without ``timestamp_ms``,
+    the timestamp is now, made distinct per key within this process.
     """
     if "?" in path:
         raise ValueError("pass the query separately from the path")
     if isinstance(body, str):
         body = body.encode()
     if timestamp_ms is None:
-        timestamp_ms = time.time_ns() // 1_000_000
+        timestamp_ms = _fresh_timestamp_ms(key_id)
     canonical = canonical_request(
         timestamp_ms=timestamp_ms, recv_window_ms=recv_window_ms, method=method, path=path, query=query, body=body
     )

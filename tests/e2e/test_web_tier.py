@@ -30,17 +30,11 @@ ORDER = {"market": "BTC-USDT", "side": "BUY", "type": "LIMIT", "price": "60000",
 REQUESTS = 40
 
 
-_last_ms = [0]
-
-
 def _send(base_url: str, key_id: str, secret: str, method: str, path: str, body=None,
           headers: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else b""
-    # A distinct timestamp per request: the same request signed twice in one millisecond is
-    # one signature, and the second is refused as a replay (a refusal can take less than 1 ms).
-    _last_ms[0] = max(time.time_ns() // 1_000_000, _last_ms[0] + 1)
-    signed = {**signed_headers(key_id, secret, method, path, None, data, timestamp_ms=_last_ms[0]),
-              "Content-Type": "application/json", **(headers or {})}
+    signed = {**signed_headers(key_id, secret, method, path, None, data), "Content-Type": "application/json",
+              **(headers or {})}
     request = urllib.request.Request(base_url + path, data=data or None, method=method, headers=signed)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -96,3 +96,17 @@ def test_signature_comparison_ignores_hex_case_only():
     """Upper-case hex is the same signature; any other difference is not."""
     assert signatures_equal(VECTOR_SIGNATURE, VECTOR_SIGNATURE.upper())
     assert not signatures_equal(VECTOR_SIGNATURE, VECTOR_SIGNATURE[:-1] + "0")
+
+
+def test_the_same_request_signed_again_at_once_is_a_new_signature():
+    """A client signing the same request twice within one millisecond (a fast server answers
+    in less) gets two timestamps, so the server does not refuse the second as a replay; per
+    key, and never earlier than now."""
+    import time
+
+    before_ms = time.time_ns() // 1_000_000
+    headers = [signed_headers("key-a", "secret", "POST", "/api/v1/orders", None, b"{}") for _ in range(50)]
+    other = signed_headers("key-b", "secret", "POST", "/api/v1/orders", None, b"{}")
+    timestamps = [int(h["X-TIMESTAMP"]) for h in headers]
+    assert timestamps == sorted(set(timestamps)) and len({h["X-SIGNATURE"] for h in headers}) == 50
+    assert timestamps[0] >= before_ms and int(other["X-TIMESTAMP"]) >= before_ms
