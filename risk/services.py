@@ -363,8 +363,11 @@ def alert_raise(*, kind: str, severity: str, user_id: int, market_id: int | None
                                              evidence=evidence[-EVIDENCE_KEPT:])
         return alert, True
     except IntegrityError:  # raised concurrently: add to it
-        return _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
-                          evidence=evidence, now=now), False
+        alert = _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
+                           evidence=evidence, now=now)
+        if alert is None:  # and resolved since: the caller's transaction fails, and a retry raises anew
+            raise
+        return alert, False
 
 
 # Adding to an open alert is one statement, and the evidence (up to a hundred trades,
