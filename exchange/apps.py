@@ -7,13 +7,15 @@ class ExchangeConfig(AppConfig):
 
     def ready(self):
         # Registered by import: the OpenAPI description of API key
-        # authentication, system checks (API keys, /metrics, default passwords)
-        # and signal receivers (a sign-out closes the session's live connections).
+        # authentication, system checks (API keys, /metrics, default passwords,
+        # autovacuum) and signal receivers (a sign-out closes the session's live
+        # connections).
         from exchange import health  # noqa: F401
         from exchange.accounts import passwords  # noqa: F401
         from exchange.accounts import signals as account_signals  # noqa: F401
         from exchange.apikeys import checks, schema  # noqa: F401
         from exchange.audit import signals  # noqa: F401  (LOGIN, LOGOUT, LOGIN_FAILED rows)
+        from exchange.core import vacuum  # noqa: F401
         from exchange.outbox import metrics
 
         metrics.register()  # outbox backlog, lag and totals on /metrics
