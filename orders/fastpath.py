@@ -19,7 +19,8 @@ API-key-signed requests without leaving the event loop:
 The contract is the Django views' (``orders/api/views.py``), which stay the
 reference and serve everything this path does not take: the same checks in
 the same order (``exchange.apikeys.credentials``, the views' input
-serializers, ``orders.rules`` through ``orders.entry``), errors rendered by
+serializers, or ``PlainInput`` for the bodies they would take unchanged,
+``orders.rules`` through ``orders.entry``), errors rendered by
 the same exception handler, the same bodies and headers.
 ``tests/orders/test_fastpath.py`` sends a corpus of requests to both doors
 and compares the answers.
@@ -400,7 +401,8 @@ def _plain_field(field):
 
 class PlainInput:
     """An input serializer's answer for the bodies nearly every client sends, without DRF's
-    machinery (a fifth of a web worker's CPU per placement went to it: docs/BENCHMARKS.md).
+    machinery (it took about a sixth of a web worker's CPU per placement: docs/BENCHMARKS.md,
+    "A slow VM, stale plans and where PostgreSQL's time goes").
 
     A body is taken here only if each of its fields is known, the required ones are present,
     and each value is a JSON string the field takes as it is: one of a choice field's
