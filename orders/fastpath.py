@@ -43,9 +43,9 @@ from decimal import Decimal
 import asyncpg
 import orjson
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, MinLengthValidator, ProhibitNullCharactersValidator
 from django.http import Http404, QueryDict
 from django.utils import timezone
-from django.core.validators import MaxLengthValidator, MinLengthValidator, ProhibitNullCharactersValidator
 from rest_framework import exceptions, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.fields import CharField, ChoiceField, empty
@@ -408,7 +408,7 @@ class PlainInput:
     and each value is a JSON string the field takes as it is: one of a choice field's
     choices, printable ASCII without spaces within a text field's lengths, an amount that
     the field's own ``to_internal_value`` accepts. The result is then what the serializer's
-    ``run_validation`` returns (``tests/orders/test_fastpath.py`` compares the two on
+    ``run_validation`` returns (``tests/orders/test_plain_input.py`` compares the two on
     generated bodies). For anything else ``take`` returns None and the serializer decides,
     errors included: it stays the contract. A serializer with a check this class does not
     know (a ``validate`` method, a field type or validator it does not model) is never
