@@ -353,20 +353,6 @@ def _channels_db() -> int:
     return redis_db_of(settings.REDIS_CHANNELS_URL)
 
 
-_inputs: dict[str, object] = {}
-
-
-def _input(name: str):
-    """One instance per process of the view's input serializer: validating with it
-    (``run_validation``) is what the view does, without building a serializer per request."""
-    serializer = _inputs.get(name)
-    if serializer is None:
-        from orders.api.views import OrderCollectionApi, OrderPlaceInput
-
-        serializer = _inputs[name] = {"place": OrderPlaceInput, "cancel_all": OrderCollectionApi.CancelAllInput}[name]()
-    return serializer
-
-
 # Printable ASCII without spaces: nothing a CharField would trim, and nothing its validators
 # (length aside) or a blank check would refuse.
 _PLAIN_TEXT = re.compile(r"[!-~]+")
@@ -443,16 +429,21 @@ class PlainInput:
         return validated
 
 
-_plain_inputs: dict[str, PlainInput | None] = {}
+_inputs: dict[str, tuple] = {}
 
 
 def _validated(name: str, data) -> dict:
-    """``_input(name).run_validation(data)``, by ``PlainInput`` when it can."""
-    if name not in _plain_inputs:
-        _plain_inputs[name] = PlainInput.of(_input(name))
-    plain = _plain_inputs[name]
+    """What the view's input serializer ``name`` makes of ``data`` (its ``run_validation``):
+    by ``PlainInput`` when it can, else by one instance per process of the serializer (what
+    the view does, without building a serializer per request)."""
+    if name not in _inputs:
+        from orders.api.views import OrderCollectionApi, OrderPlaceInput
+
+        serializer = {"place": OrderPlaceInput, "cancel_all": OrderCollectionApi.CancelAllInput}[name]()
+        _inputs[name] = (serializer, PlainInput.of(serializer))
+    serializer, plain = _inputs[name]
     validated = plain.take(data) if plain is not None else None
-    return validated if validated is not None else _input(name).run_validation(data)
+    return validated if validated is not None else serializer.run_validation(data)
 
 
 def _parse_place(request: _Request) -> tuple[dict | None, Exception | None]:
@@ -709,7 +700,7 @@ async def _cancel(request: _Request):
 
 async def _cancel_all(request: _Request):
     admitted = await _admit(request)
-    symbol = _input("cancel_all").run_validation(QueryDict(request.query_string))["market"]
+    symbol = _validated("cancel_all", QueryDict(request.query_string))["market"]
     market = await _market_for(symbol)
     if market is None:
         raise ApplicationError("UNKNOWN_MARKET", f"There is no market {str(symbol)[:40]!r}.", field="market")
