@@ -169,8 +169,9 @@ class _Hold:
 # locked rows' physical addresses (ctid) cannot change before our own update,
 # so the bulk UPDATEs find them by address, without any index, joining on ctid
 # alone. Their plans are generic (prepared statements, exchange.core.sql): a
-# nested loop of one TID probe per row, or, for a table of a few pages (the
-# accounts of a young exchange), a hash join of its sequential scan, each linear
+# nested loop of one TID probe per row, or, for a table of a few pages or one
+# not yet analyzed (any of them on a new installation, until autovacuum's first
+# ANALYZE: exchange.core.vacuum), a hash join of its sequential scan, each linear
 # in what it reads. They used to name the addresses with "ctid = ANY(array)" as
 # well: PostgreSQL then tests that array, element by element, against every row
 # a sequential scan reads, which made the accounts update 1.4 ms for 40 rows of
