@@ -41,6 +41,8 @@ Request = tuple[str, str, str, bytes]  # (method, path, query, body)
 @dataclass
 class Result:
     latencies_s: list[float] = field(default_factory=list)
+    due_s: list[float] = field(default_factory=list)  # when each request was due, from the start
+    status_list: list[int] = field(default_factory=list)  # each request's status, in answer order
     statuses: Counter = field(default_factory=Counter)
     bodies: list[dict] = field(default_factory=list)  # kept when asked (to cancel what was placed)
     elapsed_s: float = 0.0
@@ -109,6 +111,8 @@ async def run_load(*, host: str, port: int, connections: int, requests: list[Req
         finally:
             free.put_nowait(connection)
         result.latencies_s.append(time.perf_counter() - due)
+        result.due_s.append(due - started)
+        result.status_list.append(status)
         result.statuses[status] += 1
         if keep_bodies:
             result.bodies[index] = json.loads(payload) if payload else None

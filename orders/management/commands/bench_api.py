@@ -22,9 +22,13 @@ caches for it (the key and its secret, the user's fee rates and risk limits,
 the risk counters), about 12 ms of latency and 20 ms of CPU on the machine of
 docs/BENCHMARKS.md. Without it, the 64 new keys of a run would queue their
 cold first orders at the start of the timed part, and the percentiles would
-measure that start-up (``--warmup 0`` measures it). The timed part starts a
-few seconds later, once the matchers, the relay and the risk consumer have
-done the warm-up's work.
+measure that start-up (``--warmup 0`` measures it). Whatever the untimed
+part set going, the timed part waits for it to be done (``stack_backlog``:
+the outbox relay has published every event, and every consumer group of
+every stream, the matchers' and the risk consumer's, has read and
+acknowledged every entry), so that it measures its own requests and not the
+tail of the set-up. A stack that does not get there within
+``SETTLE_TIMEOUT_S`` is measured anyway, with a warning naming what was left.
 
 ``--rate R`` sends at R requests per second (open loop: latency counts from
 when each request was due); without it, ``--connections`` connections send
@@ -33,7 +37,9 @@ kind of process used during the timed part (web workers, matchers,
 PostgreSQL, Redis, the outbox relay, Celery, this client), per request as well. The last line
 is ``orders_per_s=<int> p50_ms=<float> p99_ms=<float> p999_ms=<float>``:
 requests answered with the workload's success status per second, and the
-latency percentiles of every request.
+latency percentiles of every request. ``--timeline FILE`` also writes one
+line per timed request: when it was due (seconds from the start), its
+latency in milliseconds and its status, to see when the slow ones happened.
 """
 
 from __future__ import annotations
@@ -50,12 +56,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from exchange.apikeys.services import api_key_create
+from exchange.core.redis import get_redis
 from exchange.models import Market
+from exchange.outbox import metrics as outbox_metrics
 from matching.bench_feed import funded_traders
 from orders import loadgen
 
 ORDERS = "/api/v1/orders"
-SETTLE_S = 3.0
+SETTLE_TIMEOUT_S = 120.0
+SETTLE_POLL_S = 0.2
 
 
 class Command(BaseCommand):
@@ -72,8 +81,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
         parser.add_argument("--warmup", type=int, default=16,
                             help="Resting orders each trader places, untimed, before the timed part.")
+        parser.add_argument("--timeline", default="",
+                            help="Write each timed request's due time (s), latency (ms) and status to this file.")
 
-    def handle(self, *args, url, market, workload, orders, rate, connections, traders, seed, warmup, **options):
+    def handle(self, *args, url, market, workload, orders, rate, connections, traders, seed, warmup, timeline,
+               **options):
         symbol = market.upper()
         market_row = Market.objects.select_related("base", "quote").filter(symbol=symbol).first()
         if market_row is None:
@@ -86,7 +98,6 @@ class Command(BaseCommand):
         orders_for = _OrderMaker(market_row, mid, rng)
         if warmup:
             self._place_resting(host, port, keys, orders_for, warmup * len(keys), connections)
-            time.sleep(SETTLE_S)  # the matchers, the relay and the risk consumer finish the warm-up's work
 
         if workload == "place":
             requests = [("POST", ORDERS, "", orders_for.body(crossing_share=0.33, with_client_id=i % 2 == 0))
@@ -101,12 +112,30 @@ class Command(BaseCommand):
             requests = [("DELETE", ORDERS, f"market={symbol}", b"") for _ in keys]
             success = 202
 
+        self._settle()
         cpu = loadgen.ProcessCpu(str(settings.DATA_DIR), backends=_backends)
         cpu.start()
         result = loadgen.run(host=host, port=port, connections=connections, requests=requests, keys=keys,
                              rate=rate or None)
         used = cpu.stop()
         self._report(workload, result, used, cpu.postgres_by_client, success, rate, connections)
+        if timeline:
+            with open(timeline, "w") as out:
+                for due_s, latency_s, status in zip(result.due_s, result.latencies_s, result.status_list):
+                    out.write(f"{due_s:.4f} {latency_s * 1000:.2f} {status}\n")
+
+    def _settle(self) -> None:
+        """Wait until the stack has done what the untimed part set going (``stack_backlog``
+        empty twice in a row), at most SETTLE_TIMEOUT_S."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        clean = 0
+        while clean < 2:
+            left = stack_backlog()
+            clean = 0 if left else clean + 1
+            if left and time.monotonic() > deadline:
+                self.stderr.write(f"not settled after {SETTLE_TIMEOUT_S:g}s, measuring anyway: {left}")
+                return
+            time.sleep(SETTLE_POLL_S)
 
     def _traders(self, market: Market, count: int) -> list[tuple[str, str]]:
         keys = []
@@ -158,6 +187,24 @@ class Command(BaseCommand):
             f"orders_per_s={int(accepted / result.elapsed_s) if result.elapsed_s else 0} "
             f"p50_ms={result.percentile_ms(0.50):.1f} p99_ms={result.percentile_ms(0.99):.1f} "
             f"p999_ms={result.percentile_ms(0.999):.1f}")
+
+
+def stack_backlog() -> dict[str, int]:
+    """What the stack still has to do, by where it waits: ``outbox`` (events the relay has not
+    published yet) and ``<group> on <stream>`` (entries of the stream a consumer group has not
+    acknowledged, or not read yet: at least 1 then). Empty: nothing."""
+    left = {}
+    pending = outbox_metrics.snapshot()["backlog"]["PENDING"]
+    if pending:
+        left["outbox"] = pending
+    client = get_redis()
+    for key in client.scan_iter(_type="STREAM"):
+        last = client.xinfo_stream(key)["last-generated-id"]
+        for group in client.xinfo_groups(key):
+            behind = group["pending"] + (group["last-delivered-id"] != last)
+            if behind:
+                left[f"{group['name'].decode()} on {key.decode()}"] = behind
+    return left
 
 
 def _backends() -> dict[int, str]:
