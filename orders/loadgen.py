@@ -40,12 +40,16 @@ Request = tuple[str, str, str, bytes]  # (method, path, query, body)
 
 @dataclass
 class Result:
+    # Per request, in the order of the answers: its latency, when it was due (from the start), its status.
     latencies_s: list[float] = field(default_factory=list)
-    due_s: list[float] = field(default_factory=list)  # when each request was due, from the start
-    status_list: list[int] = field(default_factory=list)  # each request's status, in answer order
-    statuses: Counter = field(default_factory=Counter)
+    due_s: list[float] = field(default_factory=list)
+    status_list: list[int] = field(default_factory=list)
     bodies: list[dict] = field(default_factory=list)  # kept when asked (to cancel what was placed)
     elapsed_s: float = 0.0
+
+    @property
+    def statuses(self) -> Counter:
+        return Counter(self.status_list)
 
     def percentile_ms(self, fraction: float) -> float:
         ordered = sorted(self.latencies_s)
@@ -113,7 +117,6 @@ async def run_load(*, host: str, port: int, connections: int, requests: list[Req
         result.latencies_s.append(time.perf_counter() - due)
         result.due_s.append(due - started)
         result.status_list.append(status)
-        result.statuses[status] += 1
         if keep_bodies:
             result.bodies[index] = json.loads(payload) if payload else None
 
