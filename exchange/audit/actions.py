@@ -107,8 +107,8 @@ ACTIONS: dict[str, str] = {
     LOGIN: "A user signed in (API or back office).",
     LOGOUT: "A user signed out.",
     LOGIN_FAILED: "A sign-in failed; `after.username` is the name that was tried.",
-    PASSWORD_CHANGE: "A user's password was set or changed (any door: back office, API, manage.py).",
-    USER_CREATE: "A user was created in the back office.",
+    PASSWORD_CHANGE: "A user's password was set or changed (any door: back office, API, manage.py changepassword).",
+    USER_CREATE: "A user was created in the back office, by manage.py createsuperuser or by the demo loader.",
     USER_UPDATE: "A user's details (not their roles) were edited in the back office.",
     USER_DELETE: "A user was deleted in the back office.",
     ROLE_CHANGE: "A user's roles or staff flags (groups, is_staff, is_superuser, permissions), or a role's "

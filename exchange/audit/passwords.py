@@ -2,8 +2,10 @@
 
 Django calls ``password_changed(password, user)`` on every configured
 password validator once a new password is saved: the back office's user
-form and own-password page, ``manage.py changepassword`` and
-``createsuperuser``, registration, any future API. ``PasswordChangeAudit``
+form and own-password page, ``manage.py changepassword``, registration,
+any future API. (``createsuperuser`` hashes the password it creates the
+account with directly, so no call comes from it: its USER_CREATE row,
+``exchange.cli``, records the account.) ``PasswordChangeAudit``
 is listed in AUTH_PASSWORD_VALIDATORS for that call only (it accepts every
 password). Who changed it and from where come from the request being
 served, if any (``exchange.audit.middleware``); otherwise the row names the

@@ -106,6 +106,8 @@ CELERY_TASK_ROUTES = {"exchange.outbox.tasks.*": {"queue": "outbox"}, "risk.task
 INSTALLED_APPS = [
     # Django's admin with the back office's site (two-factor sign-in, dashboard): exchange/backoffice.
     "exchange.backoffice.apps.BackOfficeAdminConfig",
+    # Before django.contrib.auth: its createsuperuser records the new account (exchange/cli).
+    "exchange.cli.apps.CliConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -9,11 +9,12 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from exchange.apikeys.models import ApiKey
 from exchange.audit.models import AuditLog
+from exchange.audit.services import current_process
 from exchange.branding import Branding
 from exchange.models import Asset, Market
 from exchange.roles import OPERATORS, SUPPORT
@@ -415,3 +416,23 @@ def test_the_address_behind_trusted_proxies(settings, api, alice):  # noqa: F811
              HTTP_X_FORWARDED_FOR="6.6.6.6, 192.0.2.44", HTTP_USER_AGENT=AGENT)
 
     assert last("API_KEY_CREATE").ip == "192.0.2.44"
+
+
+def test_createsuperuser_records_the_account_it_makes_and_nothing_after(monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a long enough passphrase 42")
+    before = AuditLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    call_command("createsuperuser", interactive=False, username="founder", email="founder@example.com",
+                 stdout=None)
+    founder = get_user_model().objects.get(username="founder")
+
+    created = AuditLog.objects.get(id__gt=before, action="USER_CREATE")
+    assert (created.object_type, created.object_id, created.subject_user_id) == ("auth.user", str(founder.pk),
+                                                                                 founder.pk)
+    assert created.after["is_superuser"] is True and created.after["is_staff"] is True
+    assert created.after["username"] == "founder" and "password" not in created.after
+    assert created.actor_system == current_process() and created.actor_staff_id is None
+
+    with pytest.raises(CommandError):  # the name is taken: nothing is created, nothing recorded
+        call_command("createsuperuser", interactive=False, username="founder", email="", stdout=None)
+    UserFactory(username="later")  # created after the command: not its to record
+    assert AuditLog.objects.filter(id__gt=before, action="USER_CREATE").count() == 1
