@@ -36,7 +36,11 @@ Who writes what:
 - ``counters_rebuild`` builds both hashes from the database when ``ready`` is
   missing (Redis flushed or restarted, or the keys expired after a week
   without activity), never from zero, and only if they are still cold when it
-  writes (``REBUILD``), so two rebuilders cannot both count.
+  writes (``REBUILD``), so two rebuilders cannot both count;
+- ``reservations_reconcile`` (Celery, every minute) rebuilds them for a user
+  whose open-order hash has kept an entry without an open order in the
+  database for a minute: a reservation whose web worker died before placing
+  or releasing it.
 
 Why this is exact despite the consumer's lag: the order path and the
 consumer never touch the same quantity twice. An order's entry exists from
@@ -527,3 +531,73 @@ def usage_read(*, user_id: int, client=None) -> Usage:
         open_buy=per_asset("xb:", False),
         open_sell=per_asset("xs:", False),
     )
+
+
+# ------------------------------------------------------------------ the reconciler
+
+SUSPECTS_KEY = "risk:reconcile:suspects"  # "<user>:<client_order_id>" -> when first seen without an open order
+RECONCILE_MIN_AGE_S = 60.0
+
+_OPEN_AMONG = """
+    SELECT o.user_id, o.client_order_id
+    FROM unnest(%s::integer[], %s::varchar[]) AS k(user_id, client_order_id)
+    JOIN orders_order o ON o.user_id = k.user_id AND o.client_order_id = k.client_order_id
+    WHERE o.status = ANY(%s::varchar[])
+"""
+
+
+def _open_among(pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which of these (user, client_order_id) are open orders in the database (the unique index, per pair)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_AMONG, [[user for user, _ in pairs], [coid for _, coid in pairs], list(OPEN_STATUSES)])
+        return set(cursor.fetchall())
+
+
+def reservations_reconcile(*, client=None, now_s: float | None = None, min_age_s: float = RECONCILE_MIN_AGE_S,
+                           chunk: int = 5000) -> list[int]:
+    """Rebuild the counters of every user with an open-order entry that has had no open order
+    in the database for ``min_age_s`` or more; returns those users.
+
+    Such an entry is a reservation nobody will give back: its web worker died (or lost Redis)
+    between reserving the order and placing or releasing it, or the event that ends its order
+    was never applied. It would count against the user's open-order and position limits for
+    good. An entry seen without its order only once may be an order being placed (its
+    reservation comes first, by milliseconds) or one whose end the consumer has not read yet
+    (a second or so): each pass keeps what it saw (``SUSPECTS_KEY``) and acts only on entries
+    already seen ``min_age_s`` before. The rebuild is the one that follows a Redis flush, so
+    the counters are as exact as after one (``counters_snapshot``)."""
+    client = client or get_redis()
+    now_s = time.time() if now_s is None else now_s
+    seen = {member.decode(): float(when) for member, when in client.hgetall(SUSPECTS_KEY).items()}
+    suspects: dict[str, float] = {}
+    stale: set[int] = set()
+
+    def check(pairs: list[tuple[int, str]]) -> None:
+        for user_id, coid in set(pairs) - _open_among(pairs):
+            member = f"{user_id}:{coid}"
+            first = suspects[member] = seen.get(member, now_s)
+            if now_s - first >= min_age_s:
+                stale.add(user_id)
+
+    pairs: list[tuple[int, str]] = []
+    for key in client.scan_iter(match="risk:{*}:o", count=1000):
+        user_id = int(key.decode().split("{", 1)[1].split("}", 1)[0])
+        pairs.extend((user_id, coid.decode()) for coid in client.hkeys(key))
+        if len(pairs) >= chunk:
+            check(pairs)
+            pairs = []
+    if pairs:
+        check(pairs)
+
+    for user_id in sorted(stale):
+        client.hdel(counters_key(user_id), "ready")  # cold: the rebuild below replaces both hashes
+        counters_rebuild(user_id=user_id, client=client)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(SUSPECTS_KEY)
+    remaining = {member: when for member, when in suspects.items() if int(member.split(":", 1)[0]) not in stale}
+    if remaining:
+        pipe.hset(SUSPECTS_KEY, mapping=remaining)
+    pipe.execute()
+    return sorted(stale)

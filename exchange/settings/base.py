@@ -361,6 +361,13 @@ CELERY_BEAT_SCHEDULE["risk-surveillance-windows"] = {
     "schedule": RISK_WINDOWS_INTERVAL_S,
     "options": {"queue": "risk", "expires": RISK_WINDOWS_INTERVAL_S},
 }
+# How often beat looks for reservations no open order backs (risk/counters.py, the reconciler).
+RISK_RECONCILE_INTERVAL_S = float(os.environ.get("RISK_RECONCILE_INTERVAL_S", "60"))
+CELERY_BEAT_SCHEDULE["risk-reservations-reconcile"] = {
+    "task": "risk.tasks.risk_reservations_reconcile",
+    "schedule": RISK_RECONCILE_INTERVAL_S,
+    "options": {"queue": "risk", "expires": RISK_RECONCILE_INTERVAL_S},
+}
 
 # --- Operations --------------------------------------------------------------
 
