@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Q
 
 from exchange.core.redis import get_redis
@@ -548,8 +549,6 @@ _OPEN_AMONG = """
 
 def _open_among(pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
     """Which of these (user, client_order_id) are open orders in the database (the unique index, per pair)."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(_OPEN_AMONG, [[user for user, _ in pairs], [coid for _, coid in pairs], list(OPEN_STATUSES)])
         return set(cursor.fetchall())
