@@ -25,9 +25,8 @@ class Command(createsuperuser.Command):
                 audit_log_record(action=actions.USER_CREATE, object_type=instance._meta.label_lower,
                                  object_id=instance.pk, subject_user=instance, after=snapshot(instance))
 
-        uid = f"exchange.audit.createsuperuser.{id(saved)}"
-        post_save.connect(saved, sender=self.UserModel, weak=False, dispatch_uid=uid)
+        post_save.connect(saved, sender=self.UserModel, weak=False)
         try:
             return super().handle(*args, **options)
         finally:
-            post_save.disconnect(sender=self.UserModel, dispatch_uid=uid)
+            post_save.disconnect(saved, sender=self.UserModel)
