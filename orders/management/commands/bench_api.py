@@ -129,9 +129,11 @@ class Command(BaseCommand):
         empty twice in a row), at most SETTLE_TIMEOUT_S."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         clean = 0
-        while clean < 2:
+        while True:
             left = stack_backlog()
             clean = 0 if left else clean + 1
+            if clean == 2:
+                return
             if left and time.monotonic() > deadline:
                 self.stderr.write(f"not settled after {SETTLE_TIMEOUT_S:g}s, measuring anyway: {left}")
                 return
