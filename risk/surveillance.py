@@ -240,10 +240,14 @@ def _user_volumes(market_id: int, start: datetime, end: datetime) -> dict[int, t
         return {user_id: (volume, count) for user_id, volume, count in cursor.fetchall()}
 
 
-def _recently_alerted(kind: str, user_id: int, market_id: int, since: datetime) -> bool:
-    """A windowed rule re-checks every run: one addition per window to an alert still open."""
-    return RiskAlert.objects.filter(kind=kind, user_id=user_id, market_id=market_id, last_seen_at__gte=since).exclude(
-        status=RiskAlert.Status.RESOLVED).exists()
+def _recently_alerted(kind: str, market_id: int, user_ids: list[int], since: datetime) -> set[int]:
+    """Which of these users have an alert of this kind still open and added to since ``since``:
+    a windowed rule re-checks every run, and adds to such an alert once per window only.
+    One query for all of them."""
+    if not user_ids:
+        return set()
+    return set(RiskAlert.objects.filter(kind=kind, market_id=market_id, user_id__in=user_ids, last_seen_at__gte=since)
+               .exclude(status=RiskAlert.Status.RESOLVED).values_list("user_id", flat=True))
 
 
 def windows_check(*, market_ids: list[int], now: datetime | None = None) -> int:
@@ -265,7 +269,7 @@ def _velocity(market_id: int, now: datetime) -> int:
         return 0
     history = _user_volumes(market_id, now - window - timedelta(days=BASELINE_DAYS), now - window)
     windows_in_baseline = Decimal(BASELINE_DAYS * 86400) / settings.window_s
-    raised = 0
+    flagged = []
     for user_id, (volume, trades) in current.items():
         if exempt(user_id, AlertKind.VELOCITY):
             continue
@@ -273,9 +277,14 @@ def _velocity(market_id: int, now: datetime) -> int:
         baseline_volume, baseline_trades = past_volume / windows_in_baseline, Decimal(past_trades) / windows_in_baseline
         by_volume = volume >= settings.min_notional and volume > settings.ratio * baseline_volume
         by_trades = trades >= settings.min_count and trades > settings.ratio * baseline_trades
-        if not (by_volume or by_trades) or _recently_alerted(AlertKind.VELOCITY, user_id, market_id, now - window):
+        if by_volume or by_trades:
+            flagged.append((user_id, volume, trades, baseline_volume, baseline_trades, by_volume and by_trades))
+    alerted = _recently_alerted(AlertKind.VELOCITY, market_id, [user_id for user_id, *_ in flagged], now - window)
+    raised = 0
+    for user_id, volume, trades, baseline_volume, baseline_trades, both in flagged:
+        if user_id in alerted:
             continue
-        _raise(AlertKind.VELOCITY, Severity.MEDIUM if by_volume and by_trades else Severity.LOW,
+        _raise(AlertKind.VELOCITY, Severity.MEDIUM if both else Severity.LOW,
                user_id=user_id, market_id=market_id,
                summary=f"{_d(volume)} traded in {trades} trades in {settings.window_s} s; own average per window "
                        f"over {BASELINE_DAYS} days: {_d(round(baseline_volume, 8))} in {round(baseline_trades, 2)}",
@@ -297,11 +306,13 @@ def _concentration(market_id: int, now: datetime) -> int:
     market_volume, market_trades = totals["volume"] or Decimal(0), totals["trades"]
     if market_trades < settings.min_count or market_volume < settings.min_notional or market_volume == 0:
         return 0
+    shares = {user_id: (volume, trades, volume / market_volume)
+              for user_id, (volume, trades) in _user_volumes(market_id, start, now).items()
+              if volume / market_volume > settings.ratio and not exempt(user_id, AlertKind.CONCENTRATION)}
+    alerted = _recently_alerted(AlertKind.CONCENTRATION, market_id, list(shares), start)
     raised = 0
-    for user_id, (volume, trades) in _user_volumes(market_id, start, now).items():
-        share = volume / market_volume
-        if share <= settings.ratio or exempt(user_id, AlertKind.CONCENTRATION) \
-                or _recently_alerted(AlertKind.CONCENTRATION, user_id, market_id, start):
+    for user_id, (volume, trades, share) in shares.items():
+        if user_id in alerted:
             continue
         _raise(AlertKind.CONCENTRATION, Severity.MEDIUM, user_id=user_id, market_id=market_id,
                summary=f"{round(share * 100, 1)}% of the market's volume in {settings.window_s} s "

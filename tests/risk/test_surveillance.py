@@ -189,6 +189,9 @@ def test_concentration_of_a_markets_volume(live_market, traders, matcher):
     run_task(risk_surveillance_windows)
     assert sorted(alerts(AlertKind.CONCENTRATION)) == [("alice", "MEDIUM", None), ("bob", "MEDIUM", None)]
     assert RiskAlert.objects.filter(user=alice).get().evidence[0]["share"] == "0.3333"
+    run_task(risk_surveillance_windows)
+    assert [alert.occurrences for alert in RiskAlert.objects.order_by("user__username")] == [1, 1], \
+        "one addition per window, not per run"
 
 
 def test_adding_to_an_alert_keeps_the_latest_evidence_and_the_highest_severity(live_market, traders):
