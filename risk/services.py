@@ -344,7 +344,7 @@ def exchange_resume(*, reason: str, actor=None, source: str = "admin", audit: di
 # ------------------------------------------------------------------ alerts
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # atomic alone; no savepoint inside the caller's transaction (risk consumer)
 def alert_raise(*, kind: str, severity: str, user_id: int, market_id: int | None, summary: str, evidence: list,
                 counterparty_id: int | None = None) -> tuple[RiskAlert, bool]:
     """Raise an alert, or add to the one still unresolved for the same (kind, user, market).
