@@ -139,16 +139,20 @@ class RedisStreamConsumer:
         read = 0
         for stream, messages in entries or []:
             acked = []
-            for entry_id, fields in messages:
-                if fields:  # empty: trimmed from the stream before it was handled
-                    event = ReceivedEvent.parse(fields[b"event"])
-                    wanted = self.wants is None or self.wants(event)
-                    if wanted and event_handle_once(consumer=self.name, event=event, handler=self.handler):
-                        self.handled += 1
-                acked.append(entry_id)
-            read += len(acked)
-            if acked:
-                self.client.xack(stream, self.name, *acked)
+            try:
+                for entry_id, fields in messages:
+                    if fields:  # empty: trimmed from the stream before it was handled
+                        event = ReceivedEvent.parse(fields[b"event"])
+                        wanted = self.wants is None or self.wants(event)
+                        if wanted and event_handle_once(consumer=self.name, event=event, handler=self.handler):
+                            self.handled += 1
+                    acked.append(entry_id)
+            finally:
+                # What was handled is acknowledged even when a handler raised (or a pass ran out of
+                # time) in the middle: only the entries from there on are read again.
+                read += len(acked)
+                if acked:
+                    self.client.xack(stream, self.name, *acked)
         return read
 
     def _claim(self, count: int) -> list:

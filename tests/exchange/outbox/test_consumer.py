@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from django.db import transaction
 
 from exchange.outbox.consumer import RedisStreamConsumer
@@ -55,3 +56,32 @@ def test_events_the_consumer_does_not_want_are_acknowledged_without_a_transactio
     assert consumer.handled == 2 and ProcessedEvent.objects.filter(consumer="picky").count() == 2
     assert redis_app.xpending("bus:order.events", "picky")["pending"] == 0
     assert consumer.drain() == 0 and len(seen) == 2
+
+
+def test_a_handler_failing_midway_leaves_only_the_entries_from_there_on_to_read_again(bus, redis_app):
+    """The third of five events fails (a handler's error, or a pass that ran out of time): the
+    two handled before it are acknowledged at once, so the next pass reads the last three and
+    runs no transaction again for the first two."""
+    with transaction.atomic():
+        outbox_emit_many([Event(Topic.ORDERS, "K", "test.event", {"n": n}) for n in range(5)])
+    outbox_relay(bus=bus)
+    seen = []
+
+    def fails_on_two(event):
+        if event.data["n"] == 2 and not seen.count(2):
+            seen.append(2)
+            raise RuntimeError("handler failed")
+        seen.append(event.data["n"])
+
+    consumer = RedisStreamConsumer(name="midway", topics=[Topic.ORDERS], handler=fails_on_two, client=redis_app,
+                                   consumer_id="one")
+    with pytest.raises(RuntimeError):
+        consumer.poll()
+    assert redis_app.xpending("bus:order.events", "midway")["pending"] == 3
+    assert ProcessedEvent.objects.filter(consumer="midway").count() == 2
+
+    again = RedisStreamConsumer(name="midway", topics=[Topic.ORDERS], handler=fails_on_two, client=redis_app,
+                                consumer_id="one", wants=lambda event: seen.append(("read", event.data["n"])) or True)
+    assert again.drain() == 3
+    assert seen == [0, 1, 2, ("read", 2), 2, ("read", 3), 3, ("read", 4), 4]
+    assert redis_app.xpending("bus:order.events", "midway")["pending"] == 0
