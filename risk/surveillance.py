@@ -188,6 +188,9 @@ def cancel_check(order: dict, *, market_id: int) -> None:
     settings = rule(AlertKind.SPOOFING, market_id)
     if not settings.enabled or exempt(user_id, AlertKind.SPOOFING) or order["price"] is None:
         return
+    if order["type"] not in (OrderType.LIMIT, OrderType.LIMIT_MAKER) or order["quantity"] is None \
+            or Decimal(order["price"]) * Decimal(order["quantity"]) < settings.min_notional:
+        return  # this order is not one the rule counts, and an alert needs it to be: no query
     last_price = MarketState.objects.filter(market_id=market_id).values_list("last_price", flat=True).first()
     now = timezone.now()
     since = now - timedelta(seconds=settings.window_s)

@@ -16,6 +16,7 @@ from exchange.outbox.bus import reset_bus
 from exchange.outbox.relay import outbox_relay
 from orders.models import Trade
 from orders.services import order_cancel
+from risk import surveillance
 from risk.models import AlertKind, AutoAction, RiskAlert, SurveillanceExemption, SurveillanceRule, TradingRestriction
 from risk.services import account_link_create
 from risk.tasks import risk_events_consume, risk_surveillance_windows
@@ -138,6 +139,23 @@ def test_spoofing_large_orders_cancelled_quickly_near_the_touch(live_market, tra
     alert = RiskAlert.objects.get()
     assert (alert.user, alert.kind, alert.severity) == (alice, AlertKind.SPOOFING, "MEDIUM")
     assert sorted(item["order_id"] for item in alert.evidence) == sorted(order.pk for order in spoofs)
+
+
+def test_a_cancelled_order_the_spoofing_rule_cannot_count_costs_no_query(live_market, traders,
+                                                                         django_assert_num_queries):
+    """Market makers cancel all day: an order below the rule's notional (or not a plain limit
+    order) cannot be one of the orders an alert needs, so its cancel reads nothing."""
+    alice = traders[0]
+    rule(live_market, AlertKind.SPOOFING, min_notional=D(1000), window_s=600, min_count=3, ratio=D("0.01"),
+         max_lifetime_s=30)
+    surveillance.rule(AlertKind.SPOOFING, live_market.pk), surveillance.exempt(alice.pk, AlertKind.SPOOFING)  # cached
+    cancelled = {"order_id": 1, "user_id": alice.pk, "market": live_market.symbol, "status": "CANCELED",
+                 "filled_quantity": "0", "type": "LIMIT", "price": "99.5"}
+    with django_assert_num_queries(0):
+        surveillance.cancel_check({**cancelled, "quantity": "10.04"}, market_id=live_market.pk)  # 998.98
+        surveillance.cancel_check({**cancelled, "quantity": "20", "type": "STOP_LIMIT"}, market_id=live_market.pk)
+    with django_assert_num_queries(2):  # the last price, the user's recent cancels
+        surveillance.cancel_check({**cancelled, "quantity": "10.06"}, market_id=live_market.pk)  # 1000.97
 
 
 # ------------------------------------------------------------------ per window
