@@ -1,8 +1,9 @@
 """The risk consumer of the event bus: counters and per-event surveillance from the matcher's events.
 
 It reads ``order.events`` and ``trade.events`` through the deduping consumer
-(``exchange.outbox.consumer``: each event's effects run in one database
-transaction that records it as handled, so a redelivery is skipped):
+(``exchange.outbox.consumer``: the effects of the events of one read run in
+one database transaction that records them as handled, so a redelivery is
+skipped; if that fails, one event at a time, each in its own):
 
 - ``order.updated`` that ends an order (FILLED, CANCELED, EXPIRED, REJECTED):
   the order leaves the user's open-order counters (``counters.CLOSE``);
@@ -55,39 +56,25 @@ def _market_ids(symbol: str) -> tuple[int, int]:
 _markets = LocalCache("risk.consumer.markets", _market_ids, max_age_s=3600)
 
 
-def _apply(source: str, keys: list, args: list, user_id: int) -> int:
-    reply = counters.script(source)(keys=keys, args=args)
-    if reply == -1:
-        raise CountersCold(user_id)
-    return reply
-
-
-def order_updated(event: ReceivedEvent) -> None:
-    data = event.data
+def _close_call(data: dict) -> tuple[str, int, list, list]:
+    """The counters script an ended order's event runs: (source, user, keys, args)."""
     user_id = data["user_id"]
-    _apply(counters.CLOSE, [counters.counters_key(user_id), counters.open_key(user_id)], [data["client_order_id"]],
-           user_id)
-    market_id, _ = _markets.get(data["market"])
-    surveillance.cancel_check(data, market_id=market_id)
+    return counters.CLOSE, user_id, [counters.counters_key(user_id), counters.open_key(user_id)], \
+        [data["client_order_id"]]
 
 
-def trade_executed(event: ReceivedEvent) -> None:
-    data = event.data
+def _fill_calls(data: dict, client_order_ids: dict[int, str]) -> list[tuple[str, int, list, list]]:
+    """The counters scripts a trade runs, one per user (a self-trade: one with both legs)."""
     market_id, base_id = _markets.get(data["market"])
-    maker_order, taker_order = data["maker_order_id"], data["taker_order_id"]
-    orders = {order_id: (coid, ip) for order_id, coid, ip in Order.objects.filter(
-        id__in=[maker_order, taker_order]).values_list("id", "client_order_id", "client_ip")}
     taker_buys = data["taker_side"] == Side.BUY
     quantity = to_units(Decimal(data["quantity"]))
     legs: dict[int, list] = {}
-    for user_id, order_id, buys in ((data["maker_user_id"], maker_order, not taker_buys),
-                                    (data["taker_user_id"], taker_order, taker_buys)):
-        legs.setdefault(user_id, []).extend([orders[order_id][0], base_id, "b" if buys else "s", quantity])
+    for user_id, order_id, buys in ((data["maker_user_id"], data["maker_order_id"], not taker_buys),
+                                    (data["taker_user_id"], data["taker_order_id"], taker_buys)):
+        legs.setdefault(user_id, []).extend([client_order_ids[order_id], base_id, "b" if buys else "s", quantity])
     day = counters.day_of(datetime.fromisoformat(data["executed_at"]).timestamp())
-    for user_id, user_legs in legs.items():
-        _apply(counters.FILL, [counters.counters_key(user_id), counters.open_key(user_id)],
-               [market_id, data["sequence"], day, counters.TTL_MS, *user_legs], user_id)
-    surveillance.trade_check(data, market_id=market_id, client_ips={order_id: ip for order_id, (_, ip) in orders.items()})
+    return [(counters.FILL, user_id, [counters.counters_key(user_id), counters.open_key(user_id)],
+             [market_id, data["sequence"], day, counters.TTL_MS, *user_legs]) for user_id, user_legs in legs.items()]
 
 
 def risk_event_wanted(event: ReceivedEvent) -> bool:
@@ -101,13 +88,46 @@ def risk_event_wanted(event: ReceivedEvent) -> bool:
     return event.type == "order.updated" and event.data["status"] in FINAL_STATUSES
 
 
+def risk_events_handle(events: list[ReceivedEvent]) -> None:
+    """Each event's effect in turn (the ones ``risk_event_wanted`` keeps): the counters in one
+    Redis round trip (the scripts in event order, pipelined), the trades' orders in one
+    query, the trades' alerts raised together (``surveillance.TradeAlerts``). A user whose
+    counters are cold stops it (``CountersCold``): the caller's transaction rolls back, and
+    the scripts that did run change nothing when run again (see the module's docstring)."""
+    events = [event for event in events if risk_event_wanted(event)]
+    trades = [event.data for event in events if event.type == "trade.executed"]
+    orders: dict[int, tuple[str, str | None]] = {}
+    if trades:
+        order_ids = {trade[side] for trade in trades for side in ("maker_order_id", "taker_order_id")}
+        orders = {order_id: (coid, ip) for order_id, coid, ip in Order.objects.filter(
+            id__in=order_ids).values_list("id", "client_order_id", "client_ip")}
+    client_order_ids = {order_id: coid for order_id, (coid, _) in orders.items()}
+    calls = []
+    for event in events:
+        calls.extend([_close_call(event.data)] if event.type == "order.updated"
+                     else _fill_calls(event.data, client_order_ids))
+    if calls:
+        client = get_redis()
+        pipe = client.pipeline(transaction=False)
+        for source, _, keys, args in calls:
+            counters.script(source, client)(keys=keys, args=args, client=pipe)
+        for (_, user_id, _, _), reply in zip(calls, pipe.execute()):
+            if reply == -1:
+                raise CountersCold(user_id)
+    alerts = surveillance.TradeAlerts()
+    for event in events:
+        market_id, _ = _markets.get(event.data["market"])
+        if event.type == "order.updated":
+            surveillance.cancel_check(event.data, market_id=market_id)
+        else:
+            trade = event.data
+            surveillance.trade_check(trade, market_id=market_id, alerts=alerts, client_ips={
+                order_id: orders[order_id][1] for order_id in (trade["maker_order_id"], trade["taker_order_id"])})
+    alerts.raise_all()
+
+
 def risk_event_handle(event: ReceivedEvent) -> None:
-    if not risk_event_wanted(event):
-        return
-    if event.type == "order.updated":
-        order_updated(event)
-    else:
-        trade_executed(event)
+    risk_events_handle([event])
 
 
 class _PassOver(Exception):
@@ -129,13 +149,19 @@ def consume(*, max_seconds: float = 5.0, max_rebuilds: int = 1000) -> int:
             raise _PassOver
         risk_event_handle(event)
 
+    def handle_many(events: list[ReceivedEvent]) -> None:
+        if time.monotonic() > deadline:
+            raise _PassOver
+        risk_events_handle(events)
+
     handled = 0
     rebuilds = 0
     try:
         while True:
             # A fresh consumer re-reads first what an earlier pass read but did not acknowledge.
             consumer = RedisStreamConsumer(name=CONSUMER, topics=[Topic.ORDERS, Topic.TRADES], handler=handle,
-                                           client=client, consumer_id=CONSUMER, wants=risk_event_wanted)
+                                           client=client, consumer_id=CONSUMER, wants=risk_event_wanted,
+                                           handler_many=handle_many)
             try:
                 consumer.drain()
                 return handled + consumer.handled

@@ -346,25 +346,26 @@ def exchange_resume(*, reason: str, actor=None, source: str = "admin", audit: di
 
 @transaction.atomic(savepoint=False)  # atomic alone; no savepoint inside the caller's transaction (risk consumer)
 def alert_raise(*, kind: str, severity: str, user_id: int, market_id: int | None, summary: str, evidence: list,
-                counterparty_id: int | None = None) -> tuple[RiskAlert, bool]:
+                counterparty_id: int | None = None, occurrences: int = 1) -> tuple[RiskAlert, bool]:
     """Raise an alert, or add to the one still unresolved for the same (kind, user, market).
-    Returns ``(alert, created)``; an alert added to comes without its evidence loaded
+    ``occurrences``: how many occurrences ``evidence`` stands for (the risk consumer raises
+    the trades of one read together). Returns ``(alert, created)``; an alert added to comes without its evidence loaded
     (a deferred field: reading it queries the row)."""
     assert kind in AlertKind.values and severity in Severity.values
     now = timezone.now()
     alert = _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
-                       evidence=evidence, now=now)
+                       evidence=evidence, now=now, occurrences=occurrences)
     if alert is not None:
         return alert, False
     try:
         with transaction.atomic():
             alert = RiskAlert.objects.create(kind=kind, severity=severity, user_id=user_id, market_id=market_id,
                                              counterparty_id=counterparty_id, summary=summary[:300],
-                                             evidence=evidence[-EVIDENCE_KEPT:])
+                                             evidence=evidence[-EVIDENCE_KEPT:], occurrences=occurrences)
         return alert, True
     except IntegrityError:  # raised concurrently: add to it
         alert = _alert_add(kind=kind, severity=severity, user_id=user_id, market_id=market_id, summary=summary,
-                           evidence=evidence, now=now)
+                           evidence=evidence, now=now, occurrences=occurrences)
         if alert is None:  # and resolved since: the caller's transaction fails, and a retry raises anew
             raise
         return alert, False
@@ -381,7 +382,7 @@ UPDATE risk_riskalert SET
     evidence = CASE WHEN jsonb_array_length(evidence) + jsonb_array_length(%(evidence)s::jsonb) > %(kept)s
                     THEN jsonb_path_query_array(evidence || %(evidence)s::jsonb, %(tail)s::jsonpath)
                     ELSE evidence || %(evidence)s::jsonb END,
-    occurrences = occurrences + 1,
+    occurrences = occurrences + %(occurrences)s,
     last_seen_at = %(now)s,
     updated_at = %(now)s,
     summary = %(summary)s,
@@ -397,15 +398,15 @@ _ALERT_ADD = {market_is_null: _ALERT_ADD_SQL.format(
 
 
 def _alert_add(*, kind: str, severity: str, user_id: int, market_id: int | None, summary: str, evidence: list,
-               now) -> RiskAlert | None:
-    """Add an occurrence to the unresolved alert of (kind, user, market): its evidence (the
+               now, occurrences: int = 1) -> RiskAlert | None:
+    """Add occurrences to the unresolved alert of (kind, user, market): its evidence (the
     latest ``EVIDENCE_KEPT`` items kept), count, time and summary, its severity raised (never
     lowered). The alert without its evidence, or None when there is no unresolved one."""
     with connection.cursor() as cursor:
         cursor.execute(_ALERT_ADD[market_id is None], {
             "evidence": json.dumps(evidence), "kept": EVIDENCE_KEPT, "tail": f"$[last - {EVIDENCE_KEPT - 1} to last]",
             "now": now, "summary": summary[:300], "ranks": _SEVERITIES, "severity": str(severity),
-            "kind": str(kind), "user_id": user_id, "market_id": market_id})
+            "kind": str(kind), "user_id": user_id, "market_id": market_id, "occurrences": occurrences})
         row = cursor.fetchone()
     if row is None:
         return None

@@ -117,10 +117,11 @@ def linked(user_a: int, user_b: int) -> bool:
 
 
 def _raise(kind: str, severity: str, *, user_id: int, market_id: int | None, summary: str, evidence: list,
-           settings: RuleSettings, counterparty_id: int | None = None) -> RiskAlert:
+           settings: RuleSettings, counterparty_id: int | None = None, occurrences: int = 1) -> RiskAlert:
     """Raise (or add to) an alert; on a new alert apply the rule's automatic restriction."""
     alert, created = services.alert_raise(kind=kind, severity=severity, user_id=user_id, market_id=market_id,
-                                          summary=summary, evidence=evidence, counterparty_id=counterparty_id)
+                                          summary=summary, evidence=evidence, counterparty_id=counterparty_id,
+                                          occurrences=occurrences)
     if created and settings.auto_action != AutoAction.NONE:
         from django.contrib.auth import get_user_model
 
@@ -142,9 +143,47 @@ def _d(value) -> str:
 # ------------------------------------------------------------ per event
 
 
-def trade_check(trade: dict, *, market_id: int, client_ips: dict[int, str | None]) -> None:
+class TradeAlerts:
+    """The trade rules' alerts of several trades, raised together (``raise_all``): one addition
+    per (kind, user, market) carrying every trade's evidence and occurrence, with what raising
+    them one trade at a time would have left: the first counterparty, the highest severity,
+    the last summary. Two accounts trading with each other from one address hundreds of times
+    a second then cost one statement per read of the bus, not one per trade."""
+
+    def __init__(self):
+        self._pending: dict[tuple, dict] = {}
+
+    def add(self, kind: str, severity: str, *, user_id: int, market_id: int, summary: str, evidence: list,
+            settings: RuleSettings, counterparty_id: int | None) -> None:
+        pending = self._pending.get((kind, user_id, market_id))
+        if pending is None:
+            self._pending[(kind, user_id, market_id)] = {
+                "kind": kind, "severity": severity, "user_id": user_id, "market_id": market_id, "summary": summary,
+                "evidence": list(evidence), "settings": settings, "counterparty_id": counterparty_id,
+                "occurrences": 1}
+            return
+        if _RANKS.index(severity) > _RANKS.index(pending["severity"]):
+            pending["severity"] = severity
+        pending["summary"] = summary
+        pending["evidence"].extend(evidence)
+        pending["occurrences"] += 1
+
+    def raise_all(self) -> None:
+        for pending in self._pending.values():
+            _raise(**pending)
+        self._pending.clear()
+
+
+_RANKS = [Severity.LOW, Severity.MEDIUM, Severity.HIGH]
+
+
+def trade_check(trade: dict, *, market_id: int, client_ips: dict[int, str | None],
+                alerts: TradeAlerts | None = None) -> None:
     """Wash trade / self-dealing and large trade, for one ``trade.executed`` payload.
-    ``client_ips``: order id -> the address that placed it."""
+    ``client_ips``: order id -> the address that placed it. With ``alerts``, what the trade
+    raises is added there for the caller to raise; without, it is raised now."""
+    raise_now = alerts is None
+    alerts = TradeAlerts() if raise_now else alerts
     maker, taker = trade["maker_user_id"], trade["taker_user_id"]
     notional = Decimal(trade["notional"])
     evidence = [{"trade_id": trade["trade_id"], "sequence": trade["sequence"], "price": trade["price"],
@@ -165,17 +204,19 @@ def trade_check(trade: dict, *, market_id: int, client_ips: dict[int, str | None
             how, severity = f"between accounts trading from the same address {maker_ip}", Severity.MEDIUM
         if how is not None:
             evidence[0]["maker_ip"], evidence[0]["taker_ip"] = maker_ip, taker_ip
-            _raise(AlertKind.WASH_TRADE, severity, user_id=taker, market_id=market_id, counterparty_id=maker,
-                   summary=f"{trade['market']}: trade {trade['sequence']} of {_d(notional)} {how}",
-                   evidence=evidence, settings=wash)
+            alerts.add(AlertKind.WASH_TRADE, severity, user_id=taker, market_id=market_id, counterparty_id=maker,
+                       summary=f"{trade['market']}: trade {trade['sequence']} of {_d(notional)} {how}",
+                       evidence=evidence, settings=wash)
 
     large = rule(AlertKind.LARGE_TRADE, market_id)
     if large.enabled and large.min_notional > 0 and notional >= large.min_notional \
             and not exempt(taker, AlertKind.LARGE_TRADE):
-        _raise(AlertKind.LARGE_TRADE, Severity.LOW, user_id=taker, market_id=market_id, counterparty_id=maker,
-               summary=f"{trade['market']}: trade {trade['sequence']} of {_d(notional)} (threshold "
-                       f"{_d(large.min_notional)})",
-               evidence=evidence, settings=large)
+        alerts.add(AlertKind.LARGE_TRADE, Severity.LOW, user_id=taker, market_id=market_id, counterparty_id=maker,
+                   summary=f"{trade['market']}: trade {trade['sequence']} of {_d(notional)} (threshold "
+                           f"{_d(large.min_notional)})",
+                   evidence=evidence, settings=large)
+    if raise_now:
+        alerts.raise_all()
 
 
 def cancel_check(order: dict, *, market_id: int) -> None:

@@ -97,6 +97,25 @@ def test_the_demo_market_maker_is_exempt_and_repeats_add_to_one_alert(live_marke
     assert (alert.user, alert.kind, alert.occurrences, len(alert.evidence)) == (bob, AlertKind.WASH_TRADE, 2, 2)
 
 
+def test_the_trades_of_one_read_add_to_an_alert_as_one_at_a_time_would(live_market, traders, matcher):
+    """The consumer raises the trades of one read together: bob's trade with carol from one
+    address (MEDIUM), then with himself (HIGH), give one alert with both occurrences and both
+    trades' evidence in order, the first counterparty, the highest severity, the last summary.
+    A later read adds to that alert."""
+    alice, bob, carol = traders
+    trade(matcher, bob, carol, buyer_ip="203.0.113.7", seller_ip="203.0.113.7")
+    trade(matcher, bob, bob, stp_mode="NONE")
+    consume()
+    alert = RiskAlert.objects.get()
+    assert (alert.user, alert.counterparty, alert.severity, alert.occurrences) == (bob, carol, "HIGH", 2)
+    assert [item["maker_user_id"] for item in alert.evidence] == [carol.pk, bob.pk]
+    assert "with itself" in alert.summary
+    trade(matcher, bob, alice, buyer_ip="203.0.113.8", seller_ip="203.0.113.8")
+    consume()
+    alert.refresh_from_db()
+    assert (alert.occurrences, len(alert.evidence), alert.severity) == (3, 3, "HIGH")
+
+
 def test_large_trades_above_the_market_threshold(live_market, traders, matcher):
     """With a 1000 USDT threshold for the market, a trade of exactly 1000 raises a large-trade
     alert and one of 999.99 does not; a rule may apply a restriction automatically."""

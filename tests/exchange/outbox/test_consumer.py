@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 
 import pytest
 from django.db import transaction
 
-from exchange.outbox.consumer import RedisStreamConsumer
+from exchange.outbox.consumer import ReceivedEvent, RedisStreamConsumer, events_handle_once
 from exchange.outbox.models import ProcessedEvent, Topic
 from exchange.outbox.relay import outbox_relay
 from exchange.outbox.services import Event, outbox_emit_many
@@ -85,3 +87,54 @@ def test_a_handler_failing_midway_leaves_only_the_entries_from_there_on_to_read_
     assert again.drain() == 3
     assert seen == [0, 1, 2, ("read", 2), 2, ("read", 3), 3, ("read", 4), 4]
     assert redis_app.xpending("bus:order.events", "midway")["pending"] == 0
+
+
+def test_a_read_handled_together_records_each_event_once_and_a_failure_falls_back_to_one_at_a_time(bus, redis_app):
+    """With ``handler_many``, the wanted events of a read are handled in one call and one
+    transaction. When that call fails, nothing of it is recorded and the read is handled one
+    event at a time: the failing event's failure is its own, the others are handled once."""
+    with transaction.atomic():
+        outbox_emit_many([Event(Topic.ORDERS, "K", "test.event", {"n": n}) for n in range(6)])
+    outbox_relay(bus=bus)
+    calls, seen = [], []
+
+    def many(events):
+        calls.append([event.data["n"] for event in events])
+        ProcessedEvent.objects.create(consumer="side-effect", event_id=events[0].event_id)  # rolled back on failure
+        if len(calls) == 1:
+            raise RuntimeError("the group fails")
+        seen.extend(event.data["n"] for event in events)
+
+    def one(event):
+        if event.data["n"] == 4:
+            raise ValueError("event 4 fails")
+        seen.append(event.data["n"])
+
+    consumer = RedisStreamConsumer(name="grouped", topics=[Topic.ORDERS], handler=one, handler_many=many,
+                                   client=redis_app, wants=lambda event: event.data["n"] != 1)
+    with pytest.raises(ValueError):
+        consumer.poll()
+    assert calls == [[0, 2, 3, 4, 5]] and seen == [0, 2, 3]
+    assert not ProcessedEvent.objects.filter(consumer="side-effect").exists()
+    assert redis_app.xpending("bus:order.events", "grouped")["pending"] == 2  # 4 and 5
+
+    again = RedisStreamConsumer(name="grouped", topics=[Topic.ORDERS], handler=one, handler_many=many,
+                                client=redis_app, consumer_id=consumer.consumer_id)  # the next pass
+    assert again.drain() == 2
+    assert calls == [[0, 2, 3, 4, 5], [4, 5]] and seen == [0, 2, 3, 4, 5]
+    assert ProcessedEvent.objects.filter(consumer="grouped").count() == 5
+
+
+def test_events_handled_together_skip_what_was_handled_and_a_repeat_among_them(transactional_db):
+    """``events_handle_once`` hands over, in order, only the events not handled yet, once each."""
+    def event(n):
+        return ReceivedEvent.parse(json.dumps({
+            "event_id": str(uuid.UUID(int=n)), "topic": Topic.ORDERS, "type": "test.event", "version": 1, "key": "K",
+            "sequence": None, "occurred_at": "2026-12-02T00:00:00+00:00", "data": {"n": n}}))
+
+    got = []
+    assert events_handle_once(consumer="c", events=[event(1), event(2)], handler=got.append) == 2
+    assert events_handle_once(consumer="c", events=[event(3), event(2), event(3), event(1), event(4)],
+                              handler=got.append) == 2
+    assert [[e.data["n"] for e in events] for events in got] == [[1, 2], [3, 4]]
+    assert events_handle_once(consumer="c", events=[event(1)], handler=got.append) == 0 and len(got) == 2
