@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 from django.db import connection, transaction
 
-from exchange.outbox.models import OutboxEvent, Topic
+from exchange.outbox.models import OutboxEvent
 
 TABLE = OutboxEvent._meta.db_table
 
