@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+import orjson
 import redis
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,6 +31,26 @@ from exchange.outbox.bus import stream_name
 from exchange.outbox.models import ProcessedEvent
 
 logger = logging.getLogger(__name__)
+
+
+# orjson parses an envelope about four times as fast as json, which matters to a consumer
+# that must parse every event of a busy stream to tell which it wants; but it reads an
+# integer beyond 64 bits as a float. Such an integer needs a run of 19 digits or more, so
+# an envelope with one (anywhere, strings included) is left to json, as is anything
+# orjson refuses (NaN, which json.dumps writes). The run is looked for with translate and
+# a substring search (a regular expression took as long as json itself).
+_DIGITS_AS_ZERO = bytes(ord("0") if chr(byte).isdigit() and byte < 128 else ord(" ") for byte in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def _loads(envelope: str | bytes) -> Any:
+    raw = envelope.encode() if isinstance(envelope, str) else envelope
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 @dataclass(frozen=True)
@@ -45,7 +66,7 @@ class ReceivedEvent:
 
     @classmethod
     def parse(cls, envelope: str | bytes) -> "ReceivedEvent":
-        body = json.loads(envelope)
+        body = _loads(envelope)
         return cls(
             event_id=uuid.UUID(body["event_id"]),
             topic=body["topic"],

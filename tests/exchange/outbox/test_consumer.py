@@ -138,3 +138,15 @@ def test_events_handled_together_skip_what_was_handled_and_a_repeat_among_them(t
                               handler=got.append) == 2
     assert [[e.data["n"] for e in events] for events in got] == [[1, 2], [3, 4]]
     assert events_handle_once(consumer="c", events=[event(1)], handler=got.append) == 0 and len(got) == 2
+
+
+def test_an_envelope_parses_as_json_would_whatever_its_numbers():
+    """Envelopes are parsed with orjson where it gives what json gives: an integer beyond 64
+    bits stays an exact integer (orjson would make it a float), NaN is read, text is text."""
+    from exchange.outbox.consumer import _loads
+
+    plain = {"event_id": "x", "data": {"price": "64999.87", "n": 12, "f": 0.5, "s": "é\u2028", "none": None}}
+    assert _loads(json.dumps(plain)) == plain and _loads(json.dumps(plain).encode()) == plain
+    big = {"data": {"units": 123456789012345678901234567890, "max": 2**64}}
+    assert _loads(json.dumps(big)) == big and type(_loads(json.dumps(big))["data"]["units"]) is int
+    assert _loads(json.dumps({"x": float("nan")}))["x"] != _loads(json.dumps({"x": float("nan")}))["x"]
