@@ -50,7 +50,7 @@ from risk.models import (
 )
 
 EVIDENCE_KEPT = 100
-_SEVERITIES = [Severity.LOW.value, Severity.MEDIUM.value, Severity.HIGH.value]  # in rising order
+SEVERITY_RANKS = [Severity.LOW.value, Severity.MEDIUM.value, Severity.HIGH.value]  # in rising order
 
 
 def _audit(*, action: str, model, object_id, before: dict | None, after: dict | None, market: Market | None,
@@ -405,7 +405,7 @@ def _alert_add(*, kind: str, severity: str, user_id: int, market_id: int | None,
     with connection.cursor() as cursor:
         cursor.execute(_ALERT_ADD[market_id is None], {
             "evidence": json.dumps(evidence), "kept": EVIDENCE_KEPT, "tail": f"$[last - {EVIDENCE_KEPT - 1} to last]",
-            "now": now, "summary": summary[:300], "ranks": _SEVERITIES, "severity": str(severity),
+            "now": now, "summary": summary[:300], "ranks": SEVERITY_RANKS, "severity": str(severity),
             "kind": str(kind), "user_id": user_id, "market_id": market_id, "occurrences": occurrences})
         row = cursor.fetchone()
     if row is None:

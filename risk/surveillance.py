@@ -162,7 +162,7 @@ class TradeAlerts:
                 "evidence": list(evidence), "settings": settings, "counterparty_id": counterparty_id,
                 "occurrences": 1}
             return
-        if _RANKS.index(severity) > _RANKS.index(pending["severity"]):
+        if services.SEVERITY_RANKS.index(severity) > services.SEVERITY_RANKS.index(pending["severity"]):
             pending["severity"] = severity
         pending["summary"] = summary
         pending["evidence"].extend(evidence)
@@ -172,9 +172,6 @@ class TradeAlerts:
         for pending in self._pending.values():
             _raise(**pending)
         self._pending.clear()
-
-
-_RANKS = [Severity.LOW, Severity.MEDIUM, Severity.HIGH]
 
 
 def trade_check(trade: dict, *, market_id: int, client_ips: dict[int, str | None],
