@@ -96,6 +96,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task, and in
+# a prefork worker with a pool it closes the whole pool: with the beat's tasks every second,
+# two new PostgreSQL backends (and pool threads) a second. It does that only every 2 x this
+# many tasks instead; exchange.celery returns the connections to the pool after each task
+# (close_old_connections, as Django does after a request), and a child's pool is still
+# closed when the child starts (the fixup's worker_process_init).
+CELERY_DB_REUSE_MAX = 10**9
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_IMPORTS = ["exchange.outbox.tasks", "risk.tasks"]
