@@ -32,8 +32,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
+
 from exchange.apikeys.signing import signed_headers
-from exchange.outbox.bench import processes_cpu_s
 
 Request = tuple[str, str, str, bytes]  # (method, path, query, body)
 
@@ -216,8 +217,8 @@ class ProcessCpu:
             return False
         return os.path.realpath(data_dir) == self.data_dir
 
-    def _by_kind(self) -> dict[int, str]:
-        processes = _processes()
+    def _by_kind(self, processes: dict[int, tuple[int, str]] | None = None) -> dict[int, str]:
+        processes = _processes() if processes is None else processes
         kinds: dict[int, str] = {}
         for pid, (_, cmd) in processes.items():
             kind = next((name for name, match in self.roots.items() if match(cmd)), None)
@@ -234,22 +235,50 @@ class ProcessCpu:
         return kinds
 
     def start(self) -> None:
-        self.before = {pid: processes_cpu_s([pid]) for pid in self._by_kind()}
+        processes = _processes()
+        self.before = {pid: (kind, *_cpu_s(pid), processes.get(pid, (0, ""))[0])
+                       for pid, kind in self._by_kind(processes).items()}
         self.self_before = time.process_time()
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds per kind; ``self.postgres_by_client`` splits PostgreSQL's by client."""
+        """CPU seconds per kind; ``self.postgres_by_client`` splits PostgreSQL's by client.
+
+        A process that ends during the run still counts: its parent reaps it, and its CPU
+        lands in the parent's counters of reaped children, counted here for every process
+        (PostgreSQL's backends of short-lived connections, reaped by the postmaster). What
+        such a process had used before ``start()`` is taken off again."""
         used: Counter = Counter()
         by_client: Counter = Counter()
         backends = self.backends()
-        for pid, kind in self._by_kind().items():
-            seconds = max(0.0, processes_cpu_s([pid]) - self.before.get(pid, 0.0))
-            used[kind] += seconds
+        now = self._by_kind()
+        for pid, kind in now.items():
+            own, reaped = _cpu_s(pid)
+            _, own_before, reaped_before, _ = self.before.get(pid, (kind, 0.0, 0.0, 0))
+            used[kind] += max(0.0, own - own_before)
             if kind == "postgres":
-                by_client[backends.get(pid) or "its own processes"] += seconds
+                by_client[backends.get(pid) or "its own processes"] += max(0.0, own - own_before)
+            if pid in self.before:  # a process new since start() had reaped nothing of ours before
+                used[kind] += max(0.0, reaped - reaped_before)
+                if kind == "postgres":
+                    by_client["backends that ended"] += max(0.0, reaped - reaped_before)
+        for pid, (kind, own_before, _, parent) in self.before.items():
+            if pid not in now and parent in self.before:
+                # Ended, and reaped by one of ours: that parent's counter holds all its CPU.
+                used[kind] -= own_before
+                if kind == "postgres":
+                    by_client["backends that ended"] -= own_before
         used["client"] = time.process_time() - self.self_before
-        self.postgres_by_client = dict(by_client)
-        return dict(used)
+        self.postgres_by_client = {client: max(0.0, seconds) for client, seconds in by_client.items()}
+        return {kind: max(0.0, seconds) for kind, seconds in used.items()}
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) user + system CPU seconds of a process; (0, 0) if it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def new_client_order_id() -> str:

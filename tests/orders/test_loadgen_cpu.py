@@ -29,3 +29,58 @@ def test_processes_of_another_exchange_on_the_machine_are_not_counted(tmp_path):
         child.kill(), ours.kill()
         child.wait(), ours.wait()
     assert 0.9 <= used.get("matcher", 0.0) < 1.9  # ours only, not the other exchange's
+
+
+# A parent of one kind that runs short-lived children, each burning 0.3 s of CPU and exiting,
+# and reaps them: the CPU of children that ended during the run counts (PostgreSQL's backends
+# of connections opened and closed during a run are such children of the postmaster).
+SPAWNER = (
+    "import subprocess, sys\n"
+    "burn = 'import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass'\n"
+    "sys.stdin.readline()\n"
+    "for _ in range(3): subprocess.run([sys.executable, '-c', burn])\n"
+    "print('done', flush=True)\n"
+    "sys.stdin.readline()\n")
+
+
+def test_processes_that_end_during_the_run_count_through_the_parent_that_reaped_them(tmp_path):
+    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER, "run_matcher"],
+                               env={**os.environ, "EXCHANGE_DATA_DIR": str(tmp_path)},
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        cpu = ProcessCpu(str(tmp_path))
+        cpu.start()
+        spawner.stdin.write(b"go\n"), spawner.stdin.flush()
+        assert spawner.stdout.readline() == b"done\n"
+        used = cpu.stop()
+    finally:
+        spawner.kill(), spawner.wait()
+    assert 0.85 <= used.get("matcher", 0.0) < 1.6
+
+
+def test_a_process_that_ends_during_the_run_counts_only_what_it_used_after_the_start(tmp_path):
+    """Its CPU before the start lands in its parent's counter too when it is reaped: not counted."""
+    parent_code = (
+        "import subprocess, sys\n"
+        "burn = ('import sys, time\\nend = time.process_time() + 1.0\\nwhile time.process_time() < end: pass\\n'\n"
+        "        'print(\"warm\", flush=True)\\nsys.stdin.readline()\\n'\n"
+        "        'end = time.process_time() + 0.3\\nwhile time.process_time() < end: pass')\n"
+        "child = subprocess.Popen([sys.executable, '-c', burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "print(child.stdout.readline().decode().strip(), flush=True)\n"
+        "sys.stdin.readline()\n"
+        "child.stdin.write(b'go\\n'); child.stdin.flush(); child.wait()\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.readline()\n")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, "run_matcher"],
+                              env={**os.environ, "EXCHANGE_DATA_DIR": str(tmp_path)},
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout.readline() == b"warm\n"
+        cpu = ProcessCpu(str(tmp_path))
+        cpu.start()
+        parent.stdin.write(b"go\n"), parent.stdin.flush()
+        assert parent.stdout.readline() == b"done\n"
+        used = cpu.stop()
+    finally:
+        parent.kill(), parent.wait()
+    assert 0.25 <= used.get("matcher", 0.0) < 0.8
