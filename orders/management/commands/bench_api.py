@@ -38,7 +38,9 @@ PostgreSQL, Redis, the outbox relay, Celery, this client), per request as
 well: from its first request until the stack has done the work its requests
 set going (``stack_backlog`` again), so that a consumer that falls behind
 during the run is charged for what it does after the last answer too (a
-stack that defers work would otherwise look cheaper per order). The last line
+stack that defers work would otherwise look cheaper per order); processes
+that end meanwhile count through the parent that reaped them
+(``loadgen.ProcessCpu``). The last line
 is ``orders_per_s=<int> p50_ms=<float> p99_ms=<float> p999_ms=<float>``:
 requests answered with the workload's success status per second, and the
 latency percentiles of every request. ``--timeline FILE`` also writes one
