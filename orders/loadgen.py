@@ -257,10 +257,9 @@ class ProcessCpu:
             used[kind] += max(0.0, own - own_before)
             if kind == "postgres":
                 by_client[backends.get(pid) or "its own processes"] += max(0.0, own - own_before)
-            if pid in self.before:  # a process new since start() had reaped nothing of ours before
-                used[kind] += max(0.0, reaped - reaped_before)
-                if kind == "postgres":
-                    by_client["backends that ended"] += max(0.0, reaped - reaped_before)
+            used[kind] += max(0.0, reaped - reaped_before)
+            if kind == "postgres":
+                by_client["backends that ended"] += max(0.0, reaped - reaped_before)
         for pid, (kind, own_before, _, parent) in self.before.items():
             if pid not in now and parent in self.before:
                 # Ended, and reaped by one of ours: that parent's counter holds all its CPU.
