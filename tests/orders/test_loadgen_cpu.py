@@ -43,44 +43,43 @@ SPAWNER = (
     "sys.stdin.readline()\n")
 
 
-def test_processes_that_end_during_the_run_count_through_the_parent_that_reaped_them(tmp_path):
-    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER, "run_matcher"],
-                               env={**os.environ, "EXCHANGE_DATA_DIR": str(tmp_path)},
+def _measured(code: str, data_dir, *, ready: bytes | None = None) -> dict[str, float]:
+    """Run ``code`` as a process of kind matcher (it waits for a line on stdin, works, prints
+    "done", waits again); the CPU the meter counts between the line and "done". With
+    ``ready``, the meter starts only after the process printed that line."""
+    process = subprocess.Popen([sys.executable, "-c", code, "run_matcher"],
+                               env={**os.environ, "EXCHANGE_DATA_DIR": str(data_dir)},
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        cpu = ProcessCpu(str(tmp_path))
+        if ready is not None:
+            assert process.stdout.readline() == ready
+        cpu = ProcessCpu(str(data_dir))
         cpu.start()
-        spawner.stdin.write(b"go\n"), spawner.stdin.flush()
-        assert spawner.stdout.readline() == b"done\n"
-        used = cpu.stop()
+        process.stdin.write(b"go\n"), process.stdin.flush()
+        assert process.stdout.readline() == b"done\n"
+        return cpu.stop()
     finally:
-        spawner.kill(), spawner.wait()
-    assert 0.85 <= used.get("matcher", 0.0) < 1.6
+        process.kill(), process.wait()
+
+
+def test_processes_that_end_during_the_run_count_through_the_parent_that_reaped_them(tmp_path):
+    assert 0.85 <= _measured(SPAWNER, tmp_path).get("matcher", 0.0) < 1.6
+
+
+# A parent whose child burns 1 s before the meter starts and 0.3 s after, then ends and is reaped.
+WARM_CHILD = (
+    "import subprocess, sys\n"
+    "burn = ('import sys, time\\nend = time.process_time() + 1.0\\nwhile time.process_time() < end: pass\\n'\n"
+    "        'print(\"warm\", flush=True)\\nsys.stdin.readline()\\n'\n"
+    "        'end = time.process_time() + 0.3\\nwhile time.process_time() < end: pass')\n"
+    "child = subprocess.Popen([sys.executable, '-c', burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+    "print(child.stdout.readline().decode().strip(), flush=True)\n"
+    "sys.stdin.readline()\n"
+    "child.stdin.write(b'go\\n'); child.stdin.flush(); child.wait()\n"
+    "print('done', flush=True)\n"
+    "sys.stdin.readline()\n")
 
 
 def test_a_process_that_ends_during_the_run_counts_only_what_it_used_after_the_start(tmp_path):
     """Its CPU before the start lands in its parent's counter too when it is reaped: not counted."""
-    parent_code = (
-        "import subprocess, sys\n"
-        "burn = ('import sys, time\\nend = time.process_time() + 1.0\\nwhile time.process_time() < end: pass\\n'\n"
-        "        'print(\"warm\", flush=True)\\nsys.stdin.readline()\\n'\n"
-        "        'end = time.process_time() + 0.3\\nwhile time.process_time() < end: pass')\n"
-        "child = subprocess.Popen([sys.executable, '-c', burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
-        "print(child.stdout.readline().decode().strip(), flush=True)\n"
-        "sys.stdin.readline()\n"
-        "child.stdin.write(b'go\\n'); child.stdin.flush(); child.wait()\n"
-        "print('done', flush=True)\n"
-        "sys.stdin.readline()\n")
-    parent = subprocess.Popen([sys.executable, "-c", parent_code, "run_matcher"],
-                              env={**os.environ, "EXCHANGE_DATA_DIR": str(tmp_path)},
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert parent.stdout.readline() == b"warm\n"
-        cpu = ProcessCpu(str(tmp_path))
-        cpu.start()
-        parent.stdin.write(b"go\n"), parent.stdin.flush()
-        assert parent.stdout.readline() == b"done\n"
-        used = cpu.stop()
-    finally:
-        parent.kill(), parent.wait()
-    assert 0.25 <= used.get("matcher", 0.0) < 0.8
+    assert 0.25 <= _measured(WARM_CHILD, tmp_path, ready=b"warm\n").get("matcher", 0.0) < 0.8
